@@ -1,0 +1,43 @@
+"""jaxvae: train, control and diagnose Variational Autoencoders in JAX.
+
+The public API is flat: ``import jaxvae as jv`` then ``jv.VAE``, ``jv.elbo``, ``jv.cyclical_schedule``, ...
+Submodules (``jv.likelihoods``, ``jv.priors``, ``jv.objectives``, ...) hold the full set.
+"""
+
+from jaxvae import errors, kl, likelihoods, model, nets, objectives, posteriors, priors, schedules
+from jaxvae.errors import CheckpointError, ChecksumError, ConfigError, DataError, JaxvaeError
+from jaxvae.kl import kl_diagonal_gaussians_per_dim, kl_monte_carlo, kl_standard_normal_per_dim
+from jaxvae.likelihoods import (
+    Bernoulli,
+    Categorical256,
+    ContinuousBernoulli,
+    DiscretizedLogisticMixture,
+    Gaussian,
+    Laplace,
+    Likelihood,
+    bits_per_dim,
+)
+from jaxvae.model import VAE, Forward, PureVAE, count_params, split
+from jaxvae.nets import ConvDecoder, ConvEncoder, MLPDecoder, MLPEncoder
+from jaxvae.objectives import (
+    ObjectiveOutput,
+    capacity,
+    elbo,
+    free_bits,
+    free_bits_kl,
+    iwae,
+    iwae_bound_from_log_weights,
+)
+from jaxvae.posteriors import DiagonalGaussian
+from jaxvae.priors import LearnedGaussian, MixtureOfGaussians, StandardNormal, VampPrior
+from jaxvae.schedules import (
+    capacity_schedule,
+    constant_schedule,
+    cosine_schedule,
+    cyclical_schedule,
+    get_schedule,
+    linear_schedule,
+    sigmoid_schedule,
+)
+
+__version__ = "0.1.0"
