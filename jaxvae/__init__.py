@@ -4,8 +4,28 @@ The public API is flat: ``import jaxvae as jv`` then ``jv.VAE``, ``jv.elbo``, ``
 Submodules (``jv.likelihoods``, ``jv.priors``, ``jv.objectives``, ...) hold the full set.
 """
 
-from jaxvae import errors, kl, likelihoods, model, nets, objectives, posteriors, priors, schedules
+from jaxvae import (
+    builders,
+    config,
+    data,
+    diagnostics,
+    errors,
+    evaluate,
+    kl,
+    likelihoods,
+    model,
+    nets,
+    objectives,
+    posteriors,
+    priors,
+    schedules,
+    train,
+)
+from jaxvae.config import Config, apply_overrides, get_preset
+from jaxvae.diagnostics import active_units, mutual_information
 from jaxvae.errors import CheckpointError, ChecksumError, ConfigError, DataError, JaxvaeError
+from jaxvae.evaluate import iwae_log_likelihood
+from jaxvae.loop import fit
 from jaxvae.kl import kl_diagonal_gaussians_per_dim, kl_monte_carlo, kl_standard_normal_per_dim
 from jaxvae.likelihoods import (
     Bernoulli,
@@ -39,5 +59,6 @@ from jaxvae.schedules import (
     linear_schedule,
     sigmoid_schedule,
 )
+from jaxvae.train import TrainState, init_train_state, make_train_step
 
 __version__ = "0.1.0"

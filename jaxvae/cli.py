@@ -1,0 +1,182 @@
+"""The ``jaxvae`` command: train, evaluate, sample, config show, presets.
+
+Bad input exits non-zero with a one-paragraph message (``--debug`` shows the traceback).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import sys
+import textwrap
+import traceback
+from pathlib import Path
+
+from jaxvae import config as config_lib
+from jaxvae.errors import JaxvaeError
+
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+
+
+def _config_from_args(args: argparse.Namespace) -> config_lib.Config:
+    cfg = config_lib.get_preset(args.preset or "digits")
+    return config_lib.apply_overrides(cfg, args.set or [])
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from jaxvae import loop
+
+    if args.workdir:
+        workdir = Path(args.workdir)
+        saved = workdir / "config.json"
+        if saved.exists() and not args.preset and not args.set:
+            cfg = config_lib.from_dict(json.loads(saved.read_text()))  # resume exactly what is there
+        else:
+            cfg = _config_from_args(args)
+        if workdir.exists() and any(workdir.iterdir()) and not saved.exists() and not args.force:
+            raise JaxvaeError(f"{workdir} exists and is not empty, but it is not a jaxvae run directory (no "
+                              "config.json); refusing to write into it. Choose a new --workdir, or pass --force.")
+    else:
+        cfg = _config_from_args(args)
+        stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+        workdir = Path("runs") / f"{cfg.preset}-{stamp}"
+        if workdir.exists():
+            raise JaxvaeError(f"{workdir} already exists; pass --workdir to choose another run directory.")
+    print(f"Run directory: {workdir}", flush=True)
+    loop.fit(cfg, workdir, force=args.force, progress=not args.no_progress)
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    import jax
+    import numpy as np
+
+    from jaxvae import evaluate, loop
+    from jaxvae.writers import atomic_write_json
+
+    ctx, params = loop.restore_run(args.workdir)
+    data = ctx.dataset.split(args.split)
+    if args.max_examples and data.shape[0] > args.max_examples:
+        idx = np.sort(np.random.default_rng(args.seed).choice(data.shape[0], args.max_examples, replace=False))
+        data = data[idx]
+    key = jax.random.key(args.seed)
+    terms = evaluate.evaluate_elbo(ctx.model, params, data, key, batch_size=args.batch_size)
+    est = evaluate.iwae_log_likelihood(ctx.model, params, data, jax.random.fold_in(key, 1),
+                                       num_samples=args.num_samples, batch_size=args.batch_size)
+    num_dims = int(np.prod(ctx.dataset.event_shape))
+    result = {"split": args.split, "step": int(ctx.state.step), "num_examples": int(data.shape[0]),
+              "elbo": terms["elbo"], "recon": terms["recon"], "kl": terms["kl"],
+              "nll_iwae": -est.mean, "nll_iwae_stderr": est.standard_error, "nll_num_samples": est.num_samples,
+              "bits_per_dim": -est.mean / (num_dims * np.log(2.0))}
+    atomic_write_json(Path(args.workdir) / "eval.json", result)
+    print(f"{args.split} split, {result['num_examples']:,} examples, step {result['step']:,}:")
+    print(f"  ELBO                     {result['elbo']:.3f} nats")
+    print(f"  NLL (IWAE, k={est.num_samples:<6}) {result['nll_iwae']:.3f} ± {est.standard_error:.3f} nats")
+    print(f"  bits/dim                 {result['bits_per_dim']:.4f}")
+    print(f"Wrote {Path(args.workdir) / 'eval.json'}")
+    return 0
+
+
+def cmd_sample(args: argparse.Namespace) -> int:
+    import jax
+    import numpy as np
+
+    from jaxvae import loop, report
+
+    ctx, params = loop.restore_run(args.workdir)
+    model = ctx.model
+    key = jax.random.key(args.seed)
+    z = jax.jit(model.prior_sample, static_argnums=2)(params, key, args.num) * args.temperature
+    x = np.asarray(jax.jit(model.decode_mean)(params, z))
+    out = Path(args.out or Path(args.workdir) / f"samples-t{args.temperature:g}-seed{args.seed}.png")
+    np.save(out.with_suffix(".npy"), x, allow_pickle=False)
+    scale = 255.0 if ctx.cfg.data.scale == "uint8" else 1.0
+    images = report.to_images(x, ctx.dataset.event_shape, scale=scale)
+    if images is not None:
+        report.save_png(out, report.image_grid(images, ncols=8))
+        print(f"Wrote {out} and {out.with_suffix('.npy')}")
+    else:
+        print(f"Wrote {out.with_suffix('.npy')} (data is not image-like, no PNG)")
+    return 0
+
+
+def cmd_config_show(args: argparse.Namespace) -> int:
+    print(config_lib.to_json(_config_from_args(args)))
+    return 0
+
+
+def cmd_presets(args: argparse.Namespace) -> int:
+    width = max(map(len, config_lib.PRESETS))
+    for name, (description, _) in config_lib.PRESETS.items():
+        lines = textwrap.wrap(description, 100 - width)
+        print(f"{name.ljust(width)}  {lines[0]}")
+        for line in lines[1:]:
+            print(f"{' ' * width}  {line}")
+    return 0
+
+
+def _add_config_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--preset", help="named preset (see `jaxvae presets`); default: digits")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="override a config value, e.g. --set model.latent_dim=16 (repeatable)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="jaxvae", description="Train, control and diagnose VAEs in JAX.")
+    parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("train", help="train a model (re-running on a workdir resumes it)")
+    _add_config_args(p)
+    p.add_argument("--workdir", help="run directory (default: runs/<preset>-<timestamp>)")
+    p.add_argument("--force", action="store_true", help="resume even if the config differs from the saved one")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("evaluate", help="IWAE log-likelihood and ELBO of a trained run; writes eval.json")
+    p.add_argument("--workdir", required=True)
+    p.add_argument("--num-samples", type=int, default=5000, help="importance samples per example (default 5000)")
+    p.add_argument("--split", default="test", choices=["train", "valid", "test"])
+    p.add_argument("--max-examples", type=int, default=None, help="evaluate a random subset of this size")
+    p.add_argument("--batch-size", type=int, default=100)
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("sample", help="decode samples from the prior of a trained run")
+    p.add_argument("--workdir", required=True)
+    p.add_argument("--num", type=int, default=64)
+    p.add_argument("--temperature", type=float, default=1.0, help="scale of the prior samples (default 1.0)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", help="PNG path (a .npy with the raw samples is written beside it)")
+    p.set_defaults(func=cmd_sample)
+
+    p = sub.add_parser("config", help="show configurations")
+    config_sub = p.add_subparsers(dest="config_command", required=True)
+    show = config_sub.add_parser("show", help="print the resolved config as JSON")
+    _add_config_args(show)
+    show.set_defaults(func=cmd_config_show)
+
+    p = sub.add_parser("presets", help="list the named presets")
+    p.set_defaults(func=cmd_presets)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except JaxvaeError as e:
+        if args.debug:
+            traceback.print_exc()
+        print(f"jaxvae {args.command}: error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print(f"jaxvae {args.command}: interrupted.", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,371 @@
+"""The host-side training loop: data in, run directory out. It contains no math.
+
+Steps are grouped into *chunks* between host events (a metric record every ``train.log_every`` steps, the end of
+an epoch, validation, checkpoints). A chunk is either one ``jax.lax.scan`` over a dataset that lives on the device
+(``train.loop=scan``) or a Python loop over the jitted step fed from host memory (``train.loop=host``). Both draw
+batch ``b`` of epoch ``e`` from the same permutation ``epoch_permutation(seed, e, N)``, so they train the same
+model, and a resumed run continues with exactly the batch it would have seen.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxvae import config as config_lib
+from jaxvae import data as data_lib
+from jaxvae import diagnostics, evaluate, report
+from jaxvae.builders import build_model, build_objective, build_optimizer
+from jaxvae.checkpoint import Checkpointer
+from jaxvae.config import Config
+from jaxvae.errors import CheckpointError, ConfigError, DataError, JaxvaeError
+from jaxvae.model import Params, PureVAE, count_params
+from jaxvae.train import TrainState, init_train_state, make_train_chunk, make_train_step
+from jaxvae.writers import MetricWriter, atomic_write_json, read_metrics
+
+
+class TrainingDivergedError(JaxvaeError):
+    """Too many consecutive updates had non-finite loss or gradients."""
+
+
+@dataclasses.dataclass
+class RunContext:
+    """What the loop and the final evaluation share (built once by :func:`setup_run`)."""
+
+    cfg: Config
+    workdir: Path
+    dataset: data_lib.Dataset
+    model: PureVAE
+    state: TrainState
+    total_steps: int
+    steps_per_epoch: int
+    start_step: int
+    optimizer: Any
+    objective: Any
+    steady_examples_per_sec: float | None = None  # measured by train_loop, excluding compiling chunks
+    train_seconds: float | None = None  # cumulative over resumes
+
+
+def params_sha256(params: Params) -> str:
+    """SHA-256 of the parameters' bytes, leaves in key-path order: equal hashes mean bitwise-equal models."""
+    h = hashlib.sha256()
+    for path, leaf in sorted(jax.tree_util.tree_flatten_with_path(params)[0], key=lambda kv: str(kv[0])):
+        h.update(str(path).encode())
+        h.update(np.ascontiguousarray(np.asarray(leaf)).tobytes())
+    return h.hexdigest()
+
+
+def load_run_dataset(cfg: Config) -> data_lib.Dataset:
+    d = cfg.data
+    return data_lib.load_dataset(d.name, d.dir, valid_size=d.valid_size,
+                                 dynamic_binarization=d.dynamic_binarization,
+                                 scale=d.scale, seed=cfg.train.seed, download=d.download)
+
+
+def _check_workdir(workdir: Path, cfg: Config, force: bool) -> None:
+    try:
+        workdir.mkdir(parents=True, exist_ok=True)
+        probe = workdir / ".write-test"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as e:
+        raise ConfigError(f"Cannot write to the run directory {workdir}: {e.strerror}. "
+                          "Choose a writable --workdir.") from None
+    saved = workdir / "config.json"
+    if saved.exists():
+        try:
+            old = config_lib.from_dict(json.loads(saved.read_text()))
+        except (json.JSONDecodeError, JaxvaeError) as e:
+            raise CheckpointError(f"{saved} is not a valid jaxvae config ({e}). This folder is not a jaxvae run "
+                                  "directory, or it is damaged; use another --workdir.") from None
+        changes = config_lib.diff(old, cfg)
+        if changes and not force:
+            raise CheckpointError(
+                f"{workdir} holds a run with a different config; resuming it with this one would mix two "
+                f"experiments. Differences (saved -> requested): {'; '.join(changes)}. Use another --workdir "
+                "for a "
+                "new run, or pass --force to resume with the new config.")
+
+
+def setup_run(cfg: Config, workdir: str | os.PathLike, *, force: bool = False,
+              log: Callable[[str], None] = print) -> RunContext:
+    """Loads data, builds the model, restores the latest checkpoint if any, writes ``config.json``."""
+    config_lib.validate(cfg)
+    workdir = Path(workdir)
+    _check_workdir(workdir, cfg, force)
+    dataset = load_run_dataset(cfg)
+    model = build_model(cfg, dataset.event_shape)
+    for split in ("train", "valid", "test"):
+        x = dataset.split(split)
+        if split == "train" and dataset.dynamic_binarization:
+            continue  # grey levels, binarized inside the step
+        if x.shape[0]:
+            try:
+                model.likelihood.validate_data(x)
+            except DataError as e:
+                raise DataError(f"{dataset.name} {split} split: {e}") from None
+    n = dataset.train.shape[0]
+    if cfg.train.batch_size > n:
+        raise ConfigError(f"train.batch_size={cfg.train.batch_size} is larger than the {n} training examples of "
+                          f"{dataset.name}; use train.batch_size={min(n, 128)} or less.")
+    steps_per_epoch = n // cfg.train.batch_size
+    total_steps = cfg.train.steps or cfg.train.epochs * steps_per_epoch
+    optimizer = build_optimizer(cfg, total_steps)
+    objective = build_objective(cfg, model, total_steps)
+    init = jax.jit(lambda key: init_train_state(model, optimizer, objective, key))
+    state = init(jax.random.key(cfg.train.seed))
+    ckpt = Checkpointer(workdir / "checkpoints", max_to_keep=cfg.train.keep_checkpoints)
+    start_step = ckpt.latest_step() or 0
+    if start_step:
+        state = ckpt.restore(state)
+        log(f"Resuming {workdir} from the checkpoint at step {start_step}/{total_steps}.")
+    ckpt.close()
+    atomic_write_json(workdir / "config.json", config_lib.to_dict(cfg))
+    return RunContext(cfg, workdir, dataset, model, state, total_steps, steps_per_epoch, start_step, optimizer,
+                      objective)
+
+
+def _choose_loop(cfg: Config, dataset: data_lib.Dataset) -> str:
+    if cfg.train.loop != "auto":
+        return cfg.train.loop
+    return "scan" if dataset.train.nbytes <= cfg.train.device_data_limit_mb * 2**20 else "host"
+
+
+def _next_boundary(step: int, ctx: RunContext) -> int:
+    """The next step at which the host must act: a log record, an epoch end, or the end of training."""
+    log_every = ctx.cfg.train.log_every
+    spe = ctx.steps_per_epoch
+    return min((step // log_every + 1) * log_every, (step // spe + 1) * spe, ctx.total_steps)
+
+
+def train_loop(ctx: RunContext, *, progress: bool = True, log: Callable[[str], None] = print) -> TrainState:
+    """Runs the steps from ``ctx.start_step`` to ``ctx.total_steps``; writes metrics and checkpoints."""
+    cfg, ds = ctx.cfg, ctx.dataset
+    total, spe, bs = ctx.total_steps, ctx.steps_per_epoch, cfg.train.batch_size
+    train_step = make_train_step(ctx.model, ctx.objective, ctx.optimizer,
+                                 dynamic_binarization=ds.dynamic_binarization)
+    loop = _choose_loop(cfg, ds)
+    evaluator = evaluate.make_elbo_evaluator(ctx.model, batch_size=cfg.eval.batch_size)
+    ckpt = Checkpointer(ctx.workdir / "checkpoints", max_to_keep=cfg.train.keep_checkpoints)
+    writer = MetricWriter(ctx.workdir, resume_step=ctx.start_step if ctx.start_step else None)
+    previous = [r for r in read_metrics(ctx.workdir) if "elapsed_seconds" in r]
+    elapsed = previous[-1]["elapsed_seconds"] if previous else 0.0
+
+    if loop == "scan":
+        train_data = jax.device_put(ds.train)
+        chunk_fns: dict[int, Callable] = {}
+    else:
+        step_fn = jax.jit(train_step, donate_argnums=0)
+    log(f"Training {count_params(ctx.state.params):,} parameters on {ds.name} "
+        f"({ds.train.shape[0]:,} train / {ds.valid.shape[0]:,} valid / {ds.test.shape[0]:,} test, event "
+        f"{ds.event_shape}) for {total:,} steps of batch {bs} ({total / spe:.1f} epochs), loop={loop}.")
+
+    bar = _progress_bar(total, ctx.start_step, enabled=progress)
+    state = ctx.state
+    step = ctx.start_step
+    next_eval = _next_multiple(step, cfg.train.eval_every or spe)
+    last_ckpt = step
+    seen_lengths: set[int] = set()
+    steady_examples, steady_seconds = 0, 0.0
+    perm_epoch, perm = -1, None
+    max_bad = cfg.optimizer.max_consecutive_nonfinite
+    try:
+        while step < total:
+            end = _next_boundary(step, ctx)
+            length, epoch, first_batch = end - step, step // spe, step % spe
+            if epoch != perm_epoch:
+                perm_np = data_lib.epoch_permutation(cfg.train.seed, epoch, ds.train.shape[0]).astype(np.int32)
+                perm = jnp.asarray(perm_np) if loop == "scan" else perm_np
+                perm_epoch = epoch
+            t0 = time.perf_counter()
+            if loop == "scan":
+                if length not in chunk_fns:
+                    chunk_fns[length] = jax.jit(make_train_chunk(train_step, bs, length), donate_argnums=0)
+                state, metrics = chunk_fns[length](state, train_data, perm, jnp.int32(first_batch))
+            else:
+                history = []
+                for b in range(first_batch, first_batch + length):
+                    state, m = step_fn(state, ds.train[perm[b * bs:(b + 1) * bs]])
+                    history.append(m)
+                metrics = jax.tree.map(lambda *xs: jnp.mean(jnp.stack(xs), axis=0), *history)
+            metrics = jax.device_get(metrics)
+            seconds = time.perf_counter() - t0
+            elapsed += seconds
+            if length in seen_lengths:
+                steady_examples += length * bs
+                steady_seconds += seconds
+            seen_lengths.add(length)
+            step = end
+            record = {"step": step, "epoch": round(step / spe, 4), **{k: v for k, v in metrics.items()},
+                      "examples_per_sec": length * bs / seconds, "elapsed_seconds": elapsed,
+                      "nonfinite_total": int(state.nonfinite_total)}
+            record.setdefault("beta", 1.0)
+            writer.write(record)
+            bar.update(length)
+            bar.set_postfix(loss=f"{metrics['loss']:.2f}", kl=f"{metrics['kl']:.2f}",
+                            beta=f"{float(record['beta']):.3g}")
+            bad = int(state.nonfinite_consecutive)
+            if bad >= max_bad:
+                raise TrainingDivergedError(
+                    f"Training stopped at step {step}: the last {bad} updates had non-finite (NaN/Inf) loss or "
+                    f"gradients and were skipped. Last good checkpoint: step {ckpt.latest_step() or 'none'} in "
+                    f"{ctx.workdir / 'checkpoints'} (nothing after it was saved). Likely causes: a learning rate "
+                    "that is too high (try optimizer.learning_rate smaller, or optimizer.grad_clip_norm=1), data "
+                    "outside the likelihood's support, or an unbounded decoder scale.")
+            if step >= next_eval or step == total:
+                next_eval = _next_multiple(step, cfg.train.eval_every or spe)
+                if ds.valid.shape[0]:
+                    val = evaluator(state.params, ds.valid, jax.random.key(cfg.train.seed + 1))
+                    writer.write({"step": step, "split": "valid", **val})
+                    bar.set_postfix(loss=f"{metrics['loss']:.2f}", valid_elbo=f"{val['elbo']:.2f}")
+            if step == total or (cfg.train.checkpoint_every and step - last_ckpt >= cfg.train.checkpoint_every):
+                ckpt.save(state)
+                last_ckpt = step
+    finally:
+        bar.close()
+        writer.close()
+        ckpt.close()
+    ctx.steady_examples_per_sec = steady_examples / steady_seconds if steady_seconds else None
+    ctx.train_seconds = elapsed
+    return state
+
+
+def _next_multiple(step: int, every: int) -> int:
+    return (step // every + 1) * every
+
+
+def _progress_bar(total: int, initial: int, enabled: bool):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, initial=initial, unit="step", dynamic_ncols=True, disable=not enabled,
+                desc="train", mininterval=0.5)
+
+
+def final_report(ctx: RunContext, state: TrainState, *, log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Evaluates on the test split, writes ``summary.json`` and the image grids, returns the summary."""
+    cfg, ds, model = ctx.cfg, ctx.dataset, ctx.model
+    params = state.params
+    key = jax.random.key(cfg.train.seed + 2)
+    test = ds.test
+    elbo_terms = evaluate.evaluate_elbo(model, params, test, jax.random.fold_in(key, 0),
+                                        batch_size=cfg.eval.batch_size)
+    nll_data = test
+    if cfg.eval.max_examples and test.shape[0] > cfg.eval.max_examples:
+        idx = np.sort(np.random.default_rng(cfg.train.seed).choice(test.shape[0], cfg.eval.max_examples, False))
+        nll_data = test[idx]
+    t0 = time.perf_counter()
+    nll = evaluate.iwae_log_likelihood(model, params, nll_data, jax.random.fold_in(key, 1),
+                                       num_samples=cfg.eval.num_samples, batch_size=cfg.eval.batch_size)
+    nll_seconds = time.perf_counter() - t0
+    latent = diagnostics.latent_summary(model, params, test, jax.random.fold_in(key, 2))
+    history = [r for r in read_metrics(ctx.workdir) if "split" not in r]
+    steady = ctx.steady_examples_per_sec
+    if steady is None and history:
+        steady = float(np.median([r["examples_per_sec"] for r in history[1:]] or [history[0]["examples_per_sec"]]))
+    num_dims = math.prod(ds.event_shape)
+    summary = {
+        "dataset": ds.name,
+        "preset": cfg.preset,
+        "steps": int(state.step),
+        "epochs": round(int(state.step) / ctx.steps_per_epoch, 3),
+        "test_elbo": elbo_terms["elbo"],
+        "test_recon": elbo_terms["recon"],
+        "test_kl": elbo_terms["kl"],
+        "test_nll_iwae": -nll.mean,
+        "test_nll_iwae_stderr": nll.standard_error,
+        "nll_num_samples": nll.num_samples,
+        "nll_num_examples": int(nll_data.shape[0]),
+        "nll_seconds": nll_seconds,
+        "test_bits_per_dim": -nll.mean / (num_dims * math.log(2.0)),
+        "kl_per_dim": elbo_terms.get("kl_per_dim"),
+        "active_units": latent["active_units"],
+        "mutual_information": latent["mutual_information"],
+        "train_seconds": ctx.train_seconds if ctx.train_seconds is not None else (
+            history[-1]["elapsed_seconds"] if history else 0.0),
+        "examples_per_sec": steady,
+        "nonfinite_updates": int(state.nonfinite_total),
+        "num_params": count_params(params),
+        "params_sha256": params_sha256(params),
+        "latent": latent,
+    }
+    _write_images(ctx, params, key)
+    atomic_write_json(ctx.workdir / "summary.json", summary)
+    return summary
+
+
+def _write_images(ctx: RunContext, params: Params, key: jax.Array) -> None:
+    cfg, ds, model = ctx.cfg, ctx.dataset, ctx.model
+    scale = 255.0 if cfg.data.scale == "uint8" else 1.0
+    n = max(8, cfg.eval.num_images - cfg.eval.num_images % 8)
+    originals = ds.test[: n // 2]
+    recon = np.asarray(jax.jit(model.reconstruct)(params, originals))
+    z = jax.jit(model.prior_sample, static_argnums=2)(params, jax.random.fold_in(key, 3), n)
+    samples = np.asarray(jax.jit(model.decode_mean)(params, z))
+    orig_img, recon_img, sample_img = (report.to_images(a, ds.event_shape, scale=scale)
+                                       for a in (originals, recon, samples))
+    if orig_img is None:
+        return  # not image data
+    report.save_png(ctx.workdir / "reconstructions.png", report.reconstruction_grid(orig_img, recon_img))
+    report.save_png(ctx.workdir / "samples.png", report.image_grid(sample_img, ncols=8))
+
+
+def format_summary(summary: dict[str, Any], workdir: Path) -> str:
+    rows = [
+        ("run directory", str(workdir)),
+        ("steps", f"{summary['steps']:,} ({summary['epochs']} epochs)"),
+        ("test ELBO", f"{summary['test_elbo']:.3f} nats"),
+        ("  reconstruction", f"{summary['test_recon']:.3f} nats"),
+        ("  KL", f"{summary['test_kl']:.3f} nats"),
+        (f"test NLL (IWAE, k={summary['nll_num_samples']})",
+         f"{summary['test_nll_iwae']:.3f} ± {summary['test_nll_iwae_stderr']:.3f} nats "
+         f"on {summary['nll_num_examples']:,} examples"),
+        ("active units", f"{summary['active_units']} of {len(summary['latent']['posterior_mean_variance'])}"),
+        ("mutual information", f"{summary['mutual_information']:.3f} nats"),
+        ("train time", f"{summary['train_seconds']:.1f} s"),
+        ("throughput", f"{summary['examples_per_sec']:,.0f} examples/s" if summary["examples_per_sec"] else "n/a"),
+    ]
+    width = max(len(k) for k, _ in rows)
+    return "\n".join(f"  {k.ljust(width)}  {v}" for k, v in rows)
+
+
+def fit(cfg: Config, workdir: str | os.PathLike, *, force: bool = False, progress: bool = True,
+        log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Trains (or resumes) a run in ``workdir`` and writes the complete run directory; returns the summary."""
+    ctx = setup_run(cfg, workdir, force=force, log=log)
+    state = ctx.state
+    if ctx.start_step < ctx.total_steps:
+        state = train_loop(ctx, progress=progress, log=log)
+    else:
+        log(f"{ctx.workdir} already finished its {ctx.total_steps} steps; re-evaluating.")
+    summary = final_report(ctx, state, log=log)
+    log(format_summary(summary, ctx.workdir))
+    return summary
+
+
+def restore_run(workdir: str | os.PathLike, *, step: int | None = None) -> tuple[RunContext, Params]:
+    """Loads a finished or interrupted run: its config, data, model and the parameters of a checkpoint."""
+    workdir = Path(workdir)
+    saved = workdir / "config.json"
+    if not saved.exists():
+        raise CheckpointError(f"{workdir} is not a jaxvae run directory (no config.json). Train one first with "
+                              f"`jaxvae train --workdir {workdir}`.")
+    cfg = config_lib.from_dict(json.loads(saved.read_text()))
+    ckpt = Checkpointer(workdir / "checkpoints", max_to_keep=cfg.train.keep_checkpoints)
+    if ckpt.latest_step() is None:
+        ckpt.close()
+        raise CheckpointError(f"{workdir} has no checkpoint yet; resume training with `jaxvae train --workdir "
+                              f"{workdir}`.")
+    ckpt.close()
+    ctx = setup_run(cfg, workdir, log=lambda _: None)
+    return ctx, ctx.state.params

@@ -1,0 +1,145 @@
+"""The compiled parts of training: the :class:`TrainState` pytree and the train/eval steps.
+
+Everything here is a pure function over pytrees; the host loop in :mod:`jaxvae.loop` only calls them.
+
+* Per-step randomness comes from ``jax.random.fold_in(state.key, state.step)``, so a resumed run draws exactly
+  the numbers an uninterrupted run would have drawn.
+* An update whose loss or gradients are not finite is skipped (parameters, optimizer and objective state are
+  kept) and counted in ``nonfinite_total`` / ``nonfinite_consecutive``; the host loop stops after too many in a
+  row.
+* Dynamic binarization (the IWAE-paper protocol) happens inside the step: ``x ~ Bernoulli(grey values)`` with a
+  key derived from the step, so it is re-sampled every epoch and reproduced exactly on resume.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from jaxvae.builders import Objective
+from jaxvae.model import Params, PureVAE
+
+Array = jax.Array
+Metrics = dict[str, Array]
+
+# Salts for the per-step key: one stream for the objective's samples, one for dynamic binarization.
+_OBJECTIVE_SALT, _BINARIZE_SALT = 0, 1
+
+
+class TrainState(NamedTuple):
+    """Everything that changes during training, as one pytree (checkpointed whole).
+
+    Attributes:
+      step: number of completed steps, int32 ``[]``.
+      params: model parameters (a nested dict of arrays).
+      opt_state: Optax state.
+      obj_state: objective / KL-controller state (``{}`` for stateless objectives).
+      key: the run's base PRNG key (never split in place; per-step keys are ``fold_in(key, step)``).
+      nonfinite_total: skipped updates so far, int32 ``[]``.
+      nonfinite_consecutive: skipped updates in a row, int32 ``[]``.
+    """
+
+    step: Array
+    params: Params
+    opt_state: optax.OptState
+    obj_state: Any
+    key: Array
+    nonfinite_total: Array
+    nonfinite_consecutive: Array
+
+
+def init_train_state(model: PureVAE, optimizer: optax.GradientTransformation, objective: Objective,
+                     key: Array) -> TrainState:
+    """A fresh state: parameters from ``fold_in(key, 0)``, the per-step stream from ``fold_in(key, 1)``."""
+    params = model.init(jax.random.fold_in(key, 0))
+    zero = lambda: jnp.zeros((), jnp.int32)  # distinct buffers, so the state can be donated
+    return TrainState(zero(), params, optimizer.init(params), objective.init(params), jax.random.fold_in(key, 1),
+                      zero(), zero())
+
+
+def _all_finite(tree: Any) -> Array:
+    return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)]))
+
+
+def make_train_step(model: PureVAE, objective: Objective, optimizer: optax.GradientTransformation, *,
+                    dynamic_binarization: bool = False
+                    ) -> Callable[[TrainState, Array], tuple[TrainState, Metrics]]:
+    """The (unjitted) train step ``(state, batch [B, *E]) -> (state, metrics)``; jit or scan it."""
+    del model  # the objective closes over it; kept in the signature for readability at call sites
+
+    def train_step(state: TrainState, batch: Array) -> tuple[TrainState, Metrics]:
+        step_key = jax.random.fold_in(state.key, state.step)
+        if dynamic_binarization:
+            bin_key = jax.random.fold_in(step_key, _BINARIZE_SALT)
+            batch = jax.random.bernoulli(bin_key, batch).astype(batch.dtype)
+        key = jax.random.fold_in(step_key, _OBJECTIVE_SALT)
+
+        def loss_fn(params):
+            return objective.loss(params, state.obj_state, batch, key, state.step)
+
+        (loss, out), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+        updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        obj_state = objective.update(state.obj_state, out, state.step)
+
+        finite = jnp.isfinite(loss) & _all_finite(grads)
+        keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(finite, a, b), new, old)
+        nonfinite = (~finite).astype(jnp.int32)
+        new_state = TrainState(
+            step=state.step + 1,
+            params=keep(params, state.params),
+            opt_state=keep(opt_state, state.opt_state),
+            obj_state=keep(obj_state, state.obj_state),
+            key=state.key,
+            nonfinite_total=state.nonfinite_total + nonfinite,
+            nonfinite_consecutive=(state.nonfinite_consecutive + 1) * nonfinite,
+        )
+        metrics = {
+            "loss": loss,
+            "elbo": jnp.mean(out.elbo),
+            "recon": jnp.mean(out.recon),
+            "kl": jnp.mean(out.kl),
+            "grad_norm": optax.tree.norm(grads),
+            "skipped": nonfinite.astype(jnp.float32),
+            **out.metrics,
+        }
+        if out.kl_per_dim is not None:
+            metrics["kl_per_dim"] = jnp.mean(out.kl_per_dim, axis=0)
+        return new_state, metrics
+
+    return train_step
+
+
+def make_train_chunk(train_step: Callable[[TrainState, Array], tuple[TrainState, Metrics]], batch_size: int,
+                     num_steps: int) -> Callable[[TrainState, Array, Array, Array], tuple[TrainState, Metrics]]:
+    """``num_steps`` train steps as one ``jax.lax.scan`` over a dataset that lives on the device.
+
+    The returned function ``(state, data [N, *E], perm [M] int32, first_batch []) -> (state, mean metrics)``
+    takes batch ``b`` as ``data[perm[b * B:(b + 1) * B]]`` for ``b = first_batch, ..., first_batch +
+    num_steps - 1``; metrics are averaged over the chunk. Jit it with ``donate_argnums=0``.
+    """
+
+    def chunk(state: TrainState, data: Array, perm: Array, first_batch: Array) -> tuple[TrainState, Metrics]:
+        def body(state, i):
+            idx = jax.lax.dynamic_slice_in_dim(perm, (first_batch + i) * batch_size, batch_size)
+            return train_step(state, jnp.take(data, idx, axis=0))
+
+        state, metrics = jax.lax.scan(body, state, jnp.arange(num_steps))
+        return state, jax.tree.map(lambda m: jnp.mean(m, axis=0), metrics)
+
+    return chunk
+
+
+def make_eval_step(model: PureVAE, *, analytic_kl: bool = True) -> Callable[[Params, Array, Array], Metrics]:
+    """``(params, batch, key) -> per-example {'elbo', 'recon', 'kl'} [B]`` (true ELBO, one sample). Jit it."""
+    from jaxvae import objectives
+
+    def eval_step(params: Params, batch: Array, key: Array) -> Metrics:
+        _, out = objectives.elbo(model, params, batch, key, analytic_kl=analytic_kl)
+        return {"elbo": out.elbo, "recon": out.recon, "kl": out.kl}
+
+    return eval_step

@@ -1,0 +1,127 @@
+"""End to end: the CLI on digits leaves a complete run directory; an interrupted run resumes exactly; bad input
+exits non-zero with a one-paragraph message and nothing overwritten."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from jaxvae import config, loop, writers
+
+FAST = ["model.hidden=64", "model.latent_dim=4", "train.steps=60", "train.log_every=10",
+        "train.checkpoint_every=20", "eval.num_samples=20", "eval.max_examples=100"]
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _cli(*args, cwd=None):
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    return subprocess.run([sys.executable, "-m", "jaxvae", *args], capture_output=True, text=True, cwd=cwd,
+                          env=env, timeout=600)
+
+
+def test_cli_train_writes_complete_run_directory_and_evaluate_and_sample_work(tmp_path):
+    workdir = tmp_path / "run"
+    sets = [a for s in FAST for a in ("--set", s)]
+    result = _cli("train", "--workdir", str(workdir), "--no-progress", *sets)
+    assert result.returncode == 0, result.stderr
+    assert "test NLL (IWAE, k=20)" in result.stdout and "test ELBO" in result.stdout
+    for name in ["config.json", "metrics.jsonl", "summary.json", "reconstructions.png", "samples.png"]:
+        assert (workdir / name).is_file(), name
+    assert (workdir / "checkpoints" / "60").is_dir()
+    summary = json.loads((workdir / "summary.json").read_text())
+    for key in ["test_elbo", "test_nll_iwae", "nll_num_samples", "test_kl", "test_recon", "active_units",
+                "kl_per_dim", "mutual_information", "train_seconds", "steps", "examples_per_sec", "params_sha256"]:
+        assert key in summary, key
+    assert summary["steps"] == 60 and len(summary["kl_per_dim"]) == 4 and summary["nll_num_samples"] == 20
+    # The IWAE estimate is a tighter bound than the ELBO (up to Monte Carlo noise).
+    assert summary["test_nll_iwae"] <= -summary["test_elbo"] + 0.5
+    records = writers.read_metrics(workdir)
+    train = [r for r in records if "split" not in r]
+    assert [r["step"] for r in train] == list(range(10, 61, 10))
+    for key in ["step", "loss", "elbo", "recon", "kl", "beta", "grad_norm", "examples_per_sec"]:
+        assert key in train[0], key
+    assert any(r.get("split") == "valid" for r in records)
+    saved = config.from_dict(json.loads((workdir / "config.json").read_text()))
+    assert saved.model.latent_dim == 4
+
+    result = _cli("evaluate", "--workdir", str(workdir), "--num-samples", "10", "--max-examples", "50")
+    assert result.returncode == 0, result.stderr
+    assert json.loads((workdir / "eval.json").read_text())["nll_num_samples"] == 10
+    result = _cli("sample", "--workdir", str(workdir), "--num", "16", "--temperature", "0.8")
+    assert result.returncode == 0, result.stderr
+    assert (workdir / "samples-t0.8-seed0.png").is_file()
+
+
+def test_interrupted_run_resumes_exactly(tmp_path, monkeypatch):
+    cfg = config.apply_overrides(config.get_preset("digits"), FAST)
+    full = loop.fit(cfg, tmp_path / "full", progress=False, log=lambda _: None)
+
+    # Crash the second run right after the record of step 50 (the last checkpoint was at step 40).
+    original = writers.MetricWriter.write
+
+    def crashing_write(self, record):
+        original(self, record)
+        if record["step"] == 50 and "split" not in record:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(writers.MetricWriter, "write", crashing_write)
+    with pytest.raises(KeyboardInterrupt):
+        loop.fit(cfg, tmp_path / "resumed", progress=False, log=lambda _: None)
+    monkeypatch.setattr(writers.MetricWriter, "write", original)
+    assert [r["step"] for r in writers.read_metrics(tmp_path / "resumed") if "split" not in r][-1] == 50
+
+    logs = []
+    resumed = loop.fit(cfg, tmp_path / "resumed", progress=False, log=logs.append)
+    assert any("from the checkpoint at step 40" in line for line in logs)
+    assert resumed["params_sha256"] == full["params_sha256"]  # bitwise identical to the uninterrupted run
+    steps = [r["step"] for r in writers.read_metrics(tmp_path / "resumed") if "split" not in r]
+    assert steps == list(range(10, 61, 10))  # no repeated or missing steps
+    full_losses = [r["loss"] for r in writers.read_metrics(tmp_path / "full") if "split" not in r]
+    resumed_losses = [r["loss"] for r in writers.read_metrics(tmp_path / "resumed") if "split" not in r]
+    assert resumed_losses == full_losses  # the same batches in the same order
+
+
+def test_resuming_with_a_different_config_is_refused(tmp_path):
+    cfg = config.apply_overrides(config.get_preset("digits"), FAST)
+    loop.fit(cfg, tmp_path, progress=False, log=lambda _: None)
+    before = (tmp_path / "metrics.jsonl").read_text()
+    result = _cli("train", "--workdir", str(tmp_path), "--set", "model.latent_dim=5",
+                  *[a for s in FAST if not s.startswith("model.latent_dim") for a in ("--set", s)])
+    assert result.returncode == 2
+    assert "model.latent_dim: 4 -> 5" in result.stderr and "Traceback" not in result.stderr
+    assert (tmp_path / "metrics.jsonl").read_text() == before
+
+
+@pytest.mark.parametrize("args, message", [
+    (["train", "--preset", "mnsit"], "Did you mean 'mnist'"),
+    (["train", "--set", "model.latnt_dim=4"], "Did you mean 'model.latent_dim'"),
+    (["train", "--set", "objective.beta=-1"], "objective.beta must be >= 0"),
+    (["train", "--set", "train.batch_size=5000"], "larger than the 1297 training examples"),
+    (["train", "--set", "data.name=/nonexistent/file.npy"], "nonexistent"),
+    (["evaluate", "--workdir", "/nonexistent-run"], "not a jaxvae run directory"),
+])
+def test_cli_bad_input_gives_one_paragraph_and_nonzero_exit(tmp_path, args, message):
+    if args[0] == "train":
+        args = [*args, "--workdir", str(tmp_path / "w")]
+    result = _cli(*args)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_cli_refuses_a_foreign_non_empty_directory(tmp_path):
+    (tmp_path / "notes.txt").write_text("mine")
+    result = _cli("train", "--workdir", str(tmp_path), "--set", "train.steps=5")
+    assert result.returncode == 2 and "refusing to write into it" in result.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]
+
+
+def test_cli_presets_and_config_show():
+    result = _cli("presets")
+    assert result.returncode == 0 and "binarized-mnist" in result.stdout
+    result = _cli("config", "show", "--preset", "mnist", "--set", "model.latent_dim=7")
+    assert result.returncode == 0
+    assert json.loads(result.stdout)["model"]["latent_dim"] == 7

@@ -1,0 +1,95 @@
+"""Train steps: non-finite updates are skipped and counted; the scan and host loops agree; no recompilation;
+dynamic binarization is re-sampled per step and reproducible."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxvae import config
+from jaxvae.builders import build_model, build_objective, build_optimizer
+from jaxvae.train import init_train_state, make_train_chunk, make_train_step
+
+
+def _setup(overrides=(), event_shape=(8, 8, 1), total=100):
+    cfg = config.apply_overrides(config.get_preset("digits"), ["model.hidden=32", "model.latent_dim=4", *overrides])
+    model = build_model(cfg, event_shape)
+    opt = build_optimizer(cfg, total)
+    obj = build_objective(cfg, model, total)
+    state = init_train_state(model, opt, obj, jax.random.key(0))
+    return model, opt, obj, state
+
+
+def _data(n=64, seed=0):
+    return np.random.default_rng(seed).uniform(size=(n, 8, 8, 1)).astype(np.float32)
+
+
+def test_nonfinite_updates_are_skipped_counted_and_reset():
+    model, opt, obj, state = _setup()
+    step = jax.jit(make_train_step(model, obj, opt))
+    x = _data(16)
+    bad = x.copy()
+    bad[0, 0, 0, 0] = np.nan
+    state1, m1 = step(state, bad)
+    assert float(m1["skipped"]) == 1.0
+    assert int(state1.nonfinite_total) == 1 and int(state1.nonfinite_consecutive) == 1
+    for a, b in zip(jax.tree.leaves(state1.params), jax.tree.leaves(state.params)):
+        np.testing.assert_array_equal(a, b)
+    state2, _ = step(state1, bad)
+    assert int(state2.nonfinite_consecutive) == 2
+    state3, m3 = step(state2, x)
+    assert float(m3["skipped"]) == 0.0
+    assert int(state3.nonfinite_total) == 2 and int(state3.nonfinite_consecutive) == 0
+    assert int(state3.step) == 3
+    assert any(not np.array_equal(a, b) for a, b in zip(jax.tree.leaves(state3.params), jax.tree.leaves(state.params)))
+
+
+def test_scan_chunk_equals_host_loop_of_jitted_steps():
+    model, opt, obj, state = _setup()
+    data = _data(64)
+    perm = np.random.default_rng(1).permutation(64).astype(np.int32)
+    train_step = make_train_step(model, obj, opt)
+    chunk = jax.jit(make_train_chunk(train_step, 16, 4))
+    s_scan, m_scan = chunk(state, jnp.asarray(data), jnp.asarray(perm), jnp.int32(0))
+    step = jax.jit(train_step)
+    s_host, losses = state, []
+    for b in range(4):
+        s_host, m = step(s_host, data[perm[b * 16:(b + 1) * 16]])
+        losses.append(float(m["loss"]))
+    np.testing.assert_allclose(float(m_scan["loss"]), np.mean(losses), rtol=1e-5)
+    for a, b in zip(jax.tree.leaves(s_scan.params), jax.tree.leaves(s_host.params)):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_train_step_compiles_once():
+    model, opt, obj, state = _setup()
+    traces = []
+    inner = make_train_step(model, obj, opt)
+
+    def counted(state, batch):
+        traces.append(1)
+        return inner(state, batch)
+
+    step = jax.jit(counted, donate_argnums=0)
+    for i in range(5):
+        state, _ = step(state, _data(16, seed=i))
+    assert len(traces) == 1 and int(state.step) == 5
+
+
+def test_dynamic_binarization_is_resampled_each_step_and_reproducible():
+    model, opt, obj, state = _setup(["objective.num_samples=1"])
+    seen = []
+
+    def loss(params, obj_state, x, key, step):
+        seen.append(x)
+        return obj.loss(params, obj_state, x, key, step)
+
+    spy = obj._replace(loss=loss)
+    step = make_train_step(model, spy, opt, dynamic_binarization=True)
+    grey = np.full((16, 8, 8, 1), 0.5, np.float32)
+    s1, _ = step(state, grey)
+    step(s1, grey)
+    step(state, grey)
+    a, b, c = (np.asarray(v) for v in seen)
+    assert set(np.unique(a)) <= {0.0, 1.0} and 0.4 < a.mean() < 0.6
+    assert not np.array_equal(a, b)  # a new binarization at the next step
+    np.testing.assert_array_equal(a, c)  # the same step from the same state: the same binarization
