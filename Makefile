@@ -10,7 +10,7 @@ PIP    := $(PY) -m pip
 ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: train test lint bench notebooks clean
+.PHONY: train test lint bench bench-torch-env clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -37,10 +37,18 @@ test: $(VENV)/.installed-dev
 
 lint: $(VENV)/.installed-dev
 	$(VENV)/bin/ruff check jaxvae tests benchmarks
-	$(VENV)/bin/ruff format --check jaxvae tests benchmarks || true
 
+# `make bench` runs the throughput benchmark (ARGS="--batch-sizes 32,128,512 --repeats 5" for more); the PyTorch
+# peers are measured too when benchmarks/.venv-torch exists (`make bench-torch-env`).
+BENCH_ARGS ?= throughput
 bench: $(VENV)/.installed-dev
-	$(PY) -m benchmarks $(ARGS)
+	$(PY) -m benchmarks $(BENCH_ARGS) $(ARGS)
+
+# PyTorch and pythae live in their own environment, never in jaxvae's dependencies.
+bench-torch-env:
+	$(PYTHON) -m venv benchmarks/.venv-torch
+	benchmarks/.venv-torch/bin/python -m pip install --quiet --upgrade pip
+	benchmarks/.venv-torch/bin/python -m pip install --quiet torch==2.13.0 pythae==0.1.2 numpy
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache build *.egg-info

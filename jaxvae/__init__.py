@@ -25,7 +25,6 @@ from jaxvae.config import Config, apply_overrides, get_preset
 from jaxvae.diagnostics import active_units, mutual_information
 from jaxvae.errors import CheckpointError, ChecksumError, ConfigError, DataError, JaxvaeError
 from jaxvae.evaluate import iwae_log_likelihood
-from jaxvae.loop import fit
 from jaxvae.kl import kl_diagonal_gaussians_per_dim, kl_monte_carlo, kl_standard_normal_per_dim
 from jaxvae.likelihoods import (
     Bernoulli,
@@ -37,6 +36,7 @@ from jaxvae.likelihoods import (
     Likelihood,
     bits_per_dim,
 )
+from jaxvae.loop import fit
 from jaxvae.model import VAE, Forward, PureVAE, count_params, split
 from jaxvae.nets import ConvDecoder, ConvEncoder, MLPDecoder, MLPEncoder
 from jaxvae.objectives import (

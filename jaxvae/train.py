@@ -61,10 +61,6 @@ def init_train_state(model: PureVAE, optimizer: optax.GradientTransformation, ob
                       zero(), zero())
 
 
-def _all_finite(tree: Any) -> Array:
-    return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)]))
-
-
 def make_train_step(model: PureVAE, objective: Objective, optimizer: optax.GradientTransformation, *,
                     dynamic_binarization: bool = False
                     ) -> Callable[[TrainState, Array], tuple[TrainState, Metrics]]:
@@ -82,28 +78,30 @@ def make_train_step(model: PureVAE, objective: Objective, optimizer: optax.Gradi
             return objective.loss(params, state.obj_state, batch, key, state.step)
 
         (loss, out), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
-        updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
-        params = optax.apply_updates(state.params, updates)
-        obj_state = objective.update(state.obj_state, out, state.step)
+        grad_norm = optax.tree.norm(grads)
+        # A NaN or Inf anywhere in the gradients makes their norm non-finite: one reduction decides the skip.
+        finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
 
-        finite = jnp.isfinite(loss) & _all_finite(grads)
-        keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(finite, a, b), new, old)
+        def apply(state: TrainState) -> TrainState:
+            updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+            return state._replace(params=optax.apply_updates(state.params, updates), opt_state=opt_state,
+                                  obj_state=objective.update(state.obj_state, out, state.step),
+                                  nonfinite_consecutive=jnp.zeros_like(state.nonfinite_consecutive))
+
+        def skip(state: TrainState) -> TrainState:
+            return state._replace(nonfinite_total=state.nonfinite_total + 1,
+                                  nonfinite_consecutive=state.nonfinite_consecutive + 1)
+
+        # lax.cond runs one branch only, so a skipped update costs nothing and a normal one no extra select.
+        new_state = jax.lax.cond(finite, apply, skip, state)
+        new_state = new_state._replace(step=state.step + 1)
         nonfinite = (~finite).astype(jnp.int32)
-        new_state = TrainState(
-            step=state.step + 1,
-            params=keep(params, state.params),
-            opt_state=keep(opt_state, state.opt_state),
-            obj_state=keep(obj_state, state.obj_state),
-            key=state.key,
-            nonfinite_total=state.nonfinite_total + nonfinite,
-            nonfinite_consecutive=(state.nonfinite_consecutive + 1) * nonfinite,
-        )
         metrics = {
             "loss": loss,
             "elbo": jnp.mean(out.elbo),
             "recon": jnp.mean(out.recon),
             "kl": jnp.mean(out.kl),
-            "grad_norm": optax.tree.norm(grads),
+            "grad_norm": grad_norm,
             "skipped": nonfinite.astype(jnp.float32),
             **out.metrics,
         }

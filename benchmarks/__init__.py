@@ -1,0 +1,1 @@
+"""jaxvae benchmarks: run as a user would, ``python -m benchmarks <name>`` (see ``--help``)."""

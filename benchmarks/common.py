@@ -1,0 +1,70 @@
+"""Shared helpers: machine description, medians, peak RSS, and appending results to RESULTS.md."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+RESULTS = HERE / "RESULTS.md"
+
+
+def machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    mem_gib = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    return f"{os.cpu_count()} cores ({cpu}), {mem_gib:.0f} GiB, Python {platform.python_version()}"
+
+
+def peak_rss_mib() -> float:
+    """Peak resident memory of this process so far (Linux reports KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def median(values: list[float]) -> float:
+    return statistics.median(values)
+
+
+def run_json_subprocess(cmd: list[str], timeout: float = 3600) -> dict:
+    """Runs ``cmd`` (which prints one JSON object on its last stdout line) and returns that object."""
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    if out.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)} failed:\n{out.stderr[-3000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def append_results(title: str, command: str, table: str, notes: str = "") -> None:
+    """Appends a dated section to RESULTS.md (never rewrites earlier results)."""
+    stamp = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    section = (f"\n## {title} ({stamp})\n\n- Machine: {machine()}\n- Command: `{command}`\n"
+               f"- JAX {_version('jax')}, jaxlib {_version('jaxlib')}, flax {_version('flax')}\n\n{table}\n")
+    if notes:
+        section += f"\n{notes}\n"
+    with open(RESULTS, "a") as f:
+        f.write(section)
+
+
+def _version(name: str) -> str:
+    try:
+        from importlib.metadata import version
+
+        return version(name)
+    except Exception:
+        return "n/a"
+
+
+def command_line() -> str:
+    return "python -m benchmarks " + " ".join(sys.argv[1:])

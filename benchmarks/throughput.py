@@ -1,0 +1,239 @@
+"""Training throughput: jaxvae's real training path (scan and host loops) against a hand-written JAX loop and,
+in the same run, the PyTorch peers (plain eager loop and pythae's BaseTrainer, in their own environment).
+
+Model: MLP VAE 784-512-256-32 (ReLU, Bernoulli likelihood), Adam 1e-3, on MNIST-shaped data [N, 28, 28, 1].
+Examples/s are measured in steady state (chunks/epochs that compiled are excluded); compile seconds separately.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import math
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from benchmarks import common
+
+HIDDEN = (512, 256)
+LATENT = 32
+STEPS_PER_EPOCH = 100
+
+
+def synthetic_mnist(n: int, seed: int = 0) -> np.ndarray:
+    """Grey images in [0, 1] with MNIST's shape; throughput does not depend on the values."""
+    return np.random.default_rng(seed).uniform(size=(n, 28, 28, 1)).astype(np.float32)
+
+
+def bench_jaxvae(data_path: Path, batch: int, epochs: int, loop_kind: str, workdir: Path,
+                 network: str = "mlp") -> dict:
+    """The real path: config -> setup_run -> train_loop, data read from a user .npy file."""
+    from jaxvae import config, loop
+
+    sets = [f"data.name={data_path}", f"model.network={network}", f"model.latent_dim={LATENT}",
+            f"model.hidden={','.join(map(str, HIDDEN))}", f"train.batch_size={batch}", f"train.epochs={epochs}",
+            f"train.loop={loop_kind}", f"train.log_every={STEPS_PER_EPOCH}", "train.checkpoint_every=0",
+            "train.eval_every=1000000", "data.valid_size=0"]
+    cfg = config.apply_overrides(config.get_preset("mnist"), sets)
+    ctx = loop.setup_run(cfg, workdir, log=lambda _: None)
+    t0 = time.perf_counter()
+    loop.train_loop(ctx, progress=False, log=lambda _: None)
+    total = time.perf_counter() - t0
+    steady = ctx.steady_examples_per_sec
+    steps = ctx.total_steps
+    compile_s = total - steps * batch / steady
+    return {"examples_per_sec": steady, "compile_seconds": compile_s, "peak_rss_mib": common.peak_rss_mib()}
+
+
+def _plain_jax_vae(batch: int, seed: int = 0):
+    """A hand-written pure-JAX MLP VAE (no Flax, no jaxvae): params as a dict, Bernoulli, analytic KL."""
+    import jax
+    import jax.numpy as jnp
+    import optax
+
+    sizes_enc = [784, *HIDDEN, 2 * LATENT]
+    sizes_dec = [LATENT, *reversed(HIDDEN), 784]
+    key = jax.random.key(seed)
+
+    def init_mlp(key, sizes):
+        layers = []
+        for i, (a, b) in enumerate(itertools.pairwise(sizes)):
+            w = jax.random.normal(jax.random.fold_in(key, i), (a, b)) * jnp.sqrt(1.0 / a)
+            layers.append({"w": w, "b": jnp.zeros((b,))})
+        return layers
+
+    def mlp(layers, x):
+        for i, layer in enumerate(layers):
+            x = x @ layer["w"] + layer["b"]
+            if i < len(layers) - 1:
+                x = jax.nn.relu(x)
+        return x
+
+    params = {"enc": init_mlp(jax.random.fold_in(key, 0), sizes_enc),
+              "dec": init_mlp(jax.random.fold_in(key, 1), sizes_dec)}
+    opt = optax.adam(1e-3)
+
+    def loss_fn(params, x, key):
+        x = x.reshape(x.shape[0], -1)
+        mu, log_sigma = jnp.split(mlp(params["enc"], x), 2, axis=-1)
+        z = mu + jnp.exp(log_sigma) * jax.random.normal(key, mu.shape)
+        logits = mlp(params["dec"], z)
+        rec = -jnp.sum(x * jax.nn.log_sigmoid(logits) + (1 - x) * jax.nn.log_sigmoid(-logits), -1)
+        kl = jnp.sum(0.5 * (mu**2 + jnp.exp(2 * log_sigma) - 1) - log_sigma, -1)
+        return jnp.mean(rec + kl)
+
+    def step(carry, x):
+        params, opt_state, key, i = carry
+        loss, grads = jax.value_and_grad(loss_fn)(params, x, jax.random.fold_in(key, i))
+        updates, opt_state = opt.update(grads, opt_state)
+        return (optax.apply_updates(params, updates), opt_state, key, i + 1), loss
+
+    return (params, opt.init(params), key, jnp.int32(0)), step
+
+
+def bench_plain_jax_host(data: np.ndarray, batch: int, epochs: int) -> dict:
+    import jax
+
+    carry, step = _plain_jax_vae(batch)
+    jstep = jax.jit(step, donate_argnums=0)
+    n_steps = STEPS_PER_EPOCH
+    rng = np.random.default_rng(0)
+    t0 = time.perf_counter()
+    carry, loss = jstep(carry, data[:batch])
+    loss.block_until_ready()
+    first = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    for _ in range(epochs - 1):
+        perm = rng.permutation(data.shape[0])
+        for b in range(n_steps):
+            carry, loss = jstep(carry, data[perm[b * batch:(b + 1) * batch]])
+    loss.block_until_ready()
+    seconds = time.perf_counter() - t0
+    eps = (epochs - 1) * n_steps * batch / seconds
+    return {"examples_per_sec": eps, "compile_seconds": first - batch / eps, "peak_rss_mib": common.peak_rss_mib()}
+
+
+def bench_plain_jax_scan(data: np.ndarray, batch: int, epochs: int) -> dict:
+    import jax
+    import jax.numpy as jnp
+
+    carry, step = _plain_jax_vae(batch)
+    n_steps = STEPS_PER_EPOCH
+    device_data = jax.device_put(data)
+
+    @jax.jit
+    def epoch(carry, perm):
+        xs = jnp.take(device_data, perm[: n_steps * batch], axis=0).reshape(n_steps, batch, *data.shape[1:])
+        return jax.lax.scan(step, carry, xs)
+
+    epoch = jax.jit(epoch, donate_argnums=0)
+    rng = np.random.default_rng(0)
+    t0 = time.perf_counter()
+    carry, losses = epoch(carry, jnp.asarray(rng.permutation(data.shape[0])))
+    losses.block_until_ready()
+    first = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    for _ in range(epochs - 1):
+        carry, losses = epoch(carry, jnp.asarray(rng.permutation(data.shape[0])))
+    losses.block_until_ready()
+    seconds = time.perf_counter() - t0
+    eps = (epochs - 1) * n_steps * batch / seconds
+    return {"examples_per_sec": eps, "compile_seconds": first - n_steps * batch / eps,
+            "peak_rss_mib": common.peak_rss_mib()}
+
+
+def _run_isolated(kind: str, args: argparse.Namespace, batch: int, data_path: Path) -> dict:
+    """Each measurement in a fresh process, so that one variant's caches and memory do not affect another."""
+    import sys
+
+    cmd = [sys.executable, "-m", "benchmarks.throughput", "--single", kind, "--batch", str(batch),
+           "--epochs", str(args.epochs), "--data", str(data_path)]
+    return common.run_json_subprocess(cmd)
+
+
+def _single(kind: str, batch: int, epochs: int, data_path: Path) -> dict:
+    data = np.load(data_path)
+    with tempfile.TemporaryDirectory() as tmp:
+        if kind == "jaxvae-scan":
+            return bench_jaxvae(data_path, batch, epochs, "scan", Path(tmp) / "run")
+        if kind == "jaxvae-host":
+            return bench_jaxvae(data_path, batch, epochs, "host", Path(tmp) / "run")
+        if kind == "plain-jax-host":
+            return bench_plain_jax_host(data, batch, epochs)
+        if kind == "plain-jax-scan":
+            return bench_plain_jax_scan(data, batch, epochs)
+    raise ValueError(kind)
+
+
+JAX_KINDS = ["jaxvae-scan", "jaxvae-host", "plain-jax-host", "plain-jax-scan"]
+TORCH_KINDS = ["torch-eager", "pythae-trainer"]
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(prog="python -m benchmarks throughput", description=__doc__)
+    p.add_argument("--batch-sizes", default="128", help="comma-separated, e.g. 32,128,512")
+    p.add_argument("--epochs", type=int, default=4, help="epochs of 100 steps; the first one is warm-up")
+    p.add_argument("--repeats", type=int, default=3, help="runs per variant; the median is reported")
+    p.add_argument("--torch-python", default=str(common.HERE / ".venv-torch" / "bin" / "python"),
+                   help="python of the PyTorch benchmark environment (make bench-torch-env); '' to skip")
+    p.add_argument("--no-record", action="store_true", help="do not append to RESULTS.md")
+    p.add_argument("--single", help=argparse.SUPPRESS)
+    p.add_argument("--batch", type=int, help=argparse.SUPPRESS)
+    p.add_argument("--data", help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.single:
+        print(json.dumps(_single(args.single, args.batch, args.epochs, Path(args.data))))
+        return
+
+    torch_python = args.torch_python if args.torch_python and Path(args.torch_python).exists() else None
+    if args.torch_python and not torch_python:
+        print(f"(no PyTorch environment at {args.torch_python}; run `make bench-torch-env` to compare)")
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for batch in [int(b) for b in args.batch_sizes.split(",")]:
+            data_path = Path(tmp) / f"mnist-shaped-{batch}.npy"
+            np.save(data_path, synthetic_mnist(STEPS_PER_EPOCH * batch), allow_pickle=False)
+            kinds = JAX_KINDS + (TORCH_KINDS if torch_python else [])
+            results: dict[str, list[dict]] = {k: [] for k in kinds}
+            for r in range(args.repeats):
+                # Interleave the variants and rotate their order every repeat, so that drifts in machine load
+                # and any after-effect of one variant on the next hit all of them alike.
+                for kind in kinds[r % len(kinds):] + kinds[:r % len(kinds)]:
+                    if kind in TORCH_KINDS:
+                        cmd = [torch_python, str(common.HERE / "torch_bench.py"), "--kind", kind, "--batch",
+                               str(batch), "--epochs", str(args.epochs), "--data", str(data_path)]
+                        res = common.run_json_subprocess(cmd)
+                    else:
+                        res = _run_isolated(kind, args, batch, data_path)
+                    results[kind].append(res)
+                    print(f"batch {batch} repeat {r + 1}/{args.repeats} {kind:15s} "
+                          f"{res['examples_per_sec']:>10,.0f} ex/s  compile {res['compile_seconds']:.2f} s",
+                          flush=True)
+            ref = common.median([x["examples_per_sec"] for x in results.get("pythae-trainer", [])] or [math.nan])
+            plain = common.median([x["examples_per_sec"] for x in results["plain-jax-host"]])
+            for kind in kinds:
+                eps = [x["examples_per_sec"] for x in results[kind]]
+                rows.append((batch, kind, common.median(eps), min(eps), max(eps),
+                             common.median([x["compile_seconds"] for x in results[kind]]),
+                             common.median([x["peak_rss_mib"] for x in results[kind]]),
+                             common.median(eps) / ref, common.median(eps) / plain))
+    header = ("| batch | variant | examples/s (median) | min | max | compile s | peak RSS MiB | vs pythae | "
+              "vs plain JAX host |\n|---|---|---|---|---|---|---|---|---|")
+    lines = [f"| {b} | {k} | {m:,.0f} | {lo:,.0f} | {hi:,.0f} | {c:.2f} | {rss:,.0f} | "
+             f"{vp:.2f}x | {vj:.2f}x |" for b, k, m, lo, hi, c, rss, vp, vj in rows]
+    table = "\n".join([header, *lines])
+    print(table)
+    if not args.no_record:
+        common.append_results(
+            "Training throughput, MLP VAE 784-512-256-32, Adam", common.command_line(), table,
+            f"{args.repeats} repeats per variant, each in a fresh process, interleaved in rotating order; "
+            f"{args.epochs} epochs of "
+            f"{STEPS_PER_EPOCH} steps, the first (compiling) epoch excluded from examples/s.")
+
+
+if __name__ == "__main__":
+    main()
