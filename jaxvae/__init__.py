@@ -7,6 +7,7 @@ Submodules (``jv.likelihoods``, ``jv.priors``, ``jv.objectives``, ...) hold the 
 from jaxvae import (
     builders,
     config,
+    controllers,
     data,
     diagnostics,
     errors,
@@ -19,9 +20,11 @@ from jaxvae import (
     posteriors,
     priors,
     schedules,
+    sweep,
     train,
 )
 from jaxvae.config import Config, apply_overrides, get_preset
+from jaxvae.controllers import KLController, geco, pi_controller
 from jaxvae.diagnostics import active_units, mutual_information
 from jaxvae.errors import CheckpointError, ChecksumError, ConfigError, DataError, JaxvaeError
 from jaxvae.evaluate import iwae_log_likelihood
@@ -41,12 +44,16 @@ from jaxvae.model import VAE, Forward, PureVAE, count_params, split
 from jaxvae.nets import ConvDecoder, ConvEncoder, MLPDecoder, MLPEncoder
 from jaxvae.objectives import (
     ObjectiveOutput,
+    beta_tcvae,
     capacity,
     elbo,
     free_bits,
     free_bits_kl,
+    info_vae,
     iwae,
     iwae_bound_from_log_weights,
+    kl_decomposition,
+    mmd,
 )
 from jaxvae.posteriors import DiagonalGaussian
 from jaxvae.priors import LearnedGaussian, MixtureOfGaussians, StandardNormal, VampPrior
@@ -59,6 +66,7 @@ from jaxvae.schedules import (
     linear_schedule,
     sigmoid_schedule,
 )
+from jaxvae.sweep import run_sweep
 from jaxvae.train import TrainState, init_train_state, make_train_step
 
 __version__ = "0.1.0"

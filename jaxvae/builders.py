@@ -10,10 +10,11 @@ from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import jax
+import jax.numpy as jnp
 import optax
 from flax import nnx
 
-from jaxvae import likelihoods, objectives, priors, schedules
+from jaxvae import controllers, likelihoods, objectives, priors, schedules
 from jaxvae.config import Config
 from jaxvae.errors import ConfigError
 from jaxvae.model import VAE, Params, PureVAE
@@ -97,16 +98,20 @@ def build_optimizer(cfg: Config, total_steps: int) -> optax.GradientTransformati
 # --------------------------------------------------------------------------------------------- objective
 
 class Objective(NamedTuple):
-    """A training objective: ``init(params) -> state`` and
-    ``loss(params, state, x, key, step) -> (loss, ObjectiveOutput)`` and
-    ``update(state, output, step) -> state`` (for stateful KL controllers; identity for the others).
+    """A training objective as pure functions (optax style); its state lives in the TrainState.
 
-    The state lives in the :class:`~jaxvae.train.TrainState`, so it is checkpointed and resumed.
+    * ``init(params) -> state``: objective / KL-controller state (``{}`` for stateless objectives).
+    * ``hyper(step) -> {name: scalar}``: the scheduled weights at ``step`` (beta, capacity, free bits, ...).
+      Kept apart from ``loss`` so that a sweep can stack the values of many models (``[N]`` each) and ``vmap``
+      one loss over them: models in a sweep may differ in anything that only changes these numbers.
+    * ``loss(params, state, x, key, step, hyper) -> (loss, ObjectiveOutput)``.
+    * ``update(state, output, step, hyper) -> state``: the controller update after each step.
     """
 
     init: Callable[[Params], Any]
-    loss: Callable[[Params, Any, Array, Array, Array], tuple[Array, ObjectiveOutput]]
-    update: Callable[[Any, ObjectiveOutput, Array], Any]
+    hyper: Callable[[Array], dict[str, Array]]
+    loss: Callable[..., tuple[Array, ObjectiveOutput]]
+    update: Callable[..., Any]
 
 
 def beta_schedule(cfg: Config, total_steps: int) -> optax.Schedule:
@@ -124,27 +129,73 @@ def beta_schedule(cfg: Config, total_steps: int) -> optax.Schedule:
     return factory(init_value=ob.beta_start, end_value=ob.beta, transition_steps=ob.warmup_steps)
 
 
-def build_objective(cfg: Config, model: PureVAE, total_steps: int) -> Objective:
-    """The configured objective as an :class:`Objective` (beta / capacity follow their schedules)."""
+def build_controller(cfg: Config) -> controllers.KLController | None:
+    """The configured KL controller (GECO or PI), or ``None`` when beta follows ``objective.beta_schedule``."""
+    ob = cfg.objective
+    if ob.controller == "geco":
+        return controllers.geco(ob.geco_tolerance, alpha=ob.geco_alpha, step_size=ob.geco_step_size)
+    if ob.controller == "pi":
+        return controllers.pi_controller(ob.kl_target, kp=ob.pi_kp, ki=ob.pi_ki, beta_min=ob.beta_start,
+                                         beta_max=ob.beta)
+    return None
+
+
+def _f32(value: Any) -> Array:
+    return jnp.asarray(value, jnp.float32)
+
+
+def build_objective(cfg: Config, model: PureVAE, total_steps: int, *, dataset_size: int | None = None
+                    ) -> Objective:
+    """The configured objective as an :class:`Objective`.
+
+    ``dataset_size`` (the number of training examples) is needed by beta-TCVAE's minibatch-weighted sampling.
+    """
     ob = cfg.objective
     beta = beta_schedule(cfg, total_steps)
+    controller = build_controller(cfg)
+    k = ob.num_samples
 
     if ob.name == "elbo":
-        def loss(params, state, x, key, step):
-            return objectives.elbo(model, params, x, key, beta=beta(step), num_samples=ob.num_samples,
-                                   analytic_kl=ob.analytic_kl)
+        hyper = lambda step: {"beta": beta(step)}
+        loss = lambda params, state, x, key, step, hp: objectives.elbo(
+            model, params, x, key, beta=hp["beta"], num_samples=k, analytic_kl=ob.analytic_kl)
     elif ob.name == "iwae":
-        def loss(params, state, x, key, step):
-            return objectives.iwae(model, params, x, key, num_samples=ob.num_samples)
+        hyper = lambda step: {}
+        loss = lambda params, state, x, key, step, hp: objectives.iwae(model, params, x, key, num_samples=k)
     elif ob.name == "free_bits":
-        def loss(params, state, x, key, step):
-            return objectives.free_bits(model, params, x, key, threshold=ob.free_bits, beta=beta(step),
-                                        group_size=ob.free_bits_group, num_samples=ob.num_samples)
-    else:
+        hyper = lambda step: {"beta": beta(step), "free_bits": _f32(ob.free_bits)}
+        loss = lambda params, state, x, key, step, hp: objectives.free_bits(
+            model, params, x, key, threshold=hp["free_bits"], beta=hp["beta"], group_size=ob.free_bits_group,
+            num_samples=k)
+    elif ob.name == "capacity":
         capacity = schedules.capacity_schedule(ob.capacity, ob.capacity_steps)
+        hyper = lambda step: {"capacity": capacity(step), "gamma": _f32(ob.gamma)}
+        loss = lambda params, state, x, key, step, hp: objectives.capacity(
+            model, params, x, key, capacity=hp["capacity"], gamma=hp["gamma"], num_samples=k,
+            analytic_kl=ob.analytic_kl)
+    elif ob.name == "beta_tcvae":
+        if not dataset_size:
+            raise ValueError("beta_tcvae needs dataset_size (the number of training examples).")
+        hyper = lambda step: {"beta": beta(step), "tc_alpha": _f32(ob.tc_alpha), "tc_gamma": _f32(ob.tc_gamma)}
+        loss = lambda params, state, x, key, step, hp: objectives.beta_tcvae(
+            model, params, x, key, dataset_size=dataset_size, alpha=hp["tc_alpha"], beta=hp["beta"],
+            gamma=hp["tc_gamma"], num_samples=k)
+    else:
+        hyper = lambda step: {"mmd_alpha": _f32(ob.mmd_alpha), "mmd_lambda": _f32(ob.mmd_lambda)}
+        loss = lambda params, state, x, key, step, hp: objectives.info_vae(
+            model, params, x, key, alpha=hp["mmd_alpha"], lambda_=hp["mmd_lambda"], kernel=ob.mmd_kernel,
+            num_samples=k)
 
-        def loss(params, state, x, key, step):
-            return objectives.capacity(model, params, x, key, capacity=capacity(step), gamma=ob.gamma,
-                                       num_samples=ob.num_samples, analytic_kl=ob.analytic_kl)
+    if controller is None:
+        return Objective(init=lambda params: {}, hyper=hyper, loss=loss,
+                         update=lambda state, out, step, hp: state)
 
-    return Objective(init=lambda params: {}, loss=loss, update=lambda state, out, step: state)
+    # A controller owns beta: it is read from the controller state, and updated from the step's batch means.
+    def controlled_loss(params, state, x, key, step, hp):
+        return loss(params, state, x, key, step, {**hp, "beta": state.beta})
+
+    def update(state, out, step, hp):
+        return controller.update(state, jnp.mean(out.recon), jnp.mean(out.kl))
+
+    scheduled = lambda step: {k: v for k, v in hyper(step).items() if k != "beta"}
+    return Objective(init=lambda params: controller.init(), hyper=scheduled, loss=controlled_loss, update=update)

@@ -45,9 +45,9 @@ class Checkpointer:
     def all_steps(self) -> list[int]:
         return list(self._manager.all_steps())
 
-    def save(self, state: Any, *, force: bool = True) -> None:
-        """Saves ``state`` under its step (asynchronously; :meth:`wait` or :meth:`close` to finish)."""
-        step = int(state.step)
+    def save(self, state: Any, *, step: int | None = None, force: bool = True) -> None:
+        """Saves ``state`` under ``step`` (default ``state.step``), asynchronously (:meth:`close` finishes)."""
+        step = int(state.step) if step is None else step
         if step in self._manager.all_steps():
             return
         self._manager.save(step, args=ocp.args.StandardSave(_to_saveable(state)), force=force)

@@ -1,4 +1,4 @@
-"""The ``jaxvae`` command: train, evaluate, sample, config show, presets.
+"""The ``jaxvae`` command: train, sweep, evaluate, sample, config show, presets.
 
 Bad input exits non-zero with a one-paragraph message (``--debug`` shows the traceback).
 """
@@ -46,6 +46,24 @@ def cmd_train(args: argparse.Namespace) -> int:
             raise JaxvaeError(f"{workdir} already exists; pass --workdir to choose another run directory.")
     print(f"Run directory: {workdir}", flush=True)
     loop.fit(cfg, workdir, force=args.force, progress=not args.no_progress)
+    return 0
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from jaxvae import sweep
+
+    cfg = _config_from_args(args)
+    over = sweep.parse_over(args.over or [])
+    if not over and args.seeds == 1:
+        raise JaxvaeError("Nothing to sweep: give --over KEY=V1,V2,... (e.g. --over objective.beta=0.5,1,2) "
+                          "and/or --seeds N.")
+    workdir = Path(args.workdir) if args.workdir else (
+        Path("runs") / f"sweep-{cfg.preset}-{dt.datetime.now().strftime('%Y%m%d-%H%M%S')}")
+    if workdir.exists() and any(workdir.iterdir()) and not (workdir / "sweep_config.json").exists():
+        raise JaxvaeError(f"{workdir} exists and is not empty, but it is not a jaxvae sweep directory; refusing "
+                          "to write into it. Choose a new --workdir.")
+    print(f"Sweep directory: {workdir}", flush=True)
+    sweep.run_sweep(cfg, over, workdir, seeds=args.seeds, progress=not args.no_progress)
     return 0
 
 
@@ -134,6 +152,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="resume even if the config differs from the saved one")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("sweep", help="train a grid of models (beta, schedules, free bits, seeds) as one program")
+    _add_config_args(p)
+    p.add_argument("--over", action="append", metavar="KEY=V1,V2,...",
+                   help="values of a sweepable key, e.g. --over objective.beta=0.1,0.5,1,2 (repeatable: grid)")
+    p.add_argument("--seeds", type=int, default=1, help="seeds per grid point (train.seed, +1, ...)")
+    p.add_argument("--workdir", help="sweep directory (default: runs/sweep-<preset>-<timestamp>)")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=cmd_sweep)
 
     p = sub.add_parser("evaluate", help="IWAE log-likelihood and ELBO of a trained run; writes eval.json")
     p.add_argument("--workdir", required=True)

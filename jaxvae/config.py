@@ -57,8 +57,9 @@ class ModelConfig:
 class ObjectiveConfig:
     """The loss and its KL weighting (see :mod:`jaxvae.objectives` and :mod:`jaxvae.schedules`)."""
 
-    name: str = "elbo"  # elbo, iwae, free_bits, capacity
-    beta: float = 1.0  # final KL weight
+    name: str = "elbo"  # elbo, iwae, free_bits, capacity, beta_tcvae, info_vae
+    controller: str = "none"  # none, geco, pi: a stateful controller sets beta instead of beta_schedule
+    beta: float = 1.0  # final KL weight (the upper bound of beta for the PI controller)
     beta_schedule: str = "constant"  # constant, linear, sigmoid, cosine, cyclical
     beta_start: float = 0.0  # initial KL weight of an annealing schedule (the floor of cyclical)
     warmup_steps: int = 0  # ramp length for linear/sigmoid/cosine
@@ -70,7 +71,18 @@ class ObjectiveConfig:
     free_bits_group: int = 1
     capacity: float = 25.0  # nats reached at the end of capacity_steps (objective capacity)
     capacity_steps: int = 10_000
-    gamma: float = 1000.0
+    gamma: float = 1000.0  # capacity objective: weight of |KL - C|
+    geco_tolerance: float = 30.0  # GECO: accepted reconstruction loss (nats per example)
+    geco_alpha: float = 0.99  # GECO: moving-average rate of the constraint
+    geco_step_size: float = 1e-2  # GECO: multiplier update speed
+    kl_target: float = 10.0  # PI controller: KL set point (nats per example)
+    pi_kp: float = 0.01
+    pi_ki: float = 1e-4
+    tc_alpha: float = 1.0  # beta-TCVAE: weight of the index-code MI (beta weights the total correlation)
+    tc_gamma: float = 1.0  # beta-TCVAE: weight of the dimension-wise KL
+    mmd_alpha: float = 0.0  # InfoVAE: alpha
+    mmd_lambda: float = 1000.0  # InfoVAE: lambda
+    mmd_kernel: str = "imq"  # InfoVAE: imq or rbf
 
 
 @dataclasses.dataclass(frozen=True)
@@ -92,7 +104,8 @@ class TrainConfig:
     batch_size: int = 100
     epochs: int = 30
     steps: int | None = None  # total steps; overrides epochs when set
-    seed: int = 0
+    seed: int = 0  # parameters and per-step randomness
+    data_seed: int | None = None  # batch order and data splits/binarization; None = the same as seed
     loop: str = "auto"  # auto (scan when the data fits on the device), scan, host
     log_every: int = 50  # steps between metric records (and progress updates)
     eval_every: int = 0  # steps between validation passes; 0 = once per epoch
@@ -287,7 +300,9 @@ def all_keys() -> list[str]:
 _CHOICES = {
     "model.network": ("mlp", "conv"),
     "model.prior": ("standard_normal", "learned_gaussian", "mixture", "vamp"),
-    "objective.name": ("elbo", "iwae", "free_bits", "capacity"),
+    "objective.name": ("elbo", "iwae", "free_bits", "capacity", "beta_tcvae", "info_vae"),
+    "objective.controller": ("none", "geco", "pi"),
+    "objective.mmd_kernel": ("imq", "rbf"),
     "objective.beta_schedule": ("constant", "linear", "sigmoid", "cosine", "cyclical"),
     "optimizer.name": ("adam", "adamw"),
     "optimizer.schedule": ("constant", "cosine", "warmup_cosine"),
@@ -302,7 +317,9 @@ _POSITIVE = ("model.latent_dim", "model.conv_hidden", "model.num_mixtures", "mod
 _NON_NEGATIVE = ("objective.beta", "objective.beta_start", "objective.warmup_steps", "objective.free_bits",
                  "objective.capacity", "objective.gamma", "optimizer.warmup_steps", "optimizer.weight_decay",
                  "optimizer.grad_clip_norm", "train.eval_every", "train.checkpoint_every", "train.seed",
-                 "eval.num_images", "optimizer.max_consecutive_nonfinite", "train.device_data_limit_mb")
+                 "eval.num_images", "optimizer.max_consecutive_nonfinite", "train.device_data_limit_mb",
+                 "objective.kl_target", "objective.pi_kp", "objective.pi_ki", "objective.geco_step_size",
+                 "objective.tc_alpha", "objective.tc_gamma", "objective.mmd_alpha", "objective.mmd_lambda")
 
 
 def _get(cfg: Config, key: str) -> Any:
@@ -333,6 +350,14 @@ def validate(cfg: Config) -> Config:
     if cfg.model.latent_dim % cfg.objective.free_bits_group:
         raise ConfigError(f"objective.free_bits_group={cfg.objective.free_bits_group} must divide "
                           f"model.latent_dim={cfg.model.latent_dim}.")
+    if cfg.objective.controller != "none" and cfg.objective.name not in ("elbo", "free_bits"):
+        raise ConfigError(f"objective.controller={cfg.objective.controller} sets the KL weight of the elbo or "
+                          f"free_bits objectives; objective.name={cfg.objective.name} has its own weights.")
+    if not 0.0 < cfg.objective.geco_alpha < 1.0:
+        raise ConfigError(f"objective.geco_alpha must be in (0, 1); got {cfg.objective.geco_alpha}.")
+    if cfg.objective.name == "beta_tcvae" and cfg.model.prior not in ("standard_normal", "learned_gaussian"):
+        raise ConfigError("objective.name=beta_tcvae needs a factorized prior: use model.prior=standard_normal "
+                          "or learned_gaussian.")
     if cfg.objective.name == "free_bits" and cfg.model.prior not in ("standard_normal", "learned_gaussian"):
         raise ConfigError("objective.name=free_bits needs a per-dimension KL: use model.prior=standard_normal "
                           "or learned_gaussian.")

@@ -69,25 +69,38 @@ def make_iwae_fn(model: PureVAE, num_samples: int, sample_chunk: int) -> Callabl
     return log_px
 
 
-def iwae_log_likelihood(model: PureVAE, params: Params, data: np.ndarray, key: Array, *,
-                        num_samples: int = 5000, batch_size: int = 100,
-                        sample_chunk: int | None = None) -> LogLikelihoodEstimate:
-    """The IWAE estimate of :math:`\\log p(x)` for every example of ``data [N, *E]``.
-
-    Args:
-      num_samples: K importance samples per example (5000 is the standard of Burda et al. 2016).
-      batch_size: examples per compiled call.
-      sample_chunk: samples per inner step (default: about 100k decoder evaluations per step).
-    """
+def make_iwae_evaluator(model: PureVAE, *, num_samples: int = 5000, batch_size: int = 100,
+                        sample_chunk: int | None = None
+                        ) -> Callable[[Params, np.ndarray, Array], LogLikelihoodEstimate]:
+    """Compiles once; returns ``(params, data [N, *E], key) -> LogLikelihoodEstimate`` (see
+    :func:`iwae_log_likelihood`). Reuse it to evaluate many models of one architecture."""
     if sample_chunk is None:
         sample_chunk = max(1, min(num_samples, 100_000 // batch_size))
     fn = make_iwae_fn(model, num_samples, sample_chunk)
-    padded, n = _pad_batches(np.asarray(data), batch_size)
-    out = [fn(params, padded[i:i + batch_size], jax.random.fold_in(key, i // batch_size))
-           for i in range(0, padded.shape[0], batch_size)]
-    log_px = np.asarray(jnp.concatenate(out))[:n]
-    se = float(np.std(log_px) / math.sqrt(max(n, 1)))
-    return LogLikelihoodEstimate(log_px, float(np.mean(log_px)), se, num_samples)
+
+    def estimate(params: Params, data: np.ndarray, key: Array) -> LogLikelihoodEstimate:
+        padded, n = _pad_batches(np.asarray(data), batch_size)
+        out = [fn(params, padded[i:i + batch_size], jax.random.fold_in(key, i // batch_size))
+               for i in range(0, padded.shape[0], batch_size)]
+        log_px = np.asarray(jnp.concatenate(out))[:n]
+        se = float(np.std(log_px) / math.sqrt(max(n, 1)))
+        return LogLikelihoodEstimate(log_px, float(np.mean(log_px)), se, num_samples)
+
+    return estimate
+
+
+def iwae_log_likelihood(model: PureVAE, params: Params, data: np.ndarray, key: Array, *,
+                        num_samples: int = 5000, batch_size: int = 100,
+                        sample_chunk: int | None = None) -> LogLikelihoodEstimate:
+    r"""The IWAE estimate of :math:`\log p(x)` for every example of ``data [N, *E]``.
+
+    Args:
+      num_samples: K importance samples per example (5000 is the standard of Burda et al. 2016).
+      batch_size: examples per compiled call (the last batch is padded, then trimmed).
+      sample_chunk: samples per inner step (default: about 100k decoder evaluations per step).
+    """
+    return make_iwae_evaluator(model, num_samples=num_samples, batch_size=batch_size,
+                               sample_chunk=sample_chunk)(params, data, key)
 
 
 def make_elbo_evaluator(model: PureVAE, *, batch_size: int = 100

@@ -70,7 +70,12 @@ def load_run_dataset(cfg: Config) -> data_lib.Dataset:
     d = cfg.data
     return data_lib.load_dataset(d.name, d.dir, valid_size=d.valid_size,
                                  dynamic_binarization=d.dynamic_binarization,
-                                 scale=d.scale, seed=cfg.train.seed, download=d.download)
+                                 scale=d.scale, seed=data_seed(cfg), download=d.download)
+
+
+def data_seed(cfg: Config) -> int:
+    """The seed of the batch order and data splits: ``train.data_seed``, or ``train.seed`` when unset."""
+    return cfg.train.seed if cfg.train.data_seed is None else cfg.train.data_seed
 
 
 def _check_workdir(workdir: Path, cfg: Config, force: bool) -> None:
@@ -122,7 +127,7 @@ def setup_run(cfg: Config, workdir: str | os.PathLike, *, force: bool = False,
     steps_per_epoch = n // cfg.train.batch_size
     total_steps = cfg.train.steps or cfg.train.epochs * steps_per_epoch
     optimizer = build_optimizer(cfg, total_steps)
-    objective = build_objective(cfg, model, total_steps)
+    objective = build_objective(cfg, model, total_steps, dataset_size=n)
     init = jax.jit(lambda key: init_train_state(model, optimizer, objective, key))
     state = init(jax.random.key(cfg.train.seed))
     ckpt = Checkpointer(workdir / "checkpoints", max_to_keep=cfg.train.keep_checkpoints)
@@ -188,7 +193,7 @@ def train_loop(ctx: RunContext, *, progress: bool = True, log: Callable[[str], N
             end = _next_boundary(step, ctx)
             length, epoch, first_batch = end - step, step // spe, step % spe
             if epoch != perm_epoch:
-                perm_np = data_lib.epoch_permutation(cfg.train.seed, epoch, ds.train.shape[0]).astype(np.int32)
+                perm_np = data_lib.epoch_permutation(data_seed(cfg), epoch, ds.train.shape[0]).astype(np.int32)
                 perm = jnp.asarray(perm_np) if loop == "scan" else perm_np
                 perm_epoch = epoch
             t0 = time.perf_counter()
@@ -265,7 +270,7 @@ def final_report(ctx: RunContext, state: TrainState, *, log: Callable[[str], Non
                                         batch_size=cfg.eval.batch_size)
     nll_data = test
     if cfg.eval.max_examples and test.shape[0] > cfg.eval.max_examples:
-        idx = np.sort(np.random.default_rng(cfg.train.seed).choice(test.shape[0], cfg.eval.max_examples, False))
+        idx = np.sort(np.random.default_rng(data_seed(cfg)).choice(test.shape[0], cfg.eval.max_examples, False))
         nll_data = test[idx]
     t0 = time.perf_counter()
     nll = evaluate.iwae_log_likelihood(model, params, nll_data, jax.random.fold_in(key, 1),
@@ -312,7 +317,7 @@ def _write_images(ctx: RunContext, params: Params, key: jax.Array) -> None:
     scale = 255.0 if cfg.data.scale == "uint8" else 1.0
     n = max(8, cfg.eval.num_images - cfg.eval.num_images % 8)
     # A fixed random subset: some test splits are sorted by class (binarized MNIST).
-    pick = np.sort(np.random.default_rng(cfg.train.seed).choice(ds.test.shape[0], n // 2, replace=False))
+    pick = np.sort(np.random.default_rng(data_seed(cfg)).choice(ds.test.shape[0], n // 2, replace=False))
     originals = ds.test[pick]
     recon = np.asarray(jax.jit(model.reconstruct)(params, originals))
     z = jax.jit(model.prior_sample, static_argnums=2)(params, jax.random.fold_in(key, 3), n)

@@ -1,4 +1,4 @@
-r"""Training objectives as pure functions: ELBO, beta-ELBO, IWAE, free bits, capacity.
+r"""Training objectives as pure functions: ELBO, beta-ELBO, IWAE, free bits, capacity, beta-TCVAE, InfoVAE.
 
 **One reduction convention for everything.** Per-example terms are in nats and summed over the event dimensions
 (every pixel) and over the latent dimensions; the scalar loss is their mean over the batch. Nothing is averaged
@@ -27,6 +27,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxvae.model import Forward, Params, PureVAE
+from jaxvae.posteriors import DiagonalGaussian, gaussian_log_prob_per_dim
 
 Array = jax.Array
 
@@ -165,3 +166,216 @@ def capacity(model: PureVAE, params: Params, x: Array, key: Array, *, capacity: 
     recon, kl, kl_per_dim = _terms(model.forward(params, x, key, num_samples), analytic_kl)
     loss = jnp.mean(recon) + gamma * jnp.abs(jnp.mean(kl) - capacity)
     return loss, _output(recon, kl, kl_per_dim, capacity=capacity, gamma=gamma)
+
+
+# ------------------------------------------------------------------------------------------------ beta-TCVAE
+
+
+class KLDecomposition(NamedTuple):
+    r"""The three terms of the KL decomposition of Chen et al. (2018), per example, ``[B]`` (nats).
+
+    Attributes:
+      mi: index-code mutual information term :math:`\log q(z|x) - \log q(z)`.
+      tc: total correlation term :math:`\log q(z) - \log \prod_d q(z_d)`.
+      dimwise_kl: dimension-wise KL term :math:`\log \prod_d q(z_d) - \log p(z)`.
+    """
+
+    mi: Array
+    tc: Array
+    dimwise_kl: Array
+
+
+_KL_ESTIMATORS = ("mws", "mss")
+
+
+def _log_batch_weights(batch_size: int, dataset_size: int, estimator: str, dtype: Any) -> Array:
+    """Log importance weights ``[M, M]`` (row i: sample z_i, column j: the posterior q(.|x_j))."""
+    n, m = dataset_size, batch_size
+    if estimator == "mws":
+        return jnp.full((m, m), -math.log(n * m), dtype)
+    if m == 1:
+        return jnp.full((1, 1), -math.log(n), dtype)
+    off_diagonal = math.log(n - 1) - math.log(n) - math.log(m - 1)
+    return jnp.where(jnp.eye(m, dtype=bool), -math.log(n), off_diagonal).astype(dtype)
+
+
+def kl_decomposition(q: DiagonalGaussian, z: Array, prior: DiagonalGaussian, *, dataset_size: int,
+                     estimator: str = "mws") -> KLDecomposition:
+    r"""Minibatch estimates of the "ELBO TC-decomposition" of Chen, Li, Grosse & Duvenaud (2018).
+
+    .. math::
+        \mathbb{E}_{p(x)} \mathrm{KL}(q(z|x) \,\|\, p(z)) = \underbrace{I_q(x; z)}_{\text{mi}}
+          + \underbrace{\mathrm{KL}\big(q(z) \,\|\, \textstyle\prod_d q(z_d)\big)}_{\text{tc}}
+          + \underbrace{\textstyle\sum_d \mathrm{KL}(q(z_d) \,\|\, p(z_d))}_{\text{dimwise\_kl}}
+
+    with the aggregate posterior :math:`q(z) = \frac1N \sum_n q(z|x_n)` over a dataset of :math:`N` examples.
+    For :math:`z_i \sim q(z|x_i)` the per-example terms are :math:`\log q(z_i|x_i) - \log q(z_i)`,
+    :math:`\log q(z_i) - \sum_d \log q(z_{id})` and :math:`\sum_d \log q(z_{id}) - \log p(z_i)`; the
+    aggregate densities are estimated from the minibatch of :math:`M` posteriors as weighted mixtures
+
+    .. math::
+        \log q(z_i) \approx \log \sum_{j=1}^M w_{ij} \, q(z_i | x_j), \qquad
+        \log q(z_{id}) \approx \log \sum_{j=1}^M w_{ij} \, q(z_{id} | x_j).
+
+    * ``estimator="mws"``: minibatch weighted sampling, the estimator the paper trains with,
+      :math:`w_{ij} = 1/(NM)`. The weights do not sum to one, so the individual terms are biased: each
+      :math:`\log q` estimate is low by between :math:`\log M` (non-overlapping posteriors) and :math:`\log N`
+      (posteriors that all overlap), which makes ``tc`` too large by roughly :math:`(D-1)` times that (exactly
+      :math:`(D-1)\log M` more than ``"mss"`` when :math:`N = M`: ~7 nats for :math:`D = 2`, :math:`M = 1000`).
+      Use it to *train* as in the paper; to *measure* the total correlation use ``"mss"``.
+    * ``estimator="mss"``: a symmetric form of the paper's minibatch stratified sampling, :math:`w_{ii} = 1/N`
+      and :math:`w_{ij} = (N - 1) / (N (M - 1))` for :math:`j \ne i`. The weights sum to one and the mixture is
+      unbiased for :math:`q(z_i)` when the other batch members are a uniform sample of the rest of the dataset;
+      with :math:`N = M` it is exactly the batch's aggregate posterior.
+
+    Whatever the weights, the three terms telescope: ``mi + tc + dimwise_kl`` equals the Monte Carlo KL
+    :math:`\log q(z|x) - \log p(z)` on the same samples (up to float rounding).
+
+    Args:
+      q: the posteriors of the batch, ``[M, D]``.
+      z: samples :math:`z \sim q`, ``[K, M, D]``.
+      prior: a factorized prior, a :class:`DiagonalGaussian` broadcasting against ``[D]``.
+      dataset_size: :math:`N \ge M`, the number of training examples.
+      estimator: ``"mws"`` or ``"mss"``.
+
+    Returns:
+      The per-example terms, each ``[M]`` (averaged over the ``K`` samples).
+    """
+    if estimator not in _KL_ESTIMATORS:
+        raise ValueError(f"Unknown KL decomposition estimator {estimator!r}; choose one of {_KL_ESTIMATORS}.")
+    batch_size = q.loc.shape[0]
+    if int(dataset_size) < batch_size:
+        raise ValueError(f"dataset_size={dataset_size} must be at least the batch size {batch_size}: the batch is "
+                         "drawn from the dataset.")
+    log_q_ij = gaussian_log_prob_per_dim(z[:, :, None, :], q.loc, q.log_scale)  # [K, M(i), M(j), D]
+    log_w = _log_batch_weights(batch_size, int(dataset_size), estimator, log_q_ij.dtype)  # [M, M]
+    log_qz = jax.nn.logsumexp(jnp.sum(log_q_ij, axis=-1) + log_w, axis=-1)  # [K, M]
+    log_qz_prod = jnp.sum(jax.nn.logsumexp(log_q_ij + log_w[..., None], axis=-2), axis=-1)  # [K, M]
+    log_qz_x = q.log_prob(z)  # [K, M]
+    log_pz = prior.log_prob(z)  # [K, M]
+    return KLDecomposition(mi=jnp.mean(log_qz_x - log_qz, axis=0), tc=jnp.mean(log_qz - log_qz_prod, axis=0),
+                           dimwise_kl=jnp.mean(log_qz_prod - log_pz, axis=0))
+
+
+def beta_tcvae(model: PureVAE, params: Params, x: Array, key: Array, *, dataset_size: int,
+               alpha: float | Array = 1.0, beta: float | Array = 6.0, gamma: float | Array = 1.0,
+               num_samples: int = 1, estimator: str = "mws") -> tuple[Array, ObjectiveOutput]:
+    r"""beta-TCVAE (Chen, Li, Grosse & Duvenaud 2018, "Isolating Sources of Disentanglement in VAEs").
+
+    The KL term of the ELBO is split into mutual information, total correlation and dimension-wise KL
+    (:func:`kl_decomposition`) and the three are weighted separately:
+
+    .. math::
+        \mathcal{L} = \frac1B \sum_b \mathrm{recon}(x_b) + \alpha \, \mathrm{mi}_b + \beta \, \mathrm{tc}_b
+                      + \gamma \, \mathrm{dimwise\_kl}_b
+
+    With :math:`\alpha = \beta = \gamma = 1` this is exactly the negative ELBO with the Monte Carlo KL on the
+    same samples. The paper's setting is :math:`\alpha = \gamma = 1`, :math:`\beta = 6`. Needs a factorized
+    (diagonal Gaussian) prior, so that :math:`p(z) = \prod_d p(z_d)`.
+
+    Returns the true per-example ELBO terms (analytic KL) and the batch means ``metrics["mi"]``,
+    ``metrics["tc"]``, ``metrics["dimwise_kl"]`` (see :func:`kl_decomposition` for the bias of ``"mws"``).
+
+    Args:
+      model, params, x, key: as in :func:`elbo`; ``x`` is ``[B, *E]``.
+      dataset_size: :math:`N`, the number of training examples (at least ``B``).
+      alpha, beta, gamma: weights of mi, tc and dimwise_kl.
+      num_samples: posterior samples per example.
+      estimator: ``"mws"`` (minibatch weighted sampling, the paper's) or ``"mss"``.
+    """
+    prior = model.merge(params).prior.as_diagonal_gaussian()
+    if prior is None:
+        raise ValueError("beta_tcvae needs a factorized prior p(z) = prod_d p(z_d) for the dimension-wise KL; "
+                         "use a standard normal or learned Gaussian prior.")
+    fwd = model.forward(params, x, key, num_samples)
+    terms = kl_decomposition(fwd.q, fwd.z, prior, dataset_size=dataset_size, estimator=estimator)
+    recon, kl, kl_per_dim = _terms(fwd, analytic_kl=True)
+    loss = jnp.mean(recon + alpha * terms.mi + beta * terms.tc + gamma * terms.dimwise_kl)
+    return loss, _output(recon, kl, kl_per_dim, mi=jnp.mean(terms.mi), tc=jnp.mean(terms.tc),
+                         dimwise_kl=jnp.mean(terms.dimwise_kl), alpha=alpha, beta=beta, gamma=gamma)
+
+
+# ------------------------------------------------------------------------------------------------- InfoVAE
+
+
+_KERNELS = ("imq", "rbf")
+
+
+def _check_kernel(kernel: str) -> None:
+    if kernel not in _KERNELS:
+        raise ValueError(f"Unknown MMD kernel {kernel!r}; choose one of {_KERNELS}.")
+
+
+def _kernel_matrix(a: Array, b: Array, kernel: str, scale: float | Array) -> Array:
+    """``k(a_i, b_j)``, ``[N, M]``, from exact squared distances (no ``|a|^2 + |b|^2 - 2ab`` cancellation)."""
+    sq = jnp.sum(jnp.square(a[:, None, :] - b[None, :, :]), axis=-1)  # [N, M]
+    if kernel == "rbf":
+        return jnp.exp(-sq / (2.0 * jnp.square(scale)))
+    c = 2.0 * a.shape[-1] * jnp.square(scale)
+    return c / (c + sq)
+
+
+def mmd(x: Array, y: Array, *, kernel: str = "imq", scale: float | Array = 1.0) -> Array:
+    r"""Unbiased estimate of the squared maximum mean discrepancy between two samples (Gretton et al. 2012).
+
+    .. math::
+        \widehat{\mathrm{MMD}}^2 = \frac{1}{N(N-1)} \sum_{i \ne j} k(x_i, x_j)
+          + \frac{1}{M(M-1)} \sum_{i \ne j} k(y_i, y_j) - \frac{2}{NM} \sum_{i, j} k(x_i, y_j)
+
+    a U-statistic: its expectation is the population :math:`\mathrm{MMD}^2`, so it is zero on average (and can be
+    slightly negative) when both samples come from the same distribution. Kernels, with :math:`s` = ``scale``:
+
+    * ``"rbf"``: :math:`k(a, b) = \exp(-\|a - b\|^2 / (2 s^2))`;
+    * ``"imq"``: inverse multiquadratic :math:`k(a, b) = C / (C + \|a - b\|^2)` with :math:`C = 2 D s^2`
+      (Tolstikhin et al. 2018, "Wasserstein Auto-Encoders", who use :math:`C = 2 D \sigma_p^2` for a prior of
+      variance :math:`\sigma_p^2`; :math:`s = 1` suits the standard normal prior). Its heavy tails keep
+      gradients alive for distant samples.
+
+    Args:
+      x: ``[N, D]``, ``N >= 2``.
+      y: ``[M, D]``, ``M >= 2``.
+      kernel: ``"imq"`` or ``"rbf"``.
+      scale: :math:`s > 0`.
+
+    Returns:
+      The scalar estimate.
+    """
+    _check_kernel(kernel)
+    if isinstance(scale, (int, float)) and not scale > 0:
+        raise ValueError(f"MMD kernel scale must be > 0, got {scale!r}.")
+    n, m = x.shape[0], y.shape[0]
+    if n < 2 or m < 2:
+        raise ValueError(f"The unbiased MMD needs at least 2 samples on each side, got {n} and {m}.")
+    kxx = jnp.where(jnp.eye(n, dtype=bool), 0.0, _kernel_matrix(x, x, kernel, scale))
+    kyy = jnp.where(jnp.eye(m, dtype=bool), 0.0, _kernel_matrix(y, y, kernel, scale))
+    kxy = _kernel_matrix(x, y, kernel, scale)
+    return jnp.sum(kxx) / (n * (n - 1)) + jnp.sum(kyy) / (m * (m - 1)) - 2.0 * jnp.mean(kxy)
+
+
+def info_vae(model: PureVAE, params: Params, x: Array, key: Array, *, alpha: float | Array = 0.0,
+             lambda_: float | Array = 1000.0, kernel: str = "imq", kernel_scale: float | Array | None = None,
+             num_samples: int = 1) -> tuple[Array, ObjectiveOutput]:
+    r"""The InfoVAE / MMD-VAE objective (Zhao, Song & Ermon 2019, "InfoVAE", with the MMD divergence).
+
+    .. math::
+        \mathcal{L} = \frac1B \sum_b \left[\mathrm{recon}(x_b) + (1 - \alpha)\, \mathrm{kl}(x_b)\right]
+                      + (\alpha + \lambda - 1)\, \widehat{\mathrm{MMD}}^2\big(q(z), p(z)\big)
+
+    :math:`\alpha = 0, \lambda = 1` is the negative ELBO; the default :math:`\alpha = 0, \lambda = 1000` is the
+    paper's MMD-VAE. The MMD (:func:`mmd`) compares the ``K * B`` posterior samples ``[K * B, D]`` with as many
+    prior samples drawn by ``model.prior_sample`` (posterior and prior draws use two keys split from ``key``).
+    ``kernel_scale=None`` means :math:`s = 1` (matched to a standard normal prior).
+
+    Returns the true per-example ELBO terms (analytic KL where the prior allows it) and the metrics ``"mmd"``,
+    ``"alpha"`` and ``"lambda"``.
+    """
+    _check_kernel(kernel)
+    scale = 1.0 if kernel_scale is None else kernel_scale
+    key_q, key_p = jax.random.split(key)
+    fwd = model.forward(params, x, key_q, num_samples)
+    recon, kl, kl_per_dim = _terms(fwd, analytic_kl=True)
+    z_q = fwd.z.reshape(-1, fwd.z.shape[-1])  # [K * B, D]
+    z_p = model.prior_sample(params, key_p, z_q.shape[0])  # [K * B, D]
+    divergence = mmd(z_q, z_p, kernel=kernel, scale=scale)
+    loss = jnp.mean(recon) + (1.0 - alpha) * jnp.mean(kl) + (alpha + lambda_ - 1.0) * divergence
+    return loss, _output(recon, kl, kl_per_dim, mmd=divergence, alpha=alpha, **{"lambda": lambda_})

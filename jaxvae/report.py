@@ -77,3 +77,51 @@ def reconstruction_grid(originals: np.ndarray, reconstructions: np.ndarray, ncol
         rows.append(originals[start:start + ncols])
         rows.append(reconstructions[start:start + ncols])
     return image_grid(np.concatenate(rows), ncols=ncols)
+
+
+def plot_rate_distortion(models: list[dict], path: str | os.PathLike, *, title: str = "") -> None:
+    r"""Rate (KL) vs distortion (reconstruction loss), one point per model, with ELBO iso-lines.
+
+    On these axes :math:`-\mathrm{ELBO} = D + R`, so models on one line of slope -1 have the same ELBO
+    (Alemi et al. 2018, "Fixing a Broken ELBO"). Failed (non-finite) models are listed in the title area.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ok = [m for m in models if not m.get("failed")]
+    failed = [m for m in models if m.get("failed")]
+    fig, ax = plt.subplots(figsize=(6.4, 4.8), dpi=120)
+    if ok:
+        rate = np.array([m["test_kl"] for m in ok])
+        dist = np.array([m["test_recon"] for m in ok])
+        lo, hi = 0.0, max(rate.max(), 1e-3) * 1.15
+        for level in np.unique(np.round(np.quantile(rate + dist, [0.0, 0.5, 1.0]), 1)):
+            r = np.linspace(lo, hi, 50)
+            ax.plot(r, level - r, color="0.8", lw=0.8, zorder=0)
+            ax.annotate(f"-ELBO={level:g}", (r[5], level - r[5]), fontsize=7, color="0.5")
+        sc = ax.scatter(rate, dist, c=np.arange(len(ok)), cmap="viridis", zorder=2)
+        for m, x, y in zip(ok, rate, dist):
+            ax.annotate(m["label"], (x, y), fontsize=7, xytext=(3, 3), textcoords="offset points")
+        del sc
+        ax.set_xlim(lo, hi)
+        ax.set_ylim(dist.min() - 0.1 * abs(np.ptp(dist) + 1), dist.max() + 0.1 * abs(np.ptp(dist) + 1))
+    ax.set_xlabel("rate: KL(q(z|x) || p(z)) [nats]")
+    ax.set_ylabel("distortion: -E_q log p(x|z) [nats]")
+    note = f"  (failed: {', '.join(m['label'] for m in failed)})" if failed else ""
+    ax.set_title((title + note) or "rate-distortion", fontsize=9)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".png")
+    os.close(fd)
+    try:
+        fig.savefig(tmp, format="png")
+        os.chmod(tmp, default_file_mode())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    finally:
+        plt.close(fig)

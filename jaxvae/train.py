@@ -65,9 +65,25 @@ def make_train_step(model: PureVAE, objective: Objective, optimizer: optax.Gradi
                     dynamic_binarization: bool = False
                     ) -> Callable[[TrainState, Array], tuple[TrainState, Metrics]]:
     """The (unjitted) train step ``(state, batch [B, *E]) -> (state, metrics)``; jit or scan it."""
-    del model  # the objective closes over it; kept in the signature for readability at call sites
+    step_with_hyper = make_train_step_with_hyper(model, objective, optimizer,
+                                                 dynamic_binarization=dynamic_binarization)
 
     def train_step(state: TrainState, batch: Array) -> tuple[TrainState, Metrics]:
+        return step_with_hyper(state, batch, objective.hyper(state.step))
+
+    return train_step
+
+
+def make_train_step_with_hyper(model: PureVAE, objective: Objective, optimizer: optax.GradientTransformation, *,
+                               dynamic_binarization: bool = False
+                               ) -> Callable[[TrainState, Array, dict[str, Array]], tuple[TrainState, Metrics]]:
+    """The train step with the scheduled weights passed in: ``(state, batch, hyper) -> (state, metrics)``.
+
+    This is the form :mod:`jaxvae.sweep` ``vmap``-s over many models (``hyper`` values stacked ``[N]``).
+    """
+    del model  # the objective closes over it; kept in the signature for readability at call sites
+
+    def train_step(state: TrainState, batch: Array, hyper: dict[str, Array]) -> tuple[TrainState, Metrics]:
         step_key = jax.random.fold_in(state.key, state.step)
         if dynamic_binarization:
             bin_key = jax.random.fold_in(step_key, _BINARIZE_SALT)
@@ -75,7 +91,7 @@ def make_train_step(model: PureVAE, objective: Objective, optimizer: optax.Gradi
         key = jax.random.fold_in(step_key, _OBJECTIVE_SALT)
 
         def loss_fn(params):
-            return objective.loss(params, state.obj_state, batch, key, state.step)
+            return objective.loss(params, state.obj_state, batch, key, state.step, hyper)
 
         (loss, out), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
         grad_norm = optax.tree.norm(grads)
@@ -85,7 +101,7 @@ def make_train_step(model: PureVAE, objective: Objective, optimizer: optax.Gradi
         def apply(state: TrainState) -> TrainState:
             updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
             return state._replace(params=optax.apply_updates(state.params, updates), opt_state=opt_state,
-                                  obj_state=objective.update(state.obj_state, out, state.step),
+                                  obj_state=objective.update(state.obj_state, out, state.step, hyper),
                                   nonfinite_consecutive=jnp.zeros_like(state.nonfinite_consecutive))
 
         def skip(state: TrainState) -> TrainState:
@@ -97,6 +113,7 @@ def make_train_step(model: PureVAE, objective: Objective, optimizer: optax.Gradi
         new_state = new_state._replace(step=state.step + 1)
         nonfinite = (~finite).astype(jnp.int32)
         metrics = {
+            **{k: jnp.asarray(v, jnp.float32) for k, v in hyper.items()},
             "loss": loss,
             "elbo": jnp.mean(out.elbo),
             "recon": jnp.mean(out.recon),

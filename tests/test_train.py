@@ -82,9 +82,9 @@ def test_dynamic_binarization_is_resampled_each_step_and_reproducible():
     model, opt, obj, state = _setup(["objective.num_samples=1"])
     seen = []
 
-    def loss(params, obj_state, x, key, step):
+    def loss(params, obj_state, x, key, step, hyper):
         seen.append(x)
-        return obj.loss(params, obj_state, x, key, step)
+        return obj.loss(params, obj_state, x, key, step, hyper)
 
     spy = obj._replace(loss=loss)
     step = make_train_step(model, spy, opt, dynamic_binarization=True)
