@@ -5,7 +5,9 @@ import sys
 USAGE = """usage: python -m benchmarks NAME [options]
 
 benchmarks:
-  throughput   training examples/s of jaxvae (scan and host loops) vs a plain JAX loop, PyTorch and pythae
+  throughput         training examples/s of jaxvae (scan and host loops) vs plain JAX, PyTorch and pythae
+  sweep_efficiency   an N-model `jaxvae sweep` vs N sequential `jaxvae train` runs
+  strategies         beta / warm-up / cyclical / free bits / PI control on dynamically binarized MNIST
   loops        scan vs host loop of jaxvae on the default presets' shapes (used to pick train.loop=auto)
 
 Each takes --help. PyTorch runs in benchmarks/.venv-torch (create it with `make bench-torch-env`)."""
@@ -16,10 +18,10 @@ def main() -> None:
         print(USAGE)
         sys.exit(0 if len(sys.argv) >= 2 else 2)
     name, rest = sys.argv[1], sys.argv[2:]
-    if name == "throughput":
-        from benchmarks import throughput
+    import importlib
 
-        throughput.main(rest)
+    if name in ("throughput", "sweep_efficiency", "strategies"):
+        importlib.import_module(f"benchmarks.{name}").main(rest)
     else:
         print(f"unknown benchmark {name!r}\n\n{USAGE}", file=sys.stderr)
         sys.exit(2)

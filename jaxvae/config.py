@@ -123,6 +123,18 @@ class EvalConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class MonitorConfig:
+    """The latent-health monitor (see :mod:`jaxvae.monitor`)."""
+
+    every: int = 200  # steps between checks (rounded up to the next metric record); 0 disables the monitor
+    batch_size: int = 512  # size of the fixed held-out batch
+    active_threshold: float = 0.01  # a unit is active when Cov_x(E_q[z_d]) exceeds this (Burda et al. 2016)
+    min_active_units: int = 1  # warn when fewer units are active
+    min_kl: float = 0.1  # warn when the total KL (nats) falls below this
+    min_mi: float = 0.05  # warn when the mutual information (nats) falls below this
+
+
+@dataclasses.dataclass(frozen=True)
 class MeshConfig:
     shape: str = "auto"  # "auto" (all devices on the data axis), "8", "4x2", ...
     axis_names: tuple[str, ...] = ("data",)
@@ -136,6 +148,7 @@ class Config:
     optimizer: OptimizerConfig = OptimizerConfig()
     train: TrainConfig = TrainConfig()
     eval: EvalConfig = EvalConfig()
+    monitor: MonitorConfig = MonitorConfig()
     mesh: MeshConfig = MeshConfig()
     preset: str = "digits"
 
@@ -313,13 +326,15 @@ _POSITIVE = ("model.latent_dim", "model.conv_hidden", "model.num_mixtures", "mod
              "objective.num_samples", "objective.num_cycles", "objective.free_bits_group",
              "optimizer.learning_rate",
              "train.batch_size", "train.epochs", "train.log_every", "train.keep_checkpoints",
-             "eval.num_samples", "eval.batch_size", "objective.capacity_steps")
+             "eval.num_samples", "eval.batch_size", "objective.capacity_steps", "monitor.batch_size")
 _NON_NEGATIVE = ("objective.beta", "objective.beta_start", "objective.warmup_steps", "objective.free_bits",
                  "objective.capacity", "objective.gamma", "optimizer.warmup_steps", "optimizer.weight_decay",
                  "optimizer.grad_clip_norm", "train.eval_every", "train.checkpoint_every", "train.seed",
                  "eval.num_images", "optimizer.max_consecutive_nonfinite", "train.device_data_limit_mb",
                  "objective.kl_target", "objective.pi_kp", "objective.pi_ki", "objective.geco_step_size",
-                 "objective.tc_alpha", "objective.tc_gamma", "objective.mmd_alpha", "objective.mmd_lambda")
+                 "objective.tc_alpha", "objective.tc_gamma", "objective.mmd_alpha", "objective.mmd_lambda",
+                 "monitor.every", "monitor.active_threshold", "monitor.min_active_units", "monitor.min_kl",
+                 "monitor.min_mi")
 
 
 def _get(cfg: Config, key: str) -> Any:

@@ -25,7 +25,7 @@ import numpy as np
 
 from jaxvae import config as config_lib
 from jaxvae import data as data_lib
-from jaxvae import diagnostics, evaluate, report
+from jaxvae import diagnostics, evaluate, monitor, report
 from jaxvae.builders import build_model, build_objective, build_optimizer
 from jaxvae.checkpoint import Checkpointer
 from jaxvae.config import Config
@@ -54,6 +54,7 @@ class RunContext:
     optimizer: Any
     objective: Any
     steady_examples_per_sec: float | None = None  # measured by train_loop, excluding compiling chunks
+    monitor_seconds: float = 0.0  # time spent in the latent-health monitor (this process)
     train_seconds: float | None = None  # cumulative over resumes
 
 
@@ -179,6 +180,13 @@ def train_loop(ctx: RunContext, *, progress: bool = True, log: Callable[[str], N
         f"({ds.train.shape[0]:,} train / {ds.valid.shape[0]:,} valid / {ds.test.shape[0]:,} test, event "
         f"{ds.event_shape}) for {total:,} steps of batch {bs} ({total / spe:.1f} epochs), loop={loop}.")
 
+    health = monitor.CollapseMonitor(cfg, ctx.model.latent_dim) if cfg.monitor.every else None
+    if health is not None:
+        monitor_fn = monitor.make_monitor_fn(ctx.model)
+        monitor_x = jax.device_put(monitor.monitor_batch(ds, cfg.monitor.batch_size))
+        next_monitor = _next_multiple(ctx.start_step, cfg.monitor.every)
+    monitor_seconds = 0.0
+
     bar = _progress_bar(total, ctx.start_step, enabled=progress)
     state = ctx.state
     step = ctx.start_step
@@ -231,6 +239,15 @@ def train_loop(ctx: RunContext, *, progress: bool = True, log: Callable[[str], N
                     f"{ctx.workdir / 'checkpoints'} (nothing after it was saved). Likely causes: a learning rate "
                     "that is too high (try optimizer.learning_rate smaller, or optimizer.grad_clip_norm=1), data "
                     "outside the likelihood's support, or an unbounded decoder scale.")
+            if health is not None and (step >= next_monitor or step == total):
+                next_monitor = _next_multiple(step, cfg.monitor.every)
+                t_mon = time.perf_counter()
+                out = jax.device_get(monitor_fn(state.params, monitor_x, jax.random.key(cfg.train.seed + 3)))
+                monitor_seconds += time.perf_counter() - t_mon
+                health_record, warning = health.record(step, out)
+                writer.write(health_record)
+                if warning:
+                    (bar.write if progress else log)(warning)
             if step >= next_eval or step == total:
                 next_eval = _next_multiple(step, cfg.train.eval_every or spe)
                 if ds.valid.shape[0]:
@@ -245,6 +262,7 @@ def train_loop(ctx: RunContext, *, progress: bool = True, log: Callable[[str], N
         writer.close()
         ckpt.close()
     ctx.steady_examples_per_sec = steady_examples / steady_seconds if steady_seconds else None
+    ctx.monitor_seconds = monitor_seconds
     ctx.train_seconds = elapsed
     return state
 
@@ -303,6 +321,7 @@ def final_report(ctx: RunContext, state: TrainState, *, log: Callable[[str], Non
             history[-1]["elapsed_seconds"] if history else 0.0),
         "examples_per_sec": steady,
         "nonfinite_updates": int(state.nonfinite_total),
+        "monitor_seconds": ctx.monitor_seconds,
         "num_params": count_params(params),
         "params_sha256": params_sha256(params),
         "latent": latent,

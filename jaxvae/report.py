@@ -125,3 +125,128 @@ def plot_rate_distortion(models: list[dict], path: str | os.PathLike, *, title: 
         raise
     finally:
         plt.close(fig)
+
+
+# ------------------------------------------------------------------------------------------- HTML report
+
+def png_bytes(image: np.ndarray) -> bytes:
+    """PNG encoding of a uint8 image (``[H, W]``, ``[H, W, 1]`` or ``[H, W, 3]``)."""
+    import io
+
+    from PIL import Image
+
+    if image.ndim == 3 and image.shape[-1] == 1:
+        image = image[..., 0]
+    buf = io.BytesIO()
+    Image.fromarray(image).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def data_uri(png: bytes) -> str:
+    import base64
+
+    return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
+
+
+def figure_png(fig) -> bytes:
+    import io
+
+    import matplotlib.pyplot as plt
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def kl_bar_chart(kl_per_dim: list[float], active: list[bool]) -> bytes:
+    """Bars of the data-averaged KL per latent dimension; inactive units in grey."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(max(4.0, 0.35 * len(kl_per_dim) + 1.5), 2.8))
+    colors = ["tab:blue" if a else "0.7" for a in active]
+    ax.bar(range(len(kl_per_dim)), kl_per_dim, color=colors)
+    ax.set_xlabel("latent dimension")
+    ax.set_ylabel("KL [nats]")
+    ax.set_title("KL per dimension (grey: inactive unit)", fontsize=9)
+    ax.grid(axis="y", alpha=0.3)
+    return figure_png(fig)
+
+
+def latent_scatter(means: np.ndarray, labels: np.ndarray | None = None, *,
+                   outliers: np.ndarray | None = None) -> bytes:
+    """Posterior means projected on their two principal axes, with the N(0, I) prior's 1-2-3 sigma circles.
+
+    An orthonormal projection of a standard normal is a standard normal, so the circles are exact prior
+    contours in this plane (for a standard normal prior).
+    """
+    plt = _pyplot()
+    means = np.asarray(means, np.float64)
+    if means.shape[1] == 1:
+        xy, axes = np.concatenate([means, np.zeros_like(means)], 1), ("z0", "")
+    elif means.shape[1] == 2:
+        xy, axes = means, ("z0", "z1")
+    else:
+        centred = means - means.mean(0)
+        _, _, vt = np.linalg.svd(centred, full_matrices=False)
+        xy, axes = means @ vt[:2].T, ("principal axis 1", "principal axis 2")
+    fig, ax = plt.subplots(figsize=(4.6, 4.2))
+    ax.scatter(xy[:, 0], xy[:, 1], s=4, c=labels if labels is not None else "tab:blue",
+               cmap="tab10" if labels is not None else None, alpha=0.6)
+    if outliers is not None and len(outliers):
+        ax.scatter(xy[outliers, 0], xy[outliers, 1], s=30, facecolors="none", edgecolors="red", label="outliers")
+        ax.legend(fontsize=7, loc="upper right")
+    t = np.linspace(0, 2 * np.pi, 200)
+    for r in (1, 2, 3):
+        ax.plot(r * np.cos(t), r * np.sin(t), color="k", lw=0.6, alpha=0.5)
+    ax.set_xlabel(axes[0])
+    ax.set_ylabel(axes[1])
+    ax.set_aspect("equal", adjustable="datalim")
+    ax.set_title("posterior means (colour: label) and prior contours", fontsize=9)
+    return figure_png(fig)
+
+
+def write_html(path: str | os.PathLike, title: str, sections: list[tuple[str, str]]) -> None:
+    """A self-contained HTML page (images inline as data URIs); ``sections`` are ``(heading, html)`` pairs."""
+    import html
+
+    body = "\n".join(f"<section><h2>{html.escape(h)}</h2>\n{content}</section>" for h, content in sections)
+    page = f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>
+<style>
+body {{ font-family: system-ui, sans-serif; max-width: 1100px; margin: 2em auto; color: #222; }}
+section {{ margin-bottom: 2em; }} h2 {{ border-bottom: 1px solid #ddd; padding-bottom: .2em; }}
+table {{ border-collapse: collapse; }}
+td, th {{ padding: .2em .8em; border-bottom: 1px solid #eee; text-align: left; }}
+img {{ max-width: 100%; image-rendering: pixelated; }} .warn {{ color: #b00; font-weight: bold; }}
+.row {{ display: flex; gap: 2em; flex-wrap: wrap; align-items: flex-start; }} figcaption {{ font-size: .85em; }}
+</style></head><body><h1>{html.escape(title)}</h1>
+{body}
+</body></html>
+"""
+    from jaxvae.writers import atomic_write_text
+
+    atomic_write_text(path, page)
+
+
+def img_tag(png: bytes, caption: str = "", width: int | None = None) -> str:
+    import html
+
+    style = f' style="width:{width}px"' if width else ""
+    cap = f"<figcaption>{html.escape(caption)}</figcaption>" if caption else ""
+    return f'<figure><img src="{data_uri(png)}"{style} alt="{html.escape(caption)}">{cap}</figure>'
+
+
+def html_table(rows: list[tuple[str, str]]) -> str:
+    import html
+
+    return "<table>" + "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(v)}</td></tr>" for k, v in rows) + \
+        "</table>"
