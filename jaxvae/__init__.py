@@ -19,13 +19,21 @@ from jaxvae import (
     objectives,
     posteriors,
     priors,
+    samplers,
     schedules,
     sweep,
     train,
 )
 from jaxvae.config import Config, apply_overrides, get_preset
 from jaxvae.controllers import KLController, geco, pi_controller
-from jaxvae.diagnostics import active_units, mutual_information
+from jaxvae.diagnostics import (
+    active_units,
+    aggregate_log_density,
+    latent_report,
+    mutual_information,
+    outlier_scores,
+    prior_holes,
+)
 from jaxvae.errors import CheckpointError, ChecksumError, ConfigError, DataError, JaxvaeError
 from jaxvae.evaluate import iwae_log_likelihood
 from jaxvae.kl import kl_diagonal_gaussians_per_dim, kl_monte_carlo, kl_standard_normal_per_dim
@@ -57,6 +65,7 @@ from jaxvae.objectives import (
 )
 from jaxvae.posteriors import DiagonalGaussian
 from jaxvae.priors import LearnedGaussian, MixtureOfGaussians, StandardNormal, VampPrior
+from jaxvae.samplers import fit_gmm, gmm_sample, interpolate, prior_samples, slerp, traversals
 from jaxvae.schedules import (
     capacity_schedule,
     constant_schedule,

@@ -1,4 +1,4 @@
-"""The ``jaxvae`` command: train, sweep, evaluate, sample, config show, presets.
+"""The ``jaxvae`` command: train, sweep, evaluate, sample, diagnose, config show, presets.
 
 Bad input exits non-zero with a one-paragraph message (``--debug`` shows the traceback).
 """
@@ -101,14 +101,24 @@ def cmd_sample(args: argparse.Namespace) -> int:
     import jax
     import numpy as np
 
-    from jaxvae import loop, report
+    from jaxvae import diagnostics, loop, report, samplers
 
     ctx, params = loop.restore_run(args.workdir)
     model = ctx.model
     key = jax.random.key(args.seed)
-    z = jax.jit(model.prior_sample, static_argnums=2)(params, key, args.num) * args.temperature
+    if args.sampler == "prior":
+        z = samplers.prior_samples(model, params, key, args.num, temperature=args.temperature)
+    elif args.sampler == "vamp":
+        z = samplers.vamp_samples(model, params, key, args.num)
+    else:  # ex-post mixture fitted to the training set's posterior means (Ghosh et al. 2020)
+        data = ctx.dataset.train
+        idx = np.sort(np.random.default_rng(args.seed).choice(data.shape[0], min(10_000, data.shape[0]), False))
+        q = diagnostics.encode_dataset(model, params, data[idx])
+        fit = samplers.fit_gmm(jax.random.fold_in(key, 1), q.loc, min(args.components, len(idx)))
+        z = samplers.gmm_sample(fit.gmm, jax.random.fold_in(key, 2), args.num)
     x = np.asarray(jax.jit(model.decode_mean)(params, z))
-    out = Path(args.out or Path(args.workdir) / f"samples-t{args.temperature:g}-seed{args.seed}.png")
+    tag = f"{args.sampler}-t{args.temperature:g}" if args.sampler == "prior" else args.sampler
+    out = Path(args.out or Path(args.workdir) / f"samples-{tag}-seed{args.seed}.png")
     np.save(out.with_suffix(".npy"), x, allow_pickle=False)
     scale = 255.0 if ctx.cfg.data.scale == "uint8" else 1.0
     images = report.to_images(x, ctx.dataset.event_shape, scale=scale)
@@ -117,6 +127,14 @@ def cmd_sample(args: argparse.Namespace) -> int:
         print(f"Wrote {out} and {out.with_suffix('.npy')}")
     else:
         print(f"Wrote {out.with_suffix('.npy')} (data is not image-like, no PNG)")
+    return 0
+
+
+def cmd_diagnose(args: argparse.Namespace) -> int:
+    from jaxvae import diagnose
+
+    diagnose.run_diagnose(args.workdir, max_examples=args.max_examples, gmm_components=args.components,
+                          seed=args.seed)
     return 0
 
 
@@ -174,10 +192,20 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("sample", help="decode samples from the prior of a trained run")
     p.add_argument("--workdir", required=True)
     p.add_argument("--num", type=int, default=64)
-    p.add_argument("--temperature", type=float, default=1.0, help="scale of the prior samples (default 1.0)")
+    p.add_argument("--sampler", choices=["prior", "gmm", "vamp"], default="prior",
+                   help="prior (with --temperature), gmm (ex-post mixture fitted to the training latents), vamp")
+    p.add_argument("--temperature", type=float, default=1.0, help="prior sampler: std scale (default 1.0)")
+    p.add_argument("--components", type=int, default=10, help="gmm sampler: mixture components")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", help="PNG path (a .npy with the raw samples is written beside it)")
     p.set_defaults(func=cmd_sample)
+
+    p = sub.add_parser("diagnose", help="latent health of a trained run: diagnostics.json and report.html")
+    p.add_argument("--workdir", required=True)
+    p.add_argument("--max-examples", type=int, default=2000, help="examples per split used for the statistics")
+    p.add_argument("--components", type=int, default=10, help="components of the ex-post mixture")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_diagnose)
 
     p = sub.add_parser("config", help="show configurations")
     config_sub = p.add_subparsers(dest="config_command", required=True)

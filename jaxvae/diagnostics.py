@@ -345,6 +345,8 @@ def aggregate_prior_mmd(key: Array, q: DiagonalGaussian, prior_samples: Array | 
     the InfoVAE / WAE divergence of Zhao et al. 2019 and Tolstikhin et al. 2018). About 0 (it can be slightly
     negative) when q(z) = p(z). Cost :math:`O(\text{num\_samples}^2 D)`.
     """
+    if isinstance(scale, (int, float)) and not scale > 0:
+        raise ValueError(f"MMD kernel scale must be > 0, got {scale!r}.")
     prior_samples = jnp.asarray(prior_samples)[:num_samples]
     return float(_aggregate_prior_mmd(key, DiagonalGaussian(jnp.asarray(q.loc), jnp.asarray(q.log_scale)),
                                       prior_samples, scale, num_samples=num_samples, kernel=kernel))
@@ -441,6 +443,11 @@ def _outlier_entry(scores: Array, indices: np.ndarray, k: int) -> dict[str, Any]
             "median_score": float(np.median(s)), "num_examples": int(s.shape[0])}
 
 
+@functools.partial(jax.jit, static_argnums=(0, 3))
+def _model_prior_sample(model: PureVAE, params: Params, key: Array, n: int) -> Array:
+    return model.prior_sample(params, key, n)
+
+
 def latent_report(model: PureVAE, params: Params, train_data: np.ndarray, test_data: np.ndarray | None,
                   key: Array, *, max_examples: int = 2000, top_k: int = 16, active_threshold: float = 0.01,
                   num_prior_samples: int = 5000, hole_percentile: float = 1.0, mmd_samples: int = 2000,
@@ -477,7 +484,7 @@ def latent_report(model: PureVAE, params: Params, train_data: np.ndarray, test_d
     prior_gauss = model.merge(params).prior.as_diagonal_gaussian()
     if prior_gauss is not None:
         prior_gauss = DiagonalGaussian(np.asarray(prior_gauss.loc), np.asarray(prior_gauss.log_scale))
-    prior_samples = jax.jit(model.prior_sample, static_argnums=2)(params, key_prior, max(num_prior_samples, 2))
+    prior_samples = _model_prior_sample(model, params, key_prior, max(num_prior_samples, 2))
 
     kl_dims = kl_per_dimension(q_train, prior_gauss)
     count, variances = active_units(q_train.loc, active_threshold)

@@ -167,8 +167,13 @@ def prior_samples(model: PureVAE, params: Params, key: Array, n: int, *, tempera
     Returns:
       ``z`` of shape ``[n, D]``.
     """
-    plain = isinstance(temperature, int | float) and temperature == 1.0
-    return _prior_samples(model, params, key, n, plain, jnp.asarray(temperature, jnp.float32))
+    t = jnp.asarray(temperature, jnp.float32)
+    try:
+        return _prior_samples(model, params, key, n, False, t)
+    except ConfigError:  # an unknown prior (raised while tracing): sample it as is when T = 1
+        if isinstance(temperature, int | float) and temperature == 1.0:
+            return _prior_samples(model, params, key, n, True, t)
+        raise
 
 
 def vamp_samples(model: PureVAE, params: Params, key: Array, n: int) -> Array:
@@ -222,10 +227,12 @@ class GaussianMixture(NamedTuple):
 
     @property
     def num_components(self) -> int:
+        """K."""
         return self.means.shape[0]
 
     @property
     def dim(self) -> int:
+        """D, the dimension of the data space."""
         return self.means.shape[-1]
 
 
@@ -476,6 +483,12 @@ def fit_gmm(
 # Interpolation
 
 
+def _check_vectors(z0: Array, z1: Array) -> None:
+    if z0.ndim != 1 or z0.shape != z1.shape:
+        raise ConfigError(f"Interpolation needs two latent vectors of the same shape [D]; got {z0.shape} and "
+                          f"{z1.shape}.")
+
+
 def _interp_weights(num: int, dtype) -> Array:
     return jnp.linspace(0.0, 1.0, num, dtype=dtype)[:, None]  # [num, 1]
 
@@ -487,6 +500,7 @@ def lerp(z0: Array, z1: Array, num: int) -> Array:
     ``z0``, ``z1``: ``[D]``; returns ``[num, D]`` with rows 0 and ``num - 1`` exactly ``z0`` and ``z1``.
     """
     z0, z1 = jnp.asarray(z0), jnp.asarray(z1)
+    _check_vectors(z0, z1)
     t = _interp_weights(num, jnp.result_type(z0, z1, jnp.float32))
     return (1.0 - t) * z0 + t * z1
 
@@ -507,10 +521,12 @@ def slerp(z0: Array, z1: Array, num: int) -> Array:
     z0, z1 = jnp.asarray(z0), jnp.asarray(z1)
     dtype = jnp.result_type(z0, z1, jnp.float32)
     z0, z1 = z0.astype(dtype), z1.astype(dtype)
+    _check_vectors(z0, z1)
     n0, n1 = jnp.linalg.norm(z0), jnp.linalg.norm(z1)
     tiny = jnp.finfo(dtype).tiny
-    cos = jnp.clip(jnp.dot(z0, z1) / jnp.maximum(n0 * n1, tiny), -1.0, 1.0)
-    omega = jnp.arccos(cos)
+    u0, u1 = z0 / jnp.maximum(n0, tiny), z1 / jnp.maximum(n1, tiny)
+    # Omega = 2 atan2(|u0 - u1|, |u0 + u1|): accurate at all angles, unlike arccos(u0 . u1) near 0 and pi.
+    omega = 2.0 * jnp.arctan2(jnp.linalg.norm(u0 - u1), jnp.linalg.norm(u0 + u1))
     sin = jnp.sin(omega)
     degenerate = (sin < _PARALLEL_EPS) | (n0 * n1 <= tiny)
     safe_sin = jnp.where(degenerate, 1.0, sin)

@@ -52,7 +52,7 @@ def test_cli_train_writes_complete_run_directory_and_evaluate_and_sample_work(tm
     assert json.loads((workdir / "eval.json").read_text())["nll_num_samples"] == 10
     result = _cli("sample", "--workdir", str(workdir), "--num", "16", "--temperature", "0.8")
     assert result.returncode == 0, result.stderr
-    assert (workdir / "samples-t0.8-seed0.png").is_file()
+    assert (workdir / "samples-prior-t0.8-seed0.png").is_file()
 
 
 def test_interrupted_run_resumes_exactly(tmp_path, monkeypatch):
@@ -125,3 +125,24 @@ def test_cli_presets_and_config_show():
     result = _cli("config", "show", "--preset", "mnist", "--set", "model.latent_dim=7")
     assert result.returncode == 0
     assert json.loads(result.stdout)["model"]["latent_dim"] == 7
+
+
+def test_cli_diagnose_and_samplers_on_a_trained_run(tmp_path):
+    workdir = tmp_path / "run"
+    cfg = config.apply_overrides(config.get_preset("digits"), FAST)
+    loop.fit(cfg, workdir, progress=False, log=lambda _: None)
+    result = _cli("diagnose", "--workdir", str(workdir), "--max-examples", "200", "--components", "3")
+    assert result.returncode == 0, result.stderr
+    assert "prior holes" in result.stdout
+    diag = json.loads((workdir / "diagnostics.json").read_text())
+    for key in ["kl_per_dim", "active_units", "mutual_information", "aggregate_posterior", "mmd_to_prior",
+                "prior_holes", "outliers", "gmm", "sampler_hole_fraction"]:
+        assert key in diag, key
+    page = (workdir / "report.html").read_text()
+    assert page.count("data:image/png;base64,") >= 6 and "<script" not in page  # self-contained, static
+    for sampler in ("gmm", "prior"):
+        result = _cli("sample", "--workdir", str(workdir), "--sampler", sampler, "--num", "8", "--components", "3")
+        assert result.returncode == 0, result.stderr
+    assert (workdir / "samples-gmm-seed0.png").is_file() and (workdir / "samples-prior-t1-seed0.png").is_file()
+    result = _cli("sample", "--workdir", str(workdir), "--sampler", "vamp")
+    assert result.returncode == 2 and "VampPrior" in result.stderr

@@ -1,0 +1,150 @@
+"""``jaxvae diagnose``: the latent-health report of a trained run (``diagnostics.json`` + ``report.html``).
+
+Host-side orchestration only: the numbers come from :func:`jaxvae.diagnostics.latent_report`, the samplers from
+:mod:`jaxvae.samplers`, the pictures from :mod:`jaxvae.report`.
+"""
+
+from __future__ import annotations
+
+import html
+import math
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import jax
+import numpy as np
+
+from jaxvae import diagnostics, loop, report, samplers
+from jaxvae.writers import atomic_write_json
+
+
+def _images(ctx: loop.RunContext, x: np.ndarray) -> np.ndarray | None:
+    scale = 255.0 if ctx.cfg.data.scale == "uint8" else 1.0
+    return report.to_images(np.asarray(x), ctx.dataset.event_shape, scale=scale)
+
+
+def _grid_png(ctx: loop.RunContext, x: np.ndarray, ncols: int = 8) -> bytes | None:
+    images = _images(ctx, x)
+    return None if images is None else report.png_bytes(report.image_grid(images, ncols=ncols))
+
+
+def run_diagnose(workdir: str | Path, *, max_examples: int = 2000, gmm_components: int = 10,
+                 gmm_covariance: str = "full", num_samples: int = 64, top_k: int = 16, seed: int = 0,
+                 log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Computes the latent report of the run in ``workdir`` and writes diagnostics.json and report.html."""
+    workdir = Path(workdir)
+    t0 = time.perf_counter()
+    ctx, params = loop.restore_run(workdir)
+    model, ds = ctx.model, ctx.dataset
+    key = jax.random.key(seed)
+    result = diagnostics.latent_report(model, params, ds.train, ds.test if ds.test.shape[0] else None,
+                                       jax.random.fold_in(key, 0), max_examples=max_examples, top_k=top_k,
+                                       active_threshold=ctx.cfg.monitor.active_threshold)
+
+    # Ex-post density estimation (Ghosh et al. 2020): a GMM fitted to the training set's posterior means.
+    rng = np.random.default_rng(seed)
+    fit_idx = np.sort(rng.choice(ds.train.shape[0], min(max_examples * 5, ds.train.shape[0]), replace=False))
+    q_train = diagnostics.encode_dataset(model, params, ds.train[fit_idx])
+    k = min(gmm_components, len(fit_idx))
+    fit = samplers.fit_gmm(jax.random.fold_in(key, 1), q_train.loc, k, covariance=gmm_covariance)
+    result["gmm"] = {"num_components": k, "covariance": gmm_covariance, "num_fit_examples": len(fit_idx),
+                     "mean_log_likelihood": float(fit.log_likelihood), "iterations": int(fit.num_iters),
+                     "converged": bool(fit.converged)}
+    z_prior = samplers.prior_samples(model, params, jax.random.fold_in(key, 2), num_samples)
+    z_cold = samplers.prior_samples(model, params, jax.random.fold_in(key, 2), num_samples, temperature=0.7)
+    z_gmm = samplers.gmm_sample(fit.gmm, jax.random.fold_in(key, 3), num_samples)
+    decode = jax.jit(model.decode_mean)
+    # How well each sampler covers the data: the share of its latents that fall into prior holes (density under
+    # the aggregate posterior below the data's own 1st percentile).
+    threshold = result["prior_holes"]["threshold"]
+    q_ref = diagnostics.encode_dataset(model, params, ds.train[fit_idx[: max_examples]])
+    for name, z in (("prior", z_prior), ("prior_t0.7", z_cold), ("gmm", z_gmm)):
+        dens = np.asarray(diagnostics.aggregate_log_density(z, q_ref))
+        result.setdefault("sampler_hole_fraction", {})[name] = float(np.mean(dens < threshold))
+    result["seconds"] = time.perf_counter() - t0
+    atomic_write_json(workdir / "diagnostics.json", result)
+    _write_report(ctx, params, result, workdir, decode, z_prior, z_cold, z_gmm, q_train, fit_idx, key)
+    log(format_diagnostics(result, workdir))
+    return result
+
+
+def _write_report(ctx, params, result, workdir, decode, z_prior, z_cold, z_gmm, q_train, fit_idx, key):
+    model, ds = ctx.model, ctx.dataset
+    inactive = set(result["inactive_dims"])
+    rows = [
+        ("dataset / steps", f"{ds.name} / {int(ctx.state.step):,}"),
+        ("active units", f"{result['active_units']} of {result['latent_dim']} (threshold "
+                         f"{result['active_threshold']:g}); inactive: {sorted(inactive) or 'none'}"),
+        ("total KL", f"{result['kl_total']:.3f} nats"),
+        ("mutual information I(x; z)", f"{result['mutual_information']:.3f} nats "
+                                       f"(upper bound log N = {result['mutual_information_upper_bound']:.2f})"),
+        ("KL of the moment-matched aggregate posterior to N(0, I)",
+         f"{result['aggregate_posterior']['kl_moment_matched_to_standard_normal']:.3f} nats"),
+        ("MMD² aggregate posterior vs prior", f"{result['mmd_to_prior']:.4f} ({result['mmd_kernel']} kernel)"),
+        ("prior holes", f"{100 * result['prior_holes']['hole_fraction']:.1f}% of prior samples fall where the "
+                        f"data's latents have less density than their own {result['prior_holes']['percentile']:g}"
+                        "st percentile"),
+        ("latents in holes by sampler", ", ".join(f"{k}: {100 * v:.1f}%"
+                                                  for k, v in result["sampler_hole_fraction"].items())),
+    ]
+    sections = [("Summary", report.html_table(rows))]
+    kl_png = report.kl_bar_chart(result["kl_per_dim"], [d not in inactive for d in range(result["latent_dim"])])
+    labels = ds.labels.get("train")[fit_idx] if ds.labels and ds.labels.get("train") is not None else None
+    outliers = np.asarray(result["outliers"]["train"]["indices"])
+    pos = {int(i): j for j, i in enumerate(fit_idx)}
+    out_in_fit = np.array([pos[int(i)] for i in outliers if int(i) in pos], dtype=int)
+    scatter = report.latent_scatter(q_train.loc, labels, outliers=out_in_fit)
+    sections.append(("KL per dimension and the latent space",
+                     f'<div class="row">{report.img_tag(kl_png)}{report.img_tag(scatter)}</div>'))
+    samples = [(report.img_tag(png, cap) if png else "") for png, cap in (
+        (_grid_png(ctx, decode(params, z_prior)), "prior, T=1"),
+        (_grid_png(ctx, decode(params, z_cold)), "prior, T=0.7"),
+        (_grid_png(ctx, decode(params, z_gmm)), f"ex-post GMM ({result['gmm']['num_components']} components)"),
+    )]
+    if any(samples):
+        sections.append(("Samples: prior vs ex-post mixture", f'<div class="row">{"".join(samples)}</div>'))
+    rng = np.random.default_rng(0)
+    test = ds.test if ds.test.shape[0] >= 2 else ds.train
+    pairs = rng.choice(test.shape[0], size=(4, 2), replace=False)
+    interp = np.concatenate([np.asarray(samplers.interpolate(model, params, test[a], test[b], 8))
+                             for a, b in pairs])
+    png = _grid_png(ctx, interp)
+    if png:
+        sections.append(("Interpolations (spherical, between posterior means of test examples)",
+                         report.img_tag(png)))
+    active_dims = [d for d in range(result["latent_dim"]) if d not in inactive][:10] or [0]
+    trav = np.asarray(samplers.traversals(model, params, test[int(pairs[0, 0])], dims=active_dims, num=9))
+    png = _grid_png(ctx, trav.reshape(-1, *trav.shape[2:]), ncols=9)
+    if png:
+        sections.append((f"Traversals of active dimensions {active_dims} (-3 to +3 prior std)",
+                         report.img_tag(png)))
+    for split, data in (("train", ds.train), ("test", ds.test)):
+        o = result["outliers"].get(split)
+        if not o or not o["indices"]:
+            continue
+        png = _grid_png(ctx, data[np.asarray(o["indices"])])
+        scores = ", ".join(f"{s:.1f}" for s in o["scores"][:8])
+        if png:
+            sections.append((f"Most anomalous {split} examples (latent outlier scores {scores}, ...; median "
+                             f"{o['median_score']:.1f})", report.img_tag(png)))
+    report.write_html(workdir / "report.html", f"jaxvae latent health: {html.escape(str(workdir))}", sections)
+
+
+def format_diagnostics(result: dict[str, Any], workdir: Path) -> str:
+    holes = result["prior_holes"]["hole_fraction"]
+    lines = [
+        f"  active units          {result['active_units']} of {result['latent_dim']}"
+        + (f" (inactive: {result['inactive_dims']})" if result["inactive_dims"] else ""),
+        f"  total KL              {result['kl_total']:.3f} nats",
+        f"  mutual information    {result['mutual_information']:.3f} nats",
+        f"  MMD² to the prior     {result['mmd_to_prior']:.4f}",
+        f"  prior holes           {100 * holes:.1f}% of prior samples",
+        "  latents in holes      " + ", ".join(f"{k} {100 * v:.1f}%" for k, v in
+                                              result["sampler_hole_fraction"].items()),
+        f"Wrote {workdir / 'diagnostics.json'} and {workdir / 'report.html'} ({result['seconds']:.1f} s)",
+    ]
+    if not math.isfinite(result["mutual_information"]):
+        lines.insert(0, "  (non-finite statistics: the run's parameters may be damaged)")
+    return "\n".join(lines)
