@@ -8,6 +8,8 @@ benchmarks:
   throughput         training examples/s of jaxvae (scan and host loops) vs plain JAX, PyTorch and pythae
   sweep_efficiency   an N-model `jaxvae sweep` vs N sequential `jaxvae train` runs
   strategies         beta / warm-up / cyclical / free bits / PI control on dynamically binarized MNIST
+  monitor_cost       training time with the latent-health monitor on vs off
+  sample_quality     prior vs ex-post GMM sampling for a VAE and an autoencoder (Fréchet distance proxy)
   loops        scan vs host loop of jaxvae on the default presets' shapes (used to pick train.loop=auto)
 
 Each takes --help. PyTorch runs in benchmarks/.venv-torch (create it with `make bench-torch-env`)."""
@@ -20,7 +22,7 @@ def main() -> None:
     name, rest = sys.argv[1], sys.argv[2:]
     import importlib
 
-    if name in ("throughput", "sweep_efficiency", "strategies"):
+    if name in ("throughput", "sweep_efficiency", "strategies", "monitor_cost", "sample_quality"):
         importlib.import_module(f"benchmarks.{name}").main(rest)
     else:
         print(f"unknown benchmark {name!r}\n\n{USAGE}", file=sys.stderr)

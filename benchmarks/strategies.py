@@ -56,8 +56,8 @@ def main(argv: list[str] | None = None) -> None:
     header = ("| strategy | test ELBO | test NLL (IWAE) | test KL | recon | active units | MI | run s |\n"
               "|---|---|---|---|---|---|---|---|")
     lines = [f"| {n} | {s['test_elbo']:.2f} | {s['test_nll_iwae']:.2f} ± {s['test_nll_iwae_stderr']:.2f} | "
-             f"{s['test_kl']:.2f} | {s['test_recon']:.2f} | {s['active_units']}/20 | {s['mutual_information']:.2f} "
-             f"| {t:.0f} |" for n, s, t in rows]
+             f"{s['test_kl']:.2f} | {s['test_recon']:.2f} | {s['active_units']}/20 | "
+             f"{s['mutual_information']:.2f} | {t:.0f} |" for n, s, t in rows]
     table = "\n".join([header, *lines])
     print(table)
     if not args.no_record:

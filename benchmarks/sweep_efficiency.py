@@ -51,7 +51,8 @@ def main(argv: list[str] | None = None) -> None:
         common.append_results(
             f"Sweep efficiency: {len(betas)} betas on {args.preset}, {args.epochs} epochs",
             common.command_line(), table,
-            f"Wall time of whole commands (data loading, compilation, training, final evaluation with IWAE k=100), "
+            "Wall time of whole commands (data loading, compilation, training, final evaluation with IWAE "
+            "k=100), "
             f"median of {args.repeats} repeats; runs: {[round(t, 1) for t in sweep_times]} (sweep), "
             f"{[round(t, 1) for t in seq_times]} (sequential).")
 
