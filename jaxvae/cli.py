@@ -14,9 +14,10 @@ import traceback
 from pathlib import Path
 
 from jaxvae import config as config_lib
-from jaxvae.errors import JaxvaeError
+from jaxvae.errors import JaxvaeError, TrainingPreempted
 
 EXIT_USAGE = 2
+EXIT_PREEMPTED = 75  # EX_TEMPFAIL: stopped cleanly by SIGTERM/SIGINT with a checkpoint; re-run to resume
 EXIT_INTERRUPTED = 130
 
 
@@ -223,6 +224,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return args.func(args)
+    except TrainingPreempted as e:
+        print(f"jaxvae {args.command}: {e}", file=sys.stderr)
+        return EXIT_PREEMPTED
     except JaxvaeError as e:
         if args.debug:
             traceback.print_exc()

@@ -26,3 +26,11 @@ class ChecksumError(DataError):
 
 class CheckpointError(JaxvaeError):
     """A checkpoint or run directory that cannot be used (corrupt, incompatible, or would be overwritten)."""
+
+
+class TrainingPreempted(JaxvaeError):
+    """SIGTERM/SIGINT arrived: the step in flight was finished and checkpointed; re-run the command to resume."""
+
+    def __init__(self, message: str, signum: int):
+        super().__init__(message)
+        self.signum = signum

@@ -9,11 +9,14 @@ model, and a resumed run continues with exactly the batch it would have seen.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
 import math
 import os
+import signal
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -29,7 +32,7 @@ from jaxvae import diagnostics, evaluate, monitor, report
 from jaxvae.builders import build_model, build_objective, build_optimizer
 from jaxvae.checkpoint import Checkpointer
 from jaxvae.config import Config
-from jaxvae.errors import CheckpointError, ConfigError, DataError, JaxvaeError
+from jaxvae.errors import CheckpointError, ConfigError, DataError, JaxvaeError, TrainingPreempted
 from jaxvae.model import Params, PureVAE, count_params
 from jaxvae.train import TrainState, init_train_state, make_train_chunk, make_train_step
 from jaxvae.writers import MetricWriter, atomic_write_json, read_metrics
@@ -37,6 +40,32 @@ from jaxvae.writers import MetricWriter, atomic_write_json, read_metrics
 
 class TrainingDivergedError(JaxvaeError):
     """Too many consecutive updates had non-finite loss or gradients."""
+
+
+@contextlib.contextmanager
+def _stop_on_signals():
+    """Turns SIGTERM (how cloud TPU VMs announce preemption) and SIGINT into a flag the loop checks at the next
+    chunk boundary, so the step in flight completes and a checkpoint is written. A second signal of the same
+    kind while stopping falls through to the previous handler. Only active in the main thread."""
+    received: list[int] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield received
+        return
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
+
+    def handler(signum, frame):
+        if received:  # asked twice: stop the hard way
+            signal.signal(signum, previous[signum])
+            signal.raise_signal(signum)
+        received.append(signum)
+
+    for sig in previous:
+        signal.signal(sig, handler)
+    try:
+        yield received
+    finally:
+        for sig, h in previous.items():
+            signal.signal(sig, h)
 
 
 @dataclasses.dataclass
@@ -196,6 +225,8 @@ def train_loop(ctx: RunContext, *, progress: bool = True, log: Callable[[str], N
     steady_examples, steady_seconds = 0, 0.0
     perm_epoch, perm = -1, None
     max_bad = cfg.optimizer.max_consecutive_nonfinite
+    stop = contextlib.ExitStack()
+    received = stop.enter_context(_stop_on_signals())
     try:
         while step < total:
             end = _next_boundary(step, ctx)
@@ -257,7 +288,16 @@ def train_loop(ctx: RunContext, *, progress: bool = True, log: Callable[[str], N
             if step == total or (cfg.train.checkpoint_every and step - last_ckpt >= cfg.train.checkpoint_every):
                 ckpt.save(state)
                 last_ckpt = step
+            if received and step < total:
+                ckpt.save(state)
+                ckpt.wait()
+                name = signal.Signals(received[0]).name
+                raise TrainingPreempted(
+                    f"Stopped by {name} at step {step} of {total}; a checkpoint of step {step} was written to "
+                    f"{ctx.workdir / 'checkpoints'}. Re-run the same command to resume exactly where it stopped.",
+                    received[0])
     finally:
+        stop.close()
         bar.close()
         writer.close()
         ckpt.close()
