@@ -16,6 +16,7 @@ import json
 import math
 import os
 import signal
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -312,10 +313,47 @@ def _next_multiple(step: int, every: int) -> int:
 
 
 def _progress_bar(total: int, initial: int, enabled: bool):
+    """A tqdm bar on a terminal; in logs (stderr not a TTY) one line per 10% of the run instead."""
+    if enabled and not sys.stderr.isatty():
+        return _LineProgress(total, initial)
     from tqdm.auto import tqdm
 
     return tqdm(total=total, initial=initial, unit="step", dynamic_ncols=True, disable=not enabled,
                 desc="train", mininterval=0.5)
+
+
+class _LineProgress:
+    """Progress for non-interactive output: ``step N/M (p%) loss=... kl=... [elapsed, ETA]`` every 10%."""
+
+    def __init__(self, total: int, initial: int):
+        self.total, self.n, self.start_n = total, initial, initial
+        self.t0 = time.perf_counter()
+        self.postfix: dict[str, str] = {}
+        self.next_report = self._next(initial)
+
+    def _next(self, n: int) -> int:
+        tenth = max(1, self.total // 10)
+        return min(self.total, (n // tenth + 1) * tenth)
+
+    def update(self, k: int) -> None:
+        self.n += k
+        if self.n >= self.next_report:
+            self.next_report = self._next(self.n)
+            elapsed = time.perf_counter() - self.t0
+            rate = (self.n - self.start_n) / elapsed if elapsed > 0 else 0.0
+            eta = (self.total - self.n) / rate if rate > 0 else 0.0
+            fields = " ".join(f"{k}={v}" for k, v in self.postfix.items())
+            print(f"step {self.n:,}/{self.total:,} ({100 * self.n / self.total:.0f}%) {fields} "
+                  f"[{elapsed:.0f} s, ETA {eta:.0f} s]", file=sys.stderr, flush=True)
+
+    def set_postfix(self, **kwargs: str) -> None:
+        self.postfix.update(kwargs)
+
+    def write(self, text: str) -> None:
+        print(text, file=sys.stderr, flush=True)
+
+    def close(self) -> None:
+        pass
 
 
 def final_report(ctx: RunContext, state: TrainState, *, log: Callable[[str], None] = print) -> dict[str, Any]:

@@ -32,7 +32,7 @@ from jaxvae.builders import build_model, build_objective, build_optimizer
 from jaxvae.checkpoint import Checkpointer
 from jaxvae.config import Config
 from jaxvae.errors import ConfigError
-from jaxvae.loop import data_seed, load_run_dataset, params_sha256
+from jaxvae.loop import _progress_bar, data_seed, load_run_dataset, params_sha256
 from jaxvae.model import count_params
 from jaxvae.train import init_train_state, make_train_chunk, make_train_step_with_hyper
 from jaxvae.writers import MetricWriter, atomic_write_json
@@ -149,11 +149,9 @@ def run_sweep(base: Config, over: Mapping[str, Sequence[str]], workdir: str | Pa
     log(f"Sweep of {n} models ({count_params(_index(states.params, 0)):,} parameters each) on {ds.name}, "
         f"{total:,} steps of batch {bs}, one compiled program.")
 
-    from tqdm.auto import tqdm
-
     train_data = jax.device_put(ds.train)
     chunk_fns: dict[int, Callable] = {}
-    bar = tqdm(total=total, initial=start, unit="step", disable=not progress, desc=f"sweep x{n}")
+    bar = _progress_bar(total, start, enabled=progress)
     step, perm_epoch, perm = start, -1, None
     t_train = time.perf_counter()
     log_every = base.train.log_every
