@@ -29,7 +29,7 @@ train: $(VENV)/.installed-base
 	$(VENV)/bin/jaxvae train $(ARGS)
 
 # The default suite: CPU only, no network, no shared data needed (tests that need it skip with a reason);
-# two pytest-xdist workers (about 1.4x faster on two cores than one process).
+# two pytest-xdist workers.
 # pytest's exit code 5 ("no tests collected") means a broken suite, never a pass.
 test: $(VENV)/.installed-dev
 	@$(PY) -m pytest -n 2 $(PYTEST_ARGS); rc=$$?; \
