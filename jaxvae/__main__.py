@@ -1,7 +1,5 @@
 """``python -m jaxvae`` is the ``jaxvae`` command."""
 
-import sys
+from jaxvae.cli import console_main
 
-from jaxvae.cli import main
-
-sys.exit(main())
+console_main()

@@ -7,7 +7,12 @@ PRNG key is stored as its raw ``key_data`` (and wrapped again on restore).
 
 from __future__ import annotations
 
+import ast
+import contextlib
+import json
 import os
+import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +41,9 @@ class Checkpointer:
 
     def __init__(self, directory: str | os.PathLike, *, max_to_keep: int = 3):
         self.directory = Path(directory).absolute()
-        options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True)
+        # cleanup_tmp_directories: a save interrupted by SIGKILL leaves a temporary folder; it is removed (the
+        # finished checkpoints are untouched) when the run is resumed.
+        options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True, cleanup_tmp_directories=True)
         self._manager = ocp.CheckpointManager(self.directory, options=options)
 
     def latest_step(self) -> int | None:
@@ -59,15 +66,44 @@ class Checkpointer:
         if step is None:
             raise CheckpointError(f"No checkpoint found in {self.directory}.")
         target = jax.tree.map(ocp.utils.to_shape_dtype_struct, _to_saveable(like))
+        self._check_compatible(step, target)
         try:
-            saved = self._manager.restore(step, args=ocp.args.StandardRestore(target))
+            with _quiet_closed_loop_errors():
+                saved = self._manager.restore(step, args=ocp.args.StandardRestore(target))
         except Exception as e:  # Orbax raises several types for corrupt or mismatched trees
+            reason = str(e).strip().splitlines()[0].split(" See full")[0][:240] if str(e).strip() else \
+                type(e).__name__
             raise CheckpointError(
-                f"Could not restore the checkpoint at step {step} from {self.directory}: {e}. The checkpoint is "
-                "corrupt or was written by a different model/config; restore an intact run directory or start a "
-                "new run in another --workdir."
+                f"Could not restore the checkpoint at step {step} from {self.directory} ({reason}). It is "
+                "corrupt or was written by a different model/config. Nothing was changed: restore an intact run "
+                "directory, or start a new run in another --workdir."
             ) from e
         return _from_saveable(saved, like)
+
+    def _check_compatible(self, step: int, target: Any) -> None:
+        """Compares the stored array shapes with ``target`` before restoring, for a clear error (and so that a
+        failed restore does not leave Orbax's background I/O behind). Best effort: it reads Orbax's metadata
+        file and skips the check when that file is absent or has another format."""
+        try:
+            meta = json.loads((self.directory / str(step) / "default" / "_METADATA").read_text())["tree_metadata"]
+            stored = {tuple(str(k) for k in ast.literal_eval(key)): tuple(v["value_metadata"]["write_shape"])
+                      for key, v in meta.items() if "write_shape" in v.get("value_metadata", {})}
+        except (OSError, ValueError, KeyError, TypeError, SyntaxError):
+            return
+        wanted = {tuple(_key_name(k) for k in path): tuple(leaf.shape)
+                  for path, leaf in jax.tree_util.tree_flatten_with_path(target)[0]}
+        problems = [f"{'.'.join(k)} missing from the checkpoint" for k in wanted if k not in stored]
+        problems += [f"{'.'.join(k)} has shape {stored[k]} in the checkpoint but {v} in this config"
+                     for k, v in wanted.items() if k in stored and stored[k] != v]
+        problems += [f"{'.'.join(k)} is in the checkpoint but not in this model"
+                     for k in stored if k not in wanted]
+        if problems:
+            more = f" (and {len(problems) - 3} more)" if len(problems) > 3 else ""
+            raise CheckpointError(
+                f"The checkpoint at step {step} in {self.directory} does not fit this model/config: "
+                f"{'; '.join(problems[:3])}{more}. It was written by a different architecture. Nothing was "
+                "changed: resume it with its own config (drop --force and the --set overrides), or start a new "
+                "run in another --workdir.")
 
     def wait(self) -> None:
         self._manager.wait_until_finished()
@@ -75,3 +111,43 @@ class Checkpointer:
     def close(self) -> None:
         self._manager.wait_until_finished()
         self._manager.close()
+
+
+def _key_name(key: Any) -> str:
+    for attr in ("name", "key", "idx"):
+        if hasattr(key, attr):
+            return str(getattr(key, attr))
+    return str(key)
+
+
+def _is_closed_loop_error(exc: BaseException | None) -> bool:
+    return isinstance(exc, RuntimeError) and "Event loop is closed" in str(exc)
+
+
+@contextlib.contextmanager
+def _quiet_closed_loop_errors():
+    """When a restore fails (corrupt files), TensorStore completes its remaining reads on background threads and
+    their callbacks hit Orbax's already-closed event loop. Those secondary 'Event loop is closed' errors say
+    nothing new; they are dropped (during and after the failed restore) so that the CheckpointError stays the
+    one message the user sees. Every other error still goes to the original hooks."""
+    previous = sys.excepthook, threading.excepthook, sys.unraisablehook
+
+    def excepthook(tp, value, tb):
+        if not _is_closed_loop_error(value):
+            previous[0](tp, value, tb)
+
+    def thread_hook(args):
+        if not _is_closed_loop_error(args.exc_value):
+            previous[1](args)
+
+    def unraisable(args):
+        if not _is_closed_loop_error(args.exc_value):
+            previous[2](args)
+
+    sys.excepthook, threading.excepthook, sys.unraisablehook = excepthook, thread_hook, unraisable
+    try:
+        yield
+    except BaseException:
+        raise  # keep the filters installed: the stray callbacks arrive after the exception
+    else:
+        sys.excepthook, threading.excepthook, sys.unraisablehook = previous

@@ -46,7 +46,13 @@ def cmd_train(args: argparse.Namespace) -> int:
         if workdir.exists():
             raise JaxvaeError(f"{workdir} already exists; pass --workdir to choose another run directory.")
     print(f"Run directory: {workdir}", flush=True)
-    loop.fit(cfg, workdir, force=args.force, progress=not args.no_progress)
+    created = not workdir.exists()
+    try:
+        loop.fit(cfg, workdir, force=args.force, progress=not args.no_progress)
+    except JaxvaeError:
+        if created and workdir.is_dir() and not any(workdir.iterdir()):
+            workdir.rmdir()  # bad input found before anything was written: leave no empty run directory
+        raise
     return 0
 
 
@@ -237,5 +243,22 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_INTERRUPTED
 
 
+def console_main() -> None:
+    """Entry point of the ``jaxvae`` script and ``python -m jaxvae``.
+
+    After an error exit the process ends with ``os._exit``: a failed Orbax/TensorStore restore can leave
+    background I/O callbacks that would otherwise print tracebacks during interpreter teardown, burying the one
+    paragraph the user needs. Everything jaxvae wrote is already flushed and closed at that point.
+    """
+    import os
+
+    code = main()
+    if code:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    sys.exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    console_main()

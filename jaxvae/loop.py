@@ -162,11 +162,13 @@ def setup_run(cfg: Config, workdir: str | os.PathLike, *, force: bool = False,
     init = jax.jit(lambda key: init_train_state(model, optimizer, objective, key))
     state = init(jax.random.key(cfg.train.seed))
     ckpt = Checkpointer(workdir / "checkpoints", max_to_keep=cfg.train.keep_checkpoints)
-    start_step = ckpt.latest_step() or 0
-    if start_step:
-        state = ckpt.restore(state)
-        log(f"Resuming {workdir} from the checkpoint at step {start_step}/{total_steps}.")
-    ckpt.close()
+    try:
+        start_step = ckpt.latest_step() or 0
+        if start_step:
+            state = ckpt.restore(state)
+            log(f"Resuming {workdir} from the checkpoint at step {start_step}/{total_steps}.")
+    finally:
+        ckpt.close()
     atomic_write_json(workdir / "config.json", config_lib.to_dict(cfg))
     return RunContext(cfg, workdir, dataset, model, state, total_steps, steps_per_epoch, start_step, optimizer,
                       objective)

@@ -72,7 +72,7 @@ class MetricWriter:
         self.path = Path(workdir) / "metrics.jsonl"
         if resume_step is not None and self.path.exists():
             kept = [line for line in self.path.read_text().splitlines()
-                    if line.strip() and _record_step(line) <= resume_step]
+                    if (step := _record_step(line)) is not None and step <= resume_step]
             atomic_write_text(self.path, "".join(line + "\n" for line in kept))
         elif resume_step is None and self.path.exists():
             self.path.unlink()
@@ -102,11 +102,12 @@ class MetricWriter:
             self._tb.close()
 
 
-def _record_step(line: str) -> int:
+def _record_step(line: str) -> int | None:
+    """The record's step, or None for a line that is not a complete record (e.g. torn by a killed process)."""
     try:
         return int(json.loads(line)["step"])
     except (ValueError, KeyError, TypeError):
-        return -1  # a torn last line from a killed process is dropped
+        return None
 
 
 def read_metrics(workdir: str | os.PathLike) -> list[dict[str, Any]]:
