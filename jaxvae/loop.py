@@ -228,6 +228,7 @@ def train_loop(ctx: RunContext, *, progress: bool = True, log: Callable[[str], N
     steady_examples, steady_seconds = 0, 0.0
     perm_epoch, perm = -1, None
     max_bad = cfg.optimizer.max_consecutive_nonfinite
+    nonfinite_seen = int(state.nonfinite_total)
     stop = contextlib.ExitStack()
     received = stop.enter_context(_stop_on_signals())
     try:
@@ -266,6 +267,12 @@ def train_loop(ctx: RunContext, *, progress: bool = True, log: Callable[[str], N
             bar.set_postfix(loss=f"{metrics['loss']:.2f}", kl=f"{metrics['kl']:.2f}",
                             beta=f"{float(record['beta']):.3g}")
             bad = int(state.nonfinite_consecutive)
+            skipped_now = int(state.nonfinite_total) - nonfinite_seen
+            nonfinite_seen = int(state.nonfinite_total)
+            if 0 < skipped_now and bad < max_bad:
+                (bar.write if progress else log)(
+                    f"WARNING {skipped_now} update(s) up to step {step} had a non-finite loss or gradient and "
+                    f"were skipped ({nonfinite_seen} so far; training stops after {max_bad} in a row).")
             if bad >= max_bad:
                 raise TrainingDivergedError(
                     f"Training stopped at step {step}: the last {bad} updates had non-finite (NaN/Inf) loss or "

@@ -169,3 +169,15 @@ def test_sigkill_at_a_random_step_then_resume_is_bitwise_identical(tmp_path):
     steps = [r["step"] for r in writers.read_metrics(workdir) if "split" not in r]
     straight_steps = [r["step"] for r in writers.read_metrics(tmp_path / "straight") if "split" not in r]
     assert steps == straight_steps == list(range(20, 4001, 20))  # digits: 20 steps per epoch, one record each
+
+
+def test_skipped_updates_are_counted_and_announced(tmp_path):
+    logs = []
+    cfg = config.apply_overrides(config.get_preset("digits"), [
+        *TINY[:2], "train.steps=20", *TINY[3:], "optimizer.learning_rate=1e30",
+        "optimizer.max_consecutive_nonfinite=1000"])
+    summary = loop.fit(cfg, tmp_path / "run", progress=False, log=logs.append)
+    assert summary["nonfinite_updates"] > 0
+    assert any("were skipped" in line for line in logs)
+    records = [r for r in writers.read_metrics(tmp_path / "run") if "split" not in r]
+    assert records[-1]["skipped"] > 0 and records[-1]["nonfinite_total"] == summary["nonfinite_updates"]
