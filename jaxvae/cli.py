@@ -127,8 +127,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
     tag = f"{args.sampler}-t{args.temperature:g}" if args.sampler == "prior" else args.sampler
     out = Path(args.out or Path(args.workdir) / f"samples-{tag}-seed{args.seed}.png")
     np.save(out.with_suffix(".npy"), x, allow_pickle=False)
-    scale = 255.0 if ctx.cfg.data.scale == "uint8" else 1.0
-    images = report.to_images(x, ctx.dataset.event_shape, scale=scale)
+    images = report.to_images(x, ctx.dataset.event_shape, scale=report.value_scale(ctx.cfg.data.scale))
     if images is not None:
         report.save_png(out, report.image_grid(images, ncols=8))
         print(f"Wrote {out} and {out.with_suffix('.npy')}")

@@ -17,12 +17,12 @@ import jax
 import numpy as np
 
 from jaxvae import diagnostics, loop, report, samplers
+from jaxvae.posteriors import DiagonalGaussian
 from jaxvae.writers import atomic_write_json
 
 
 def _images(ctx: loop.RunContext, x: np.ndarray) -> np.ndarray | None:
-    scale = 255.0 if ctx.cfg.data.scale == "uint8" else 1.0
-    return report.to_images(np.asarray(x), ctx.dataset.event_shape, scale=scale)
+    return report.to_images(np.asarray(x), ctx.dataset.event_shape, scale=report.value_scale(ctx.cfg.data.scale))
 
 
 def _grid_png(ctx: loop.RunContext, x: np.ndarray, ncols: int = 8) -> bytes | None:
@@ -59,7 +59,7 @@ def run_diagnose(workdir: str | Path, *, max_examples: int = 2000, gmm_component
     # How well each sampler covers the data: the share of its latents that fall into prior holes (density under
     # the aggregate posterior below the data's own 1st percentile).
     threshold = result["prior_holes"]["threshold"]
-    q_ref = diagnostics.encode_dataset(model, params, ds.train[fit_idx[: max_examples]])
+    q_ref = DiagonalGaussian(q_train.loc[:max_examples], q_train.log_scale[:max_examples])
     for name, z in (("prior", z_prior), ("prior_t0.7", z_cold), ("gmm", z_gmm)):
         dens = np.asarray(diagnostics.aggregate_log_density(z, q_ref))
         result.setdefault("sampler_hole_fraction", {})[name] = float(np.mean(dens < threshold))

@@ -15,6 +15,7 @@ The classifier is cached as a ``.npz`` of plain arrays (no pickle) under ``~/.ca
 from __future__ import annotations
 
 import hashlib
+import io
 import itertools
 import os
 from pathlib import Path
@@ -23,6 +24,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+
+from jaxvae.writers import atomic_write_bytes
 
 SIZES = (784, 256, 128, 10)
 
@@ -79,9 +82,9 @@ def train_classifier(x: np.ndarray, y: np.ndarray, *, seed: int = 0, epochs: int
             idx = perm[b * batch_size:(b + 1) * batch_size]
             params, opt_state, _ = step(params, opt_state, x[idx], y[idx])
     cache.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp.npz")
-    np.savez(tmp, **{k: np.asarray(v) for k, v in params.items()})
-    os.replace(tmp, path)
+    buf = io.BytesIO()
+    np.savez(buf, **{k: np.asarray(v) for k, v in params.items()})
+    atomic_write_bytes(path, buf.getvalue())
     return params
 
 

@@ -180,14 +180,13 @@ def _choose_loop(cfg: Config, dataset: data_lib.Dataset) -> str:
     return "scan" if dataset.train.nbytes <= cfg.train.device_data_limit_mb * 2**20 else "host"
 
 
-def _next_boundary(step: int, ctx: RunContext) -> int:
+def chunk_end(step: int, steps_per_epoch: int, log_every: int, total_steps: int) -> int:
     """The next step at which the host acts: every ``log_every`` steps counted from the start of each epoch, the
     end of the epoch, or the end of training. Counting from the epoch start keeps the number of distinct chunk
     lengths (and so of compiled scans) at two or three for the whole run."""
-    log_every, spe = ctx.cfg.train.log_every, ctx.steps_per_epoch
-    epoch_start = (step // spe) * spe
+    epoch_start = (step // steps_per_epoch) * steps_per_epoch
     within = step - epoch_start
-    return min(epoch_start + min((within // log_every + 1) * log_every, spe), ctx.total_steps)
+    return min(epoch_start + min((within // log_every + 1) * log_every, steps_per_epoch), total_steps)
 
 
 def train_loop(ctx: RunContext, *, progress: bool = True, log: Callable[[str], None] = print) -> TrainState:
@@ -233,7 +232,7 @@ def train_loop(ctx: RunContext, *, progress: bool = True, log: Callable[[str], N
     received = stop.enter_context(_stop_on_signals())
     try:
         while step < total:
-            end = _next_boundary(step, ctx)
+            end = chunk_end(step, spe, cfg.train.log_every, total)
             length, epoch, first_batch = end - step, step // spe, step % spe
             if epoch != perm_epoch:
                 perm_np = data_lib.epoch_permutation(data_seed(cfg), epoch, ds.train.shape[0]).astype(np.int32)
@@ -420,7 +419,7 @@ def final_report(ctx: RunContext, state: TrainState, *, log: Callable[[str], Non
 
 def _write_images(ctx: RunContext, params: Params, key: jax.Array) -> None:
     cfg, ds, model = ctx.cfg, ctx.dataset, ctx.model
-    scale = 255.0 if cfg.data.scale == "uint8" else 1.0
+    scale = report.value_scale(cfg.data.scale)
     n = max(8, cfg.eval.num_images - cfg.eval.num_images % 8)
     # A fixed random subset: some test splits are sorted by class (binarized MNIST).
     pick = np.sort(np.random.default_rng(data_seed(cfg)).choice(ds.test.shape[0], n // 2, replace=False))

@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import math
 import os
-import tempfile
-from pathlib import Path
 
 import numpy as np
 
-from jaxvae.writers import default_file_mode
+from jaxvae.writers import atomic_write_bytes
 
 
 def image_grid(images: np.ndarray, *, ncols: int | None = None, pad: int = 1, min_tile: int = 32) -> np.ndarray:
@@ -53,20 +51,12 @@ def to_images(x: np.ndarray, event_shape: tuple[int, ...], *, scale: float = 1.0
 
 def save_png(path: str | os.PathLike, image: np.ndarray) -> None:
     """Saves a uint8 ``[H, W]`` / ``[H, W, 1]`` / ``[H, W, 3]`` array as PNG atomically."""
-    from PIL import Image
+    atomic_write_bytes(path, png_bytes(image))
 
-    if image.ndim == 3 and image.shape[-1] == 1:
-        image = image[..., 0]
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".png")
-    os.close(fd)
-    try:
-        Image.fromarray(image).save(tmp, format="PNG")
-        os.chmod(tmp, default_file_mode())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+
+def value_scale(data_scale: str) -> float:
+    """What data values are divided by to show them as images in [0, 1] (``data.scale`` = unit or uint8)."""
+    return 255.0 if data_scale == "uint8" else 1.0
 
 
 def reconstruction_grid(originals: np.ndarray, reconstructions: np.ndarray, ncols: int = 8) -> np.ndarray:
@@ -113,18 +103,7 @@ def plot_rate_distortion(models: list[dict], path: str | os.PathLike, *, title: 
     ax.set_title((title + note) or "rate-distortion", fontsize=9)
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".png")
-    os.close(fd)
-    try:
-        fig.savefig(tmp, format="png")
-        os.chmod(tmp, default_file_mode())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    finally:
-        plt.close(fig)
+    atomic_write_bytes(path, figure_png(fig))
 
 
 # ------------------------------------------------------------------------------------------- HTML report

@@ -32,7 +32,7 @@ from jaxvae.builders import build_model, build_objective, build_optimizer
 from jaxvae.checkpoint import Checkpointer
 from jaxvae.config import Config
 from jaxvae.errors import ConfigError
-from jaxvae.loop import _progress_bar, data_seed, load_run_dataset, params_sha256
+from jaxvae.loop import _progress_bar, chunk_end, data_seed, load_run_dataset, params_sha256
 from jaxvae.model import count_params
 from jaxvae.train import init_train_state, make_train_chunk, make_train_step_with_hyper
 from jaxvae.writers import MetricWriter, atomic_write_json
@@ -91,10 +91,6 @@ def expand_grid(base: Config, over: Mapping[str, Sequence[str]], seeds: int = 1)
             label = "-".join(f"{k.split('.')[-1]}{v}" for k, v in overrides.items())
             grid.append((label, cfg))
     return grid
-
-
-def _stack(trees: Sequence[Any]) -> Any:
-    return jax.tree.map(lambda *xs: jnp.stack(xs), *trees)
 
 
 def _index(tree: Any, i: int) -> Any:
@@ -157,8 +153,7 @@ def run_sweep(base: Config, over: Mapping[str, Sequence[str]], workdir: str | Pa
     log_every = base.train.log_every
     try:
         while step < total:
-            epoch_start = (step // spe) * spe
-            end = min(epoch_start + min(((step - epoch_start) // log_every + 1) * log_every, spe), total)
+            end = chunk_end(step, spe, log_every, total)
             length, epoch = end - step, step // spe
             if epoch != perm_epoch:
                 perm = jnp.asarray(data_lib.epoch_permutation(data_seed(base), epoch, n_train).astype(np.int32))
@@ -166,7 +161,7 @@ def run_sweep(base: Config, over: Mapping[str, Sequence[str]], workdir: str | Pa
             if length not in chunk_fns:
                 chunk_fns[length] = jax.jit(make_train_chunk(sweep_step, bs, length), donate_argnums=0)
             t0 = time.perf_counter()
-            states, metrics = chunk_fns[length](states, train_data, perm, jnp.int32(step - epoch_start))
+            states, metrics = chunk_fns[length](states, train_data, perm, jnp.int32(step % spe))
             metrics = jax.device_get(metrics)
             seconds = time.perf_counter() - t0
             step = end

@@ -96,3 +96,17 @@ def test_dynamic_binarization_is_resampled_each_step_and_reproducible():
     assert set(np.unique(a)) <= {0.0, 1.0} and 0.4 < a.mean() < 0.6
     assert not np.array_equal(a, b)  # a new binarization at the next step
     np.testing.assert_array_equal(a, c)  # the same step from the same state: the same binarization
+
+
+def test_chunk_boundaries_hit_every_epoch_end_with_few_distinct_lengths():
+    from jaxvae.loop import chunk_end
+
+    spe, log_every, total = 78, 50, 1000
+    ends, step = [], 0
+    while step < total:
+        step = chunk_end(step, spe, log_every, total)
+        ends.append(step)
+    lengths = {b - a for a, b in zip([0, *ends[:-1]], ends)}
+    assert ends[-1] == total
+    assert all(e in ends for e in range(spe, total, spe))  # every epoch end is a boundary
+    assert lengths == {50, 28, 14}  # log_every, the epoch remainder 78 - 50, the final 1000 - 936 - 50
