@@ -10,7 +10,9 @@ benchmarks:
   strategies         beta / warm-up / cyclical / free bits / PI control on dynamically binarized MNIST
   monitor_cost       training time with the latent-health monitor on vs off
   sample_quality     prior vs ex-post GMM sampling for a VAE and an autoencoder (Fréchet distance proxy)
-  loops        scan vs host loop of jaxvae on the default presets' shapes (used to pick train.loop=auto)
+  iwae_speed         IWAE NLL evaluation (k=5000) speed: jaxvae vs plain JAX/PyTorch vs pythae's get_nll
+  sharding           train-step time on a 1-device vs an N-device mesh (simulated CPU devices or real ones)
+  reproduce          train + evaluate (k=5000) published VAE set-ups and compare with the papers' numbers
 
 Each takes --help. PyTorch runs in benchmarks/.venv-torch (create it with `make bench-torch-env`)."""
 
@@ -22,8 +24,11 @@ def main() -> None:
     name, rest = sys.argv[1], sys.argv[2:]
     import importlib
 
-    if name in ("throughput", "sweep_efficiency", "strategies", "monitor_cost", "sample_quality"):
+    if name in ("throughput", "sweep_efficiency", "strategies", "monitor_cost", "sample_quality", "iwae_speed",
+                "sharding"):
         importlib.import_module(f"benchmarks.{name}").main(rest)
+    elif name == "reproduce":
+        importlib.import_module("benchmarks.reproduce.harness").main(rest)
     else:
         print(f"unknown benchmark {name!r}\n\n{USAGE}", file=sys.stderr)
         sys.exit(2)

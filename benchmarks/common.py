@@ -30,7 +30,17 @@ def machine() -> str:
 
 
 def peak_rss_mib() -> float:
-    """Peak resident memory of this process so far (Linux reports KiB)."""
+    """Peak resident memory of this process so far, in MiB.
+
+    Reads ``VmHWM`` from /proc/self/status: ``getrusage``'s ``ru_maxrss`` survives ``execve`` on Linux, so a
+    benchmark subprocess would report its parent's peak when that was larger.
+    """
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
@@ -38,9 +48,9 @@ def median(values: list[float]) -> float:
     return statistics.median(values)
 
 
-def run_json_subprocess(cmd: list[str], timeout: float = 3600) -> dict:
+def run_json_subprocess(cmd: list[str], timeout: float = 3600, env: dict[str, str] | None = None) -> dict:
     """Runs ``cmd`` (which prints one JSON object on its last stdout line) and returns that object."""
-    out = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
     if out.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd)} failed:\n{out.stderr[-3000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])

@@ -1,8 +1,12 @@
 """Training throughput: jaxvae's real training path (scan and host loops) against a hand-written JAX loop and,
 in the same run, the PyTorch peers (plain eager loop and pythae's BaseTrainer, in their own environment).
 
-Model: MLP VAE 784-512-256-32 (ReLU, Bernoulli likelihood), Adam 1e-3, on MNIST-shaped data [N, 28, 28, 1].
+Models (ReLU, Bernoulli likelihood, Adam 1e-3, MNIST-shaped data [N, 28, 28, 1], latent 32):
+- ``mlp``: MLP VAE 784-512-256-32;
+- ``conv``: jaxvae's ``model.network=conv`` (3x3 stride-2 convolutions with 32 and 64 channels, dense 256), and the
+  same layers in PyTorch (see torch_bench.py). The hand-written JAX loops exist for the MLP only.
 Examples/s are measured in steady state (chunks/epochs that compiled are excluded); compile seconds separately.
+``--device gpu`` runs the same scripts with JAX on CUDA and PyTorch on cuda.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ from benchmarks import common
 
 HIDDEN = (512, 256)
 LATENT = 32
-STEPS_PER_EPOCH = 100
+STEPS_PER_EPOCH = 100  # default; --steps-per-epoch changes it
 
 
 def synthetic_mnist(n: int, seed: int = 0) -> np.ndarray:
@@ -30,13 +34,13 @@ def synthetic_mnist(n: int, seed: int = 0) -> np.ndarray:
 
 
 def bench_jaxvae(data_path: Path, batch: int, epochs: int, loop_kind: str, workdir: Path,
-                 network: str = "mlp") -> dict:
+                 network: str = "mlp", steps_per_epoch: int = STEPS_PER_EPOCH) -> dict:
     """The real path: config -> setup_run -> train_loop, data read from a user .npy file."""
     from jaxvae import config, loop
 
     sets = [f"data.name={data_path}", f"model.network={network}", f"model.latent_dim={LATENT}",
             f"model.hidden={','.join(map(str, HIDDEN))}", f"train.batch_size={batch}", f"train.epochs={epochs}",
-            f"train.loop={loop_kind}", f"train.log_every={STEPS_PER_EPOCH}", "train.checkpoint_every=0",
+            f"train.loop={loop_kind}", f"train.log_every={steps_per_epoch}", "train.checkpoint_every=0",
             "train.eval_every=1000000", "data.valid_size=0"]
     cfg = config.apply_overrides(config.get_preset("mnist"), sets)
     ctx = loop.setup_run(cfg, workdir, log=lambda _: None)
@@ -100,7 +104,7 @@ def bench_plain_jax_host(data: np.ndarray, batch: int, epochs: int) -> dict:
 
     carry, step = _plain_jax_vae(batch)
     jstep = jax.jit(step, donate_argnums=0)
-    n_steps = STEPS_PER_EPOCH
+    n_steps = data.shape[0] // batch
     rng = np.random.default_rng(0)
     t0 = time.perf_counter()
     carry, loss = jstep(carry, data[:batch])
@@ -122,7 +126,7 @@ def bench_plain_jax_scan(data: np.ndarray, batch: int, epochs: int) -> dict:
     import jax.numpy as jnp
 
     carry, step = _plain_jax_vae(batch)
-    n_steps = STEPS_PER_EPOCH
+    n_steps = data.shape[0] // batch
     device_data = jax.device_put(data)
 
     @jax.jit
@@ -146,93 +150,121 @@ def bench_plain_jax_scan(data: np.ndarray, batch: int, epochs: int) -> dict:
             "peak_rss_mib": common.peak_rss_mib()}
 
 
-def _run_isolated(kind: str, args: argparse.Namespace, batch: int, data_path: Path) -> dict:
-    """Each measurement in a fresh process, so that one variant's caches and memory do not affect another."""
-    import sys
-
-    cmd = [sys.executable, "-m", "benchmarks.throughput", "--single", kind, "--batch", str(batch),
-           "--epochs", str(args.epochs), "--data", str(data_path)]
-    return common.run_json_subprocess(cmd)
-
-
-def _single(kind: str, batch: int, epochs: int, data_path: Path) -> dict:
+def _single(kind: str, arch: str, batch: int, epochs: int, data_path: Path) -> dict:
     data = np.load(data_path)
+    steps = data.shape[0] // batch
     with tempfile.TemporaryDirectory() as tmp:
-        if kind == "jaxvae-scan":
-            return bench_jaxvae(data_path, batch, epochs, "scan", Path(tmp) / "run")
-        if kind == "jaxvae-host":
-            return bench_jaxvae(data_path, batch, epochs, "host", Path(tmp) / "run")
-        if kind == "plain-jax-host":
-            return bench_plain_jax_host(data, batch, epochs)
-        if kind == "plain-jax-scan":
-            return bench_plain_jax_scan(data, batch, epochs)
-    raise ValueError(kind)
+        if kind in ("jaxvae-scan", "jaxvae-host"):
+            out = bench_jaxvae(data_path, batch, epochs, kind.split("-")[1], Path(tmp) / "run", arch, steps)
+        elif kind == "plain-jax-host":
+            out = bench_plain_jax_host(data, batch, epochs)
+        elif kind == "plain-jax-scan":
+            out = bench_plain_jax_scan(data, batch, epochs)
+        else:
+            raise ValueError(kind)
+    import jax
+
+    out["device"] = jax.devices()[0].platform
+    return out
 
 
 JAX_KINDS = ["jaxvae-scan", "jaxvae-host", "plain-jax-host", "plain-jax-scan"]
+PLAIN_KINDS = ["plain-jax-host", "plain-jax-scan"]  # hand-written for the MLP only
 TORCH_KINDS = ["torch-eager", "pythae-trainer"]
 
 
+def _measure(kind: str, arch: str, batch: int, args: argparse.Namespace, data_path: Path,
+             torch_python: str | None) -> dict:
+    """One measurement in a fresh process, so that one variant's caches and memory do not affect another."""
+    import os
+    import sys
+
+    if kind in TORCH_KINDS:
+        cmd = [torch_python, str(common.HERE / "torch_bench.py"), "--kind", kind, "--arch", arch, "--batch",
+               str(batch), "--epochs", str(args.epochs), "--steps-per-epoch", str(_steps(arch, args)),
+               "--device", args.device, "--data", str(data_path)]
+        return common.run_json_subprocess(cmd)
+    cmd = [sys.executable, "-m", "benchmarks.throughput", "--single", kind, "--arch", arch, "--batch", str(batch),
+           "--epochs", str(args.epochs), "--data", str(data_path)]
+    env = dict(os.environ, JAX_PLATFORMS="cuda" if args.device == "gpu" else "cpu")
+    return common.run_json_subprocess(cmd, env=env)
+
+
+def _steps(arch: str, args: argparse.Namespace) -> int:
+    return args.steps_per_epoch or (STEPS_PER_EPOCH if arch == "mlp" else 25)
+
+
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(prog="python -m benchmarks throughput", description=__doc__)
+    p = argparse.ArgumentParser(prog="python -m benchmarks throughput", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--archs", default="mlp", help="comma-separated: mlp, conv")
     p.add_argument("--batch-sizes", default="128", help="comma-separated, e.g. 32,128,512")
-    p.add_argument("--epochs", type=int, default=4, help="epochs of 100 steps; the first one is warm-up")
+    p.add_argument("--epochs", type=int, default=4, help="timed epochs; the first one (compiling) is warm-up")
+    p.add_argument("--steps-per-epoch", type=int, default=None, help="default: 100 for mlp, 25 for conv")
     p.add_argument("--repeats", type=int, default=3, help="runs per variant; the median is reported")
+    p.add_argument("--variants", default=",".join(JAX_KINDS + TORCH_KINDS),
+                   help="comma-separated subset of " + ", ".join(JAX_KINDS + TORCH_KINDS))
+    p.add_argument("--device", choices=["cpu", "gpu"], default="cpu",
+                   help="gpu: JAX on CUDA (JAX_PLATFORMS=cuda) and PyTorch on cuda")
     p.add_argument("--torch-python", default=str(common.HERE / ".venv-torch" / "bin" / "python"),
                    help="python of the PyTorch benchmark environment (make bench-torch-env); '' to skip")
     p.add_argument("--no-record", action="store_true", help="do not append to RESULTS.md")
     p.add_argument("--single", help=argparse.SUPPRESS)
+    p.add_argument("--arch", default="mlp", help=argparse.SUPPRESS)
     p.add_argument("--batch", type=int, help=argparse.SUPPRESS)
     p.add_argument("--data", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.single:
-        print(json.dumps(_single(args.single, args.batch, args.epochs, Path(args.data))))
+        print(json.dumps(_single(args.single, args.arch, args.batch, args.epochs, Path(args.data))))
         return
 
     torch_python = args.torch_python if args.torch_python and Path(args.torch_python).exists() else None
     if args.torch_python and not torch_python:
         print(f"(no PyTorch environment at {args.torch_python}; run `make bench-torch-env` to compare)")
+    chosen = [v for v in args.variants.split(",") if v]
+    unknown = sorted(set(chosen) - set(JAX_KINDS + TORCH_KINDS))
+    if unknown:
+        raise SystemExit(f"unknown variant(s) {unknown}; choose from {JAX_KINDS + TORCH_KINDS}")
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        for batch in [int(b) for b in args.batch_sizes.split(",")]:
-            data_path = Path(tmp) / f"mnist-shaped-{batch}.npy"
-            np.save(data_path, synthetic_mnist(STEPS_PER_EPOCH * batch), allow_pickle=False)
-            kinds = JAX_KINDS + (TORCH_KINDS if torch_python else [])
-            results: dict[str, list[dict]] = {k: [] for k in kinds}
-            for r in range(args.repeats):
-                # Interleave the variants and rotate their order every repeat, so that drifts in machine load
-                # and any after-effect of one variant on the next hit all of them alike.
-                for kind in kinds[r % len(kinds):] + kinds[:r % len(kinds)]:
-                    if kind in TORCH_KINDS:
-                        cmd = [torch_python, str(common.HERE / "torch_bench.py"), "--kind", kind, "--batch",
-                               str(batch), "--epochs", str(args.epochs), "--data", str(data_path)]
-                        res = common.run_json_subprocess(cmd)
-                    else:
-                        res = _run_isolated(kind, args, batch, data_path)
-                    results[kind].append(res)
-                    print(f"batch {batch} repeat {r + 1}/{args.repeats} {kind:15s} "
-                          f"{res['examples_per_sec']:>10,.0f} ex/s  compile {res['compile_seconds']:.2f} s",
-                          flush=True)
-            ref = common.median([x["examples_per_sec"] for x in results.get("pythae-trainer", [])] or [math.nan])
-            plain = common.median([x["examples_per_sec"] for x in results["plain-jax-host"]])
-            for kind in kinds:
-                eps = [x["examples_per_sec"] for x in results[kind]]
-                rows.append((batch, kind, common.median(eps), min(eps), max(eps),
-                             common.median([x["compile_seconds"] for x in results[kind]]),
-                             common.median([x["peak_rss_mib"] for x in results[kind]]),
-                             common.median(eps) / ref, common.median(eps) / plain))
-    header = ("| batch | variant | examples/s (median) | min | max | compile s | peak RSS MiB | vs pythae | "
-              "vs plain JAX host |\n|---|---|---|---|---|---|---|---|---|")
-    lines = [f"| {b} | {k} | {m:,.0f} | {lo:,.0f} | {hi:,.0f} | {c:.2f} | {rss:,.0f} | "
-             f"{vp:.2f}x | {vj:.2f}x |" for b, k, m, lo, hi, c, rss, vp, vj in rows]
+        for arch in args.archs.split(","):
+            for batch in [int(b) for b in args.batch_sizes.split(",")]:
+                data_path = Path(tmp) / f"mnist-shaped-{arch}-{batch}.npy"
+                np.save(data_path, synthetic_mnist(_steps(arch, args) * batch), allow_pickle=False)
+                kinds = [k for k in chosen if (k not in TORCH_KINDS or torch_python)
+                         and (arch == "mlp" or k not in PLAIN_KINDS)]
+                results: dict[str, list[dict]] = {k: [] for k in kinds}
+                for r in range(args.repeats):
+                    # Interleave the variants and rotate their order every repeat, so that drifts in machine
+                    # load and any after-effect of one variant on the next hit all of them alike.
+                    for kind in kinds[r % len(kinds):] + kinds[:r % len(kinds)]:
+                        res = _measure(kind, arch, batch, args, data_path, torch_python)
+                        results[kind].append(res)
+                        print(f"{arch} batch {batch} repeat {r + 1}/{args.repeats} {kind:15s} "
+                              f"{res['examples_per_sec']:>10,.0f} ex/s  compile {res['compile_seconds']:.2f} s",
+                              flush=True)
+                ref = common.median([x["examples_per_sec"] for x in results.get("pythae-trainer", [])]
+                                    or [math.nan])
+                for kind in kinds:
+                    eps = [x["examples_per_sec"] for x in results[kind]]
+                    rows.append((arch, batch, kind, common.median(eps), min(eps), max(eps),
+                                 common.median([x["compile_seconds"] for x in results[kind]]),
+                                 common.median([x["peak_rss_mib"] for x in results[kind]]),
+                                 common.median(eps) / ref))
+    header = ("| model | batch | variant | examples/s (median) | min | max | compile s | peak RSS MiB | "
+              "vs pythae |\n|---|---|---|---|---|---|---|---|---|")
+    lines = [f"| {a} | {b} | {k} | {m:,.0f} | {lo:,.0f} | {hi:,.0f} | {c:.2f} | {rss:,.0f} | {vp:.2f}x |"
+             for a, b, k, m, lo, hi, c, rss, vp in rows]
     table = "\n".join([header, *lines])
     print(table)
     if not args.no_record:
+        steps = ", ".join(f"{a}: {_steps(a, args)}" for a in args.archs.split(","))
         common.append_results(
-            "Training throughput, MLP VAE 784-512-256-32, Adam", common.command_line(), table,
+            f"Training throughput ({args.archs} VAE, latent 32, Adam), device {args.device}",
+            common.command_line(), table,
             f"{args.repeats} repeats per variant, each in a fresh process, interleaved in rotating order; "
-            f"{args.epochs} epochs of "
-            f"{STEPS_PER_EPOCH} steps, the first (compiling) epoch excluded from examples/s.")
+            f"{args.epochs} epochs of ({steps}) steps, the first (compiling) epoch excluded from examples/s. "
+            "jaxvae runs with its defaults (latent-health monitor on).")
 
 
 if __name__ == "__main__":
