@@ -1,0 +1,55 @@
+"""The reproduction targets in benchmarks/reproduce/configs are valid jaxvae configs (a typo there would only
+surface after an hour of training), and the harness's checks say what the numbers say."""
+
+import pytest
+
+from benchmarks.reproduce import harness
+from jaxvae import config
+
+TARGETS = harness.load_targets([])
+
+
+def test_all_four_published_targets_are_configured():
+    assert set(TARGETS) == {"a_flax_example", "b_pythae_vae", "c_iwae_table1", "d_vampprior"}
+
+
+@pytest.mark.parametrize("name", sorted(TARGETS))
+@pytest.mark.parametrize("schedule", ["short", "full"])
+def test_every_run_resolves_to_a_valid_config(name, schedule):
+    target = TARGETS[name]
+    assert target["metric"] in ("neg_elbo", "nll_iwae") and target["check"] in ("value", "ordering")
+    assert target["eval"]["num_samples"] == 5000  # the standard of Burda et al. (2016)
+    labels = {run["label"] for run in target["runs"]}
+    for a, _, b in target.get("ordering", []):
+        assert a in labels and b in labels
+    for run in target["runs"]:
+        sets = [*run["set"], *target["schedules"][schedule]["set"], "data.dir=/nonexistent"]
+        cfg = config.apply_overrides(config.get_preset(run["preset"]), sets)  # raises ConfigError on a typo
+        if schedule == "short" and name != "a_flax_example":
+            assert "SHORTENED" in target["schedules"][schedule]["note"]
+        assert cfg.data.dir == "/nonexistent"
+
+
+def test_iwae_table_runs_differ_only_in_objective_and_k():
+    runs = {r["label"]: config.apply_overrides(config.get_preset(r["preset"]), r["set"])
+            for r in TARGETS["c_iwae_table1"]["runs"]}
+    assert runs["IWAE k=50"].model == runs["VAE k=1"].model
+    assert runs["IWAE k=50"].objective.num_samples == 50 and runs["IWAE k=50"].objective.name == "iwae"
+    assert runs["VAE k=50"].objective.name == "elbo" and runs["VAE k=50"].objective.num_samples == 50
+    assert runs["VAE k=1"].model.hidden == (200, 200) and runs["VAE k=1"].model.activation == "tanh"
+
+
+def _row(label, value, published):
+    return {"label": label, "value": value, "published": published}
+
+
+def test_verdicts_report_tolerance_ordering_and_gap():
+    value = {"check": "value", "tolerance": 1.0}
+    assert "within tolerance" in harness.verdicts(value, [_row("VAE", 100.5, 100.9)])[0]
+    assert "OUTSIDE tolerance" in harness.verdicts(value, [_row("VAE", 102.5, 100.9)])[0]
+    order = {"check": "ordering", "ordering": [["IWAE k=50", "<", "VAE k=50"]], "gap": ["VAE k=50", "IWAE k=50"]}
+    good = harness.verdicts(order, [_row("VAE k=50", 90.0, 86.35), _row("IWAE k=50", 89.0, 84.78)])
+    assert "holds" in good[0] and "DOES NOT" not in good[0]
+    assert "ours 1.00 nats, published 1.57" in good[1]
+    bad = harness.verdicts(order, [_row("VAE k=50", 89.0, 86.35), _row("IWAE k=50", 89.5, 84.78)])
+    assert "DOES NOT hold" in bad[0]
