@@ -21,6 +21,7 @@ from jaxvae import (
     priors,
     samplers,
     schedules,
+    sharding,
     sweep,
     train,
 )
@@ -75,6 +76,7 @@ from jaxvae.schedules import (
     linear_schedule,
     sigmoid_schedule,
 )
+from jaxvae.sharding import make_mesh, maybe_initialize_distributed
 from jaxvae.sweep import run_sweep
 from jaxvae.train import TrainState, init_train_state, make_train_step
 

@@ -8,6 +8,7 @@ PRNG key is stored as its raw ``key_data`` (and wrapped again on restore).
 from __future__ import annotations
 
 import ast
+import base64
 import contextlib
 import json
 import os
@@ -85,9 +86,12 @@ class Checkpointer:
         failed restore does not leave Orbax's background I/O behind). Best effort: it reads Orbax's metadata
         file and skips the check when that file is absent or has another format."""
         try:
-            meta = json.loads((self.directory / str(step) / "default" / "_METADATA").read_text())["tree_metadata"]
+            item = self.directory / str(step) / "default"
+            meta = json.loads((item / "_METADATA").read_text())["tree_metadata"]
             stored = {tuple(str(k) for k in ast.literal_eval(key)): tuple(v["value_metadata"]["write_shape"])
                       for key, v in meta.items() if "write_shape" in v.get("value_metadata", {})}
+            shardings = _stored_shardings(item)  # a sharded array's write_shape is that of one shard
+            stored = {k: _global_shape(shape, shardings.get(".".join(k))) for k, shape in stored.items()}
         except (OSError, ValueError, KeyError, TypeError, SyntaxError):
             return
         wanted = {tuple(_key_name(k) for k in path): tuple(leaf.shape)
@@ -111,6 +115,28 @@ class Checkpointer:
     def close(self) -> None:
         self._manager.wait_until_finished()
         self._manager.close()
+
+
+def _stored_shardings(item: Path) -> dict[str, dict]:
+    """Orbax's ``_sharding`` file of a saved item: ``{"params.w": {"shape": mesh shape, "axis_names": ...,
+    "partition_spec": ...}}``; empty when absent (arrays saved from one device)."""
+    path = item / "_sharding"
+    if not path.exists():
+        return {}
+    raw = json.loads(path.read_text())
+    return {base64.b64decode(k).decode(): json.loads(v) for k, v in raw.items()}
+
+
+def _global_shape(write_shape: tuple[int, ...], sharding: dict | None) -> tuple[int, ...]:
+    """A stored array's global shape: its per-shard ``write_shape`` times the mesh sizes it is split over."""
+    if not sharding or "partition_spec" not in sharding:
+        return write_shape
+    sizes = dict(zip(sharding["axis_names"], sharding["shape"]))
+    out = list(write_shape)
+    for i, axes in enumerate(sharding["partition_spec"][:len(out)]):
+        for axis in [axes] if isinstance(axes, str) else (axes or []):
+            out[i] *= sizes[axis]
+    return tuple(out)
 
 
 def _key_name(key: Any) -> str:

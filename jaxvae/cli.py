@@ -45,8 +45,15 @@ def cmd_train(args: argparse.Namespace) -> int:
         workdir = Path("runs") / f"{cfg.preset}-{stamp}"
         if workdir.exists():
             raise JaxvaeError(f"{workdir} already exists; pass --workdir to choose another run directory.")
-    print(f"Run directory: {workdir}", flush=True)
     created = not workdir.exists()
+    import jax
+
+    if jax.process_count() > 1:  # every process checks the folder before process 0 writes into it
+        from jax.experimental import multihost_utils
+
+        multihost_utils.sync_global_devices("jaxvae train: run directory checked")
+    if jax.process_index() == 0:
+        print(f"Run directory: {workdir}", flush=True)
     try:
         loop.fit(cfg, workdir, force=args.force, progress=not args.no_progress)
     except JaxvaeError:
@@ -87,14 +94,24 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         idx = np.sort(np.random.default_rng(args.seed).choice(data.shape[0], args.max_examples, replace=False))
         data = data[idx]
     key = jax.random.key(args.seed)
-    terms = evaluate.evaluate_elbo(ctx.model, params, data, key, batch_size=args.batch_size)
+    host_params = loop.host_params(params)  # multi-process: each process evaluates its own copy
+    terms = evaluate.evaluate_elbo(ctx.model, host_params, data, key, batch_size=args.batch_size)
+    mesh = ctx.mesh if ctx.mesh is not None and ctx.mesh.devices.size > 1 else None
+    batch = args.batch_size
+    if mesh is not None:  # examples split over the mesh's data axis: a batch that divides evenly
+        from jaxvae import sharding
+
+        n_data = sharding.data_axis_size(mesh)
+        batch = -(-batch // n_data) * n_data
     est = evaluate.iwae_log_likelihood(ctx.model, params, data, jax.random.fold_in(key, 1),
-                                       num_samples=args.num_samples, batch_size=args.batch_size)
+                                       num_samples=args.num_samples, batch_size=batch, mesh=mesh)
     num_dims = int(np.prod(ctx.dataset.event_shape))
     result = {"split": args.split, "step": int(ctx.state.step), "num_examples": int(data.shape[0]),
               "elbo": terms["elbo"], "recon": terms["recon"], "kl": terms["kl"],
               "nll_iwae": -est.mean, "nll_iwae_stderr": est.standard_error, "nll_num_samples": est.num_samples,
               "bits_per_dim": -est.mean / (num_dims * np.log(2.0))}
+    if jax.process_index() != 0:
+        return 0  # process 0 writes and reports
     atomic_write_json(Path(args.workdir) / "eval.json", result)
     print(f"{args.split} split, {result['num_examples']:,} examples, step {result['step']:,}:")
     print(f"  ELBO                     {result['elbo']:.3f} nats")
@@ -159,6 +176,31 @@ def cmd_presets(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_distributed_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group(
+        "multi-process runs", "Several hosts (or processes) train one model: start the same command on each. "
+        "Cloud TPU pod slices, SLURM and Open MPI are detected; otherwise give all three (or set "
+        "$JAXVAE_COORDINATOR_ADDRESS, $JAXVAE_NUM_PROCESSES, $JAXVAE_PROCESS_ID). See docs/multi_gpu.md.")
+    g.add_argument("--coordinator-address", metavar="HOST:PORT", help="address of process 0, e.g. 10.0.0.1:1234")
+    g.add_argument("--num-processes", type=int, metavar="N", help="number of processes in the run")
+    g.add_argument("--process-id", type=int, metavar="I", help="this process's index, 0..N-1")
+
+
+def _start_distributed(args: argparse.Namespace) -> None:
+    """``jax.distributed.initialize`` when flags, environment or cluster say so (before any other JAX call)."""
+    if not hasattr(args, "coordinator_address"):
+        return
+    from jaxvae import sharding
+
+    how = sharding.maybe_initialize_distributed(args.coordinator_address, args.num_processes, args.process_id)
+    if how is not None:
+        import jax
+
+        if jax.process_index() == 0:
+            print(f"Multi-process run: {jax.process_count()} processes, {jax.device_count()} devices ({how}).",
+                  flush=True)
+
+
 def _add_config_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--preset", help="named preset (see `jaxvae presets`); default: digits")
     p.add_argument("--set", action="append", metavar="KEY=VALUE",
@@ -175,6 +217,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workdir", help="run directory (default: runs/<preset>-<timestamp>)")
     p.add_argument("--force", action="store_true", help="resume even if the config differs from the saved one")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _add_distributed_args(p)
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("sweep", help="train a grid of models (beta, schedules, free bits, seeds) as one program")
@@ -193,6 +236,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-examples", type=int, default=None, help="evaluate a random subset of this size")
     p.add_argument("--batch-size", type=int, default=100)
     p.add_argument("--seed", type=int, default=0)
+    _add_distributed_args(p)
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("sample", help="decode samples from the prior of a trained run")
@@ -228,6 +272,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        _start_distributed(args)
         return args.func(args)
     except TrainingPreempted as e:
         print(f"jaxvae {args.command}: {e}", file=sys.stderr)

@@ -136,8 +136,12 @@ class MonitorConfig:
 
 @dataclasses.dataclass(frozen=True)
 class MeshConfig:
+    """The device mesh (see :mod:`jaxvae.sharding`): the batch is split over ``data``; parameters are replicated
+    (data parallel) or split FSDP-style over ``data``."""
+
     shape: str = "auto"  # "auto" (all devices on the data axis), "8", "4x2", ...
-    axis_names: tuple[str, ...] = ("data",)
+    axis_names: tuple[str, ...] = ("data",)  # one per axis of shape; a 2-D shape defaults to data,model
+    params: str = "replicated"  # replicated (data parallel) or fsdp (parameters + optimizer state sharded)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -321,6 +325,7 @@ _CHOICES = {
     "optimizer.schedule": ("constant", "cosine", "warmup_cosine"),
     "train.loop": ("auto", "scan", "host"),
     "data.scale": ("unit", "uint8"),
+    "mesh.params": ("replicated", "fsdp"),
 }
 _POSITIVE = ("model.latent_dim", "model.conv_hidden", "model.num_mixtures", "model.prior_components",
              "objective.num_samples", "objective.num_cycles", "objective.free_bits_group",
@@ -376,7 +381,27 @@ def validate(cfg: Config) -> Config:
     if cfg.objective.name == "free_bits" and cfg.model.prior not in ("standard_normal", "learned_gaussian"):
         raise ConfigError("objective.name=free_bits needs a per-dimension KL: use model.prior=standard_normal "
                           "or learned_gaussian.")
+    _validate_mesh(cfg)
     return cfg
+
+
+def _validate_mesh(cfg: Config) -> None:
+    """The mesh shape's syntax, its axis names, and (for an explicit shape) that the batch splits over ``data``;
+    the device count is checked when the mesh is built (:func:`jaxvae.sharding.make_mesh`)."""
+    from jaxvae import sharding
+
+    dims = sharding.parse_mesh_shape(cfg.mesh.shape)
+    if dims is None:
+        return
+    names = sharding.mesh_axis_names(dims, cfg.mesh.axis_names)
+    data = dims[names.index(sharding.DATA_AXIS)]
+    bs = cfg.train.batch_size
+    if bs % data:
+        lower, upper = (bs // data) * data, (bs // data + 1) * data
+        options = " or ".join(f"train.batch_size={v}" for v in (lower, upper) if v > 0)
+        raise ConfigError(f"train.batch_size={bs} does not split over the {data} devices of the mesh's data axis "
+                          f"(mesh.shape={cfg.mesh.shape}): the global batch is per-device batch x {data}. Use "
+                          f"{options} (a multiple of {data}), or a mesh whose data axis divides {bs}.")
 
 
 # ------------------------------------------------------------------------------------------------ JSON

@@ -7,6 +7,10 @@ r"""Evaluation over whole datasets: the ELBO and the importance-weighted log-lik
 streamed over chunks of samples with a running log-sum-exp, so that :math:`K = 5000` fits in a fixed memory
 budget (``sample_chunk * batch_size`` decoder evaluations at a time). Examples are processed in batches; keys are
 ``fold_in(fold_in(key, batch_index), chunk_index)``, so a result is deterministic for a given key and batch size.
+
+With ``mesh=`` (a :class:`jax.sharding.Mesh`, see :mod:`jaxvae.sharding`) each batch is split over the mesh's
+``data`` axis, so every device evaluates ``batch_size / devices`` examples; the random numbers do not depend on
+the split, so the sharded estimate equals the single-device one (up to float rounding).
 """
 
 from __future__ import annotations
@@ -42,8 +46,13 @@ def _pad_batches(data: np.ndarray, batch_size: int) -> tuple[np.ndarray, int]:
     return data, n
 
 
-def make_iwae_fn(model: PureVAE, num_samples: int, sample_chunk: int) -> Callable[[Params, Array, Array], Array]:
-    """A jitted ``(params, x [B, *E], key) -> log p(x) estimate [B]`` streaming ``num_samples`` in chunks."""
+def make_iwae_fn(model: PureVAE, num_samples: int, sample_chunk: int, *,
+                 mesh: jax.sharding.Mesh | None = None) -> Callable[[Params, Array, Array], Array]:
+    """A jitted ``(params, x [B, *E], key) -> log p(x) estimate [B]`` streaming ``num_samples`` in chunks.
+
+    With ``mesh``, ``x`` is split over the ``data`` axis (``B`` must be a multiple of its size; pass a global
+    array from :func:`jaxvae.sharding.make_global_batch` in multi-process runs) and the result is replicated.
+    """
     num_chunks = math.ceil(num_samples / sample_chunk)
     event_ndim = len(model.event_shape)
 
@@ -66,22 +75,44 @@ def make_iwae_fn(model: PureVAE, num_samples: int, sample_chunk: int) -> Callabl
         total, _ = jax.lax.scan(body, init, jnp.arange(num_chunks))
         return total - math.log(num_samples)
 
-    return log_px
+    if mesh is None:
+        return log_px
+    from jaxvae import sharding
+
+    x_sharding = sharding.batch_sharding(mesh, 1 + event_ndim)
+
+    def sharded(params: Params, x: Array, key: Array) -> Array:
+        return log_px(params, jax.lax.with_sharding_constraint(x, x_sharding), key)  # examples over `data`
+
+    return jax.jit(sharded, out_shardings=sharding.replicated(mesh))
 
 
 def make_iwae_evaluator(model: PureVAE, *, num_samples: int = 5000, batch_size: int = 100,
-                        sample_chunk: int | None = None
+                        sample_chunk: int | None = None, mesh: jax.sharding.Mesh | None = None
                         ) -> Callable[[Params, np.ndarray, Array], LogLikelihoodEstimate]:
     """Compiles once; returns ``(params, data [N, *E], key) -> LogLikelihoodEstimate`` (see
     :func:`iwae_log_likelihood`). Reuse it to evaluate many models of one architecture."""
     if sample_chunk is None:
         sample_chunk = max(1, min(num_samples, 100_000 // batch_size))
-    fn = make_iwae_fn(model, num_samples, sample_chunk)
+    fn = make_iwae_fn(model, num_samples, sample_chunk, mesh=mesh)
+    to_device: Callable[[np.ndarray], Array | np.ndarray] = lambda x: x
+    if mesh is not None:
+        from jaxvae import sharding
+
+        sharding.check_batch_size(batch_size, mesh, key="batch_size (examples per IWAE batch)")
+        x_sharding = sharding.batch_sharding(mesh, 1 + len(model.event_shape))
+        rows = sharding.process_rows(x_sharding, batch_size, model.event_shape)  # this process's examples
+        key_sharding = sharding.replicated(mesh)
+        to_device = lambda x: sharding.make_global_batch(x[rows], x_sharding, batch_size)
 
     def estimate(params: Params, data: np.ndarray, key: Array) -> LogLikelihoodEstimate:
         padded, n = _pad_batches(np.asarray(data), batch_size)
-        out = [fn(params, padded[i:i + batch_size], jax.random.fold_in(key, i // batch_size))
-               for i in range(0, padded.shape[0], batch_size)]
+        keys = [jax.random.fold_in(key, i // batch_size) for i in range(0, padded.shape[0], batch_size)]
+        if mesh is not None:  # replicated global keys (every process holds the same key)
+            keys = [jax.random.wrap_key_data(jax.make_array_from_process_local_data(
+                key_sharding, np.asarray(jax.random.key_data(k))), impl=jax.random.key_impl(k)) for k in keys]
+        out = [fn(params, to_device(padded[i:i + batch_size]), k)
+               for i, k in zip(range(0, padded.shape[0], batch_size), keys)]
         log_px = np.asarray(jnp.concatenate(out))[:n]
         se = float(np.std(log_px) / math.sqrt(max(n, 1)))
         return LogLikelihoodEstimate(log_px, float(np.mean(log_px)), se, num_samples)
@@ -91,16 +122,19 @@ def make_iwae_evaluator(model: PureVAE, *, num_samples: int = 5000, batch_size: 
 
 def iwae_log_likelihood(model: PureVAE, params: Params, data: np.ndarray, key: Array, *,
                         num_samples: int = 5000, batch_size: int = 100,
-                        sample_chunk: int | None = None) -> LogLikelihoodEstimate:
+                        sample_chunk: int | None = None,
+                        mesh: jax.sharding.Mesh | None = None) -> LogLikelihoodEstimate:
     r"""The IWAE estimate of :math:`\log p(x)` for every example of ``data [N, *E]``.
 
     Args:
       num_samples: K importance samples per example (5000 is the standard of Burda et al. 2016).
       batch_size: examples per compiled call (the last batch is padded, then trimmed).
       sample_chunk: samples per inner step (default: about 100k decoder evaluations per step).
+      mesh: split each batch over this mesh's ``data`` axis (``batch_size`` must be a multiple of its size);
+        the estimate equals the unsharded one. ``None`` (default): one device.
     """
     return make_iwae_evaluator(model, num_samples=num_samples, batch_size=batch_size,
-                               sample_chunk=sample_chunk)(params, data, key)
+                               sample_chunk=sample_chunk, mesh=mesh)(params, data, key)
 
 
 def make_elbo_evaluator(model: PureVAE, *, batch_size: int = 100

@@ -29,13 +29,20 @@ import numpy as np
 
 from jaxvae import config as config_lib
 from jaxvae import data as data_lib
-from jaxvae import diagnostics, evaluate, monitor, report
+from jaxvae import diagnostics, evaluate, monitor, report, sharding
 from jaxvae.builders import build_model, build_objective, build_optimizer
 from jaxvae.checkpoint import Checkpointer
 from jaxvae.config import Config
 from jaxvae.errors import CheckpointError, ConfigError, DataError, JaxvaeError, TrainingPreempted
 from jaxvae.model import Params, PureVAE, count_params
-from jaxvae.train import TrainState, init_train_state, make_train_chunk, make_train_step
+from jaxvae.train import (
+    TrainState,
+    init_train_state,
+    jit_train_chunk,
+    jit_train_step,
+    make_train_chunk,
+    make_train_step,
+)
 from jaxvae.writers import MetricWriter, atomic_write_json, read_metrics
 
 
@@ -86,6 +93,8 @@ class RunContext:
     steady_examples_per_sec: float | None = None  # measured by train_loop, excluding compiling chunks
     monitor_seconds: float = 0.0  # time spent in the latent-health monitor (this process)
     train_seconds: float | None = None  # cumulative over resumes
+    mesh: jax.sharding.Mesh | None = None  # the device mesh (see jaxvae.sharding); None: one default device
+    state_shardings: Any = None  # a TrainState of NamedShardings matching `state`
 
 
 def params_sha256(params: Params) -> str:
@@ -112,7 +121,7 @@ def data_seed(cfg: Config) -> int:
 def _check_workdir(workdir: Path, cfg: Config, force: bool) -> None:
     try:
         workdir.mkdir(parents=True, exist_ok=True)
-        probe = workdir / ".write-test"
+        probe = workdir / f".write-test-{os.getpid()}"  # per process: several may start in one folder
         probe.write_text("")
         probe.unlink()
     except OSError as e:
@@ -136,10 +145,13 @@ def _check_workdir(workdir: Path, cfg: Config, force: bool) -> None:
 
 def setup_run(cfg: Config, workdir: str | os.PathLike, *, force: bool = False,
               log: Callable[[str], None] = print) -> RunContext:
-    """Loads data, builds the model, restores the latest checkpoint if any, writes ``config.json``."""
+    """Loads data, builds the model, creates the state in its shardings on the mesh of ``cfg.mesh``, restores
+    the latest checkpoint if any, writes ``config.json`` (process 0)."""
     config_lib.validate(cfg)
     workdir = Path(workdir)
     _check_workdir(workdir, cfg, force)
+    mesh = sharding.mesh_from_config(cfg)
+    sharding.check_batch_size(cfg.train.batch_size, mesh)
     dataset = load_run_dataset(cfg)
     model = build_model(cfg, dataset.event_shape)
     for split in ("train", "valid", "test"):
@@ -159,8 +171,11 @@ def setup_run(cfg: Config, workdir: str | os.PathLike, *, force: bool = False,
     total_steps = cfg.train.steps or cfg.train.epochs * steps_per_epoch
     optimizer = build_optimizer(cfg, total_steps)
     objective = build_objective(cfg, model, total_steps, dataset_size=n)
-    init = jax.jit(lambda key: init_train_state(model, optimizer, objective, key))
-    state = init(jax.random.key(cfg.train.seed))
+    # Created directly in its shardings (eval_shape, then jit with out_shardings); restored into the same ones.
+    state, state_shardings = sharding.init_sharded(
+        lambda key: init_train_state(model, optimizer, objective, key),
+        lambda shapes: sharding.train_state_shardings(shapes, mesh, cfg.mesh.params),
+        jax.random.key(cfg.train.seed))
     ckpt = Checkpointer(workdir / "checkpoints", max_to_keep=cfg.train.keep_checkpoints)
     try:
         start_step = ckpt.latest_step() or 0
@@ -169,15 +184,24 @@ def setup_run(cfg: Config, workdir: str | os.PathLike, *, force: bool = False,
             log(f"Resuming {workdir} from the checkpoint at step {start_step}/{total_steps}.")
     finally:
         ckpt.close()
-    atomic_write_json(workdir / "config.json", config_lib.to_dict(cfg))
+    if sharding.is_main_process():
+        atomic_write_json(workdir / "config.json", config_lib.to_dict(cfg))
     return RunContext(cfg, workdir, dataset, model, state, total_steps, steps_per_epoch, start_step, optimizer,
-                      objective)
+                      objective, mesh=mesh, state_shardings=state_shardings)
 
 
 def _choose_loop(cfg: Config, dataset: data_lib.Dataset) -> str:
+    if jax.process_count() > 1:
+        return "host"  # each process feeds only its own rows of every batch (see the docs on multi-host runs)
     if cfg.train.loop != "auto":
         return cfg.train.loop
     return "scan" if dataset.train.nbytes <= cfg.train.device_data_limit_mb * 2**20 else "host"
+
+
+def host_params(params: Params) -> Params:
+    """Parameters for the host-side evaluations (validation, monitor, images): as they are in one process; as
+    numpy copies in a multi-process run, so that each process evaluates locally without cross-process calls."""
+    return sharding.to_host(params) if jax.process_count() > 1 else params
 
 
 def chunk_end(step: int, steps_per_epoch: int, log_every: int, total_steps: int) -> int:
@@ -195,21 +219,33 @@ def train_loop(ctx: RunContext, *, progress: bool = True, log: Callable[[str], N
     total, spe, bs = ctx.total_steps, ctx.steps_per_epoch, cfg.train.batch_size
     train_step = make_train_step(ctx.model, ctx.objective, ctx.optimizer,
                                  dynamic_binarization=ds.dynamic_binarization)
+    if cfg.train.loop == "scan" and jax.process_count() > 1:
+        log(f"train.loop=scan keeps the whole dataset on every device; with {jax.process_count()} processes each "
+            "feeds only its own rows of every batch, so the host loop is used.")
     loop = _choose_loop(cfg, ds)
     evaluator = evaluate.make_elbo_evaluator(ctx.model, batch_size=cfg.eval.batch_size)
     ckpt = Checkpointer(ctx.workdir / "checkpoints", max_to_keep=cfg.train.keep_checkpoints)
-    writer = MetricWriter(ctx.workdir, resume_step=ctx.start_step if ctx.start_step else None)
+    main = sharding.is_main_process()
+    writer = MetricWriter(ctx.workdir, resume_step=ctx.start_step if ctx.start_step else None, enabled=main)
     previous = [r for r in read_metrics(ctx.workdir) if "elapsed_seconds" in r]
     elapsed = previous[-1]["elapsed_seconds"] if previous else 0.0
 
+    mesh = ctx.mesh if ctx.mesh is not None else sharding.make_mesh("1")
+    state_sh = ctx.state_shardings if ctx.state_shardings is not None else (
+        sharding.train_state_shardings(ctx.state, mesh))
+    batch_sh = sharding.batch_sharding(mesh, 1 + len(ds.event_shape))
+    # On one device the batch needs no constraint (the program is the one of a plain jit).
+    scan_batch_sh = batch_sh if mesh.devices.size > 1 else None
     if loop == "scan":
-        train_data = jax.device_put(ds.train)
+        train_data = jax.device_put(ds.train, sharding.replicated(mesh))
         chunk_fns: dict[int, Callable] = {}
     else:
-        step_fn = jax.jit(train_step, donate_argnums=0)
+        step_fn = jit_train_step(train_step, state_sh, batch_sh)
+        rows = sharding.process_rows(batch_sh, bs, ds.event_shape)  # this process's rows of every batch
     log(f"Training {count_params(ctx.state.params):,} parameters on {ds.name} "
         f"({ds.train.shape[0]:,} train / {ds.valid.shape[0]:,} valid / {ds.test.shape[0]:,} test, event "
-        f"{ds.event_shape}) for {total:,} steps of batch {bs} ({total / spe:.1f} epochs), loop={loop}.")
+        f"{ds.event_shape}) for {total:,} steps of batch {bs} ({total / spe:.1f} epochs), loop={loop}, "
+        f"{sharding.describe(mesh)}, params {cfg.mesh.params}.")
 
     health = monitor.CollapseMonitor(cfg, ctx.model.latent_dim) if cfg.monitor.every else None
     if health is not None:
@@ -241,12 +277,14 @@ def train_loop(ctx: RunContext, *, progress: bool = True, log: Callable[[str], N
             t0 = time.perf_counter()
             if loop == "scan":
                 if length not in chunk_fns:
-                    chunk_fns[length] = jax.jit(make_train_chunk(train_step, bs, length), donate_argnums=0)
+                    chunk_fns[length] = jit_train_chunk(
+                        make_train_chunk(train_step, bs, length, batch_sharding=scan_batch_sh), state_sh, mesh)
                 state, metrics = chunk_fns[length](state, train_data, perm, jnp.int32(first_batch))
             else:
                 history = []
                 for b in range(first_batch, first_batch + length):
-                    state, m = step_fn(state, ds.train[perm[b * bs:(b + 1) * bs]])
+                    local = ds.train[perm[b * bs:(b + 1) * bs][rows]]  # only this process's rows
+                    state, m = step_fn(state, sharding.make_global_batch(local, batch_sh, bs))
                     history.append(m)
                 metrics = jax.tree.map(lambda *xs: jnp.mean(jnp.stack(xs), axis=0), *history)
             metrics = jax.device_get(metrics)
@@ -282,7 +320,8 @@ def train_loop(ctx: RunContext, *, progress: bool = True, log: Callable[[str], N
             if health is not None and (step >= next_monitor or step == total):
                 next_monitor = _next_multiple(step, cfg.monitor.every)
                 t_mon = time.perf_counter()
-                out = jax.device_get(monitor_fn(state.params, monitor_x, jax.random.key(cfg.train.seed + 3)))
+                out = jax.device_get(monitor_fn(host_params(state.params), monitor_x,
+                                                jax.random.key(cfg.train.seed + 3)))
                 monitor_seconds += time.perf_counter() - t_mon
                 health_record, warning = health.record(step, out)
                 writer.write(health_record)
@@ -291,7 +330,7 @@ def train_loop(ctx: RunContext, *, progress: bool = True, log: Callable[[str], N
             if step >= next_eval or step == total:
                 next_eval = _next_multiple(step, cfg.train.eval_every or spe)
                 if ds.valid.shape[0]:
-                    val = evaluator(state.params, ds.valid, jax.random.key(cfg.train.seed + 1))
+                    val = evaluator(host_params(state.params), ds.valid, jax.random.key(cfg.train.seed + 1))
                     writer.write({"step": step, "split": "valid", **val})
                     bar.set_postfix(loss=f"{metrics['loss']:.2f}", valid_elbo=f"{val['elbo']:.2f}")
             if step == total or (cfg.train.checkpoint_every and step - last_ckpt >= cfg.train.checkpoint_every):
@@ -365,9 +404,14 @@ class _LineProgress:
 
 
 def final_report(ctx: RunContext, state: TrainState, *, log: Callable[[str], None] = print) -> dict[str, Any]:
-    """Evaluates on the test split, writes ``summary.json`` and the image grids, returns the summary."""
+    """Evaluates on the test split, writes ``summary.json`` and the image grids (process 0), returns the summary.
+
+    The IWAE estimate is sharded over the mesh's ``data`` axis (its batch rounded up to a multiple of the axis
+    size); in a multi-process run the other evaluations run on each process's own copy of the parameters.
+    """
     cfg, ds, model = ctx.cfg, ctx.dataset, ctx.model
-    params = state.params
+    mesh = ctx.mesh
+    params = host_params(state.params)
     key = jax.random.key(cfg.train.seed + 2)
     test = ds.test
     elbo_terms = evaluate.evaluate_elbo(model, params, test, jax.random.fold_in(key, 0),
@@ -377,8 +421,14 @@ def final_report(ctx: RunContext, state: TrainState, *, log: Callable[[str], Non
         idx = np.sort(np.random.default_rng(data_seed(cfg)).choice(test.shape[0], cfg.eval.max_examples, False))
         nll_data = test[idx]
     t0 = time.perf_counter()
-    nll = evaluate.iwae_log_likelihood(model, params, nll_data, jax.random.fold_in(key, 1),
-                                       num_samples=cfg.eval.num_samples, batch_size=cfg.eval.batch_size)
+    if mesh is not None and mesh.devices.size > 1:
+        n_data = sharding.data_axis_size(mesh)
+        nll_batch = -(-cfg.eval.batch_size // n_data) * n_data
+        nll = evaluate.iwae_log_likelihood(model, state.params, nll_data, jax.random.fold_in(key, 1),
+                                           num_samples=cfg.eval.num_samples, batch_size=nll_batch, mesh=mesh)
+    else:
+        nll = evaluate.iwae_log_likelihood(model, params, nll_data, jax.random.fold_in(key, 1),
+                                           num_samples=cfg.eval.num_samples, batch_size=cfg.eval.batch_size)
     nll_seconds = time.perf_counter() - t0
     latent = diagnostics.latent_summary(model, params, test, jax.random.fold_in(key, 2))
     history = [r for r in read_metrics(ctx.workdir) if "split" not in r]
@@ -412,8 +462,9 @@ def final_report(ctx: RunContext, state: TrainState, *, log: Callable[[str], Non
         "params_sha256": params_sha256(params),
         "latent": latent,
     }
-    _write_images(ctx, params, key)
-    atomic_write_json(ctx.workdir / "summary.json", summary)
+    if sharding.is_main_process():
+        _write_images(ctx, params, key)
+        atomic_write_json(ctx.workdir / "summary.json", summary)
     return summary
 
 
@@ -457,6 +508,8 @@ def format_summary(summary: dict[str, Any], workdir: Path) -> str:
 def fit(cfg: Config, workdir: str | os.PathLike, *, force: bool = False, progress: bool = True,
         log: Callable[[str], None] = print) -> dict[str, Any]:
     """Trains (or resumes) a run in ``workdir`` and writes the complete run directory; returns the summary."""
+    if not sharding.is_main_process():  # in a multi-process run only process 0 logs and shows progress
+        log, progress = (lambda _: None), False
     ctx = setup_run(cfg, workdir, force=force, log=log)
     state = ctx.state
     if ctx.start_step < ctx.total_steps:

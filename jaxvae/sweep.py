@@ -10,6 +10,10 @@ sweep writes into the model's folder, ``train.data_seed`` included so that the b
 Outputs in the sweep's directory: ``models/<i>-<label>/{config,summary}.json`` and ``metrics.jsonl``,
 ``sweep.json`` (every model's settings and results; failed models are listed, never dropped) and
 ``rate_distortion.png`` (rate = KL, distortion = reconstruction loss, ELBO iso-lines).
+
+On a mesh (``mesh.shape``, see :mod:`jaxvae.sharding`) the stacked-model axis ``[N, ...]`` is split over the
+``data`` axis when its size divides ``N``: each device trains ``N / devices`` models on the (replicated) batch.
+Otherwise every device holds all models (a note says so). A sweep runs in one process.
 """
 
 from __future__ import annotations
@@ -27,14 +31,14 @@ import numpy as np
 
 from jaxvae import config as config_lib
 from jaxvae import data as data_lib
-from jaxvae import diagnostics, evaluate, report
+from jaxvae import diagnostics, evaluate, report, sharding
 from jaxvae.builders import build_model, build_objective, build_optimizer
 from jaxvae.checkpoint import Checkpointer
 from jaxvae.config import Config
 from jaxvae.errors import ConfigError
 from jaxvae.loop import _progress_bar, chunk_end, data_seed, load_run_dataset, params_sha256
 from jaxvae.model import count_params
-from jaxvae.train import init_train_state, make_train_chunk, make_train_step_with_hyper
+from jaxvae.train import init_train_state, jit_train_chunk, make_train_chunk, make_train_step_with_hyper
 from jaxvae.writers import MetricWriter, atomic_write_json
 
 # Keys whose values only change an objective's scheduled weights (or the seed), so models that differ in them
@@ -116,9 +120,19 @@ def run_sweep(base: Config, over: Mapping[str, Sequence[str]], workdir: str | Pa
     objectives = [build_objective(c, model, total, dataset_size=n_train) for c in configs]
     n = len(configs)
 
+    if jax.process_count() > 1:
+        raise ConfigError(f"jaxvae sweep runs in one process (it uses all devices of one host); this run has "
+                          f"{jax.process_count()} processes. Run one sweep per host, each with part of the grid.")
+    mesh = sharding.mesh_from_config(base)
+    if sharding.data_axis_size(mesh) > 1 and not sharding.stacked_axis_is_sharded(n, mesh):
+        log(f"Note: the {n} models do not split evenly over the {sharding.data_axis_size(mesh)} devices of the "
+            f"mesh's data axis, so every device trains all of them (replicated). Sweep a multiple of "
+            f"{sharding.data_axis_size(mesh)} models to spread them over the devices.")
     keys = jnp.stack([jax.random.key(c.train.seed) for c in configs])
-    init = jax.jit(jax.vmap(lambda k: init_train_state(model, optimizer, objectives[0], k)))
-    states = init(keys)
+    # The stacked states are created directly in their shardings (models over `data` when that divides N).
+    states, state_sh = sharding.init_sharded(
+        jax.vmap(lambda k: init_train_state(model, optimizer, objectives[0], k)),
+        lambda shapes: sharding.stacked_shardings(shapes, mesh), keys)
     ckpt = Checkpointer(workdir / "checkpoints", max_to_keep=base.train.keep_checkpoints)
     start = ckpt.latest_step() or 0
     if start:
@@ -143,9 +157,9 @@ def run_sweep(base: Config, over: Mapping[str, Sequence[str]], workdir: str | Pa
     atomic_write_json(workdir / "sweep_config.json",
                       {"base": config_lib.to_dict(base), "over": dict(over), "seeds": seeds, "labels": labels})
     log(f"Sweep of {n} models ({count_params(_index(states.params, 0)):,} parameters each) on {ds.name}, "
-        f"{total:,} steps of batch {bs}, one compiled program.")
+        f"{total:,} steps of batch {bs}, one compiled program, {sharding.describe(mesh)}.")
 
-    train_data = jax.device_put(ds.train)
+    train_data = jax.device_put(ds.train, sharding.replicated(mesh))
     chunk_fns: dict[int, Callable] = {}
     bar = _progress_bar(total, start, enabled=progress)
     step, perm_epoch, perm = start, -1, None
@@ -159,7 +173,7 @@ def run_sweep(base: Config, over: Mapping[str, Sequence[str]], workdir: str | Pa
                 perm = jnp.asarray(data_lib.epoch_permutation(data_seed(base), epoch, n_train).astype(np.int32))
                 perm_epoch = epoch
             if length not in chunk_fns:
-                chunk_fns[length] = jax.jit(make_train_chunk(sweep_step, bs, length), donate_argnums=0)
+                chunk_fns[length] = jit_train_chunk(make_train_chunk(sweep_step, bs, length), state_sh, mesh)
             t0 = time.perf_counter()
             states, metrics = chunk_fns[length](states, train_data, perm, jnp.int32(step % spe))
             metrics = jax.device_get(metrics)

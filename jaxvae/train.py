@@ -130,23 +130,57 @@ def make_train_step_with_hyper(model: PureVAE, objective: Objective, optimizer: 
 
 
 def make_train_chunk(train_step: Callable[[TrainState, Array], tuple[TrainState, Metrics]], batch_size: int,
-                     num_steps: int) -> Callable[[TrainState, Array, Array, Array], tuple[TrainState, Metrics]]:
+                     num_steps: int, *, batch_sharding: jax.sharding.Sharding | None = None
+                     ) -> Callable[[TrainState, Array, Array, Array], tuple[TrainState, Metrics]]:
     """``num_steps`` train steps as one ``jax.lax.scan`` over a dataset that lives on the device.
 
     The returned function ``(state, data [N, *E], perm [M] int32, first_batch []) -> (state, mean metrics)``
     takes batch ``b`` as ``data[perm[b * B:(b + 1) * B]]`` for ``b = first_batch, ..., first_batch +
-    num_steps - 1``; metrics are averaged over the chunk. Jit it with ``donate_argnums=0``.
+    num_steps - 1``; metrics are averaged over the chunk. Jit it with ``donate_argnums=0`` (or use
+    :func:`jit_train_chunk`). With ``batch_sharding`` (a mesh), each gathered batch is split over the mesh's
+    ``data`` axis (the dataset itself is replicated on every device).
     """
 
     def chunk(state: TrainState, data: Array, perm: Array, first_batch: Array) -> tuple[TrainState, Metrics]:
         def body(state, i):
             idx = jax.lax.dynamic_slice_in_dim(perm, (first_batch + i) * batch_size, batch_size)
-            return train_step(state, jnp.take(data, idx, axis=0))
+            batch = jnp.take(data, idx, axis=0)  # [B, *E]
+            if batch_sharding is not None:
+                batch = jax.lax.with_sharding_constraint(batch, batch_sharding)
+            return train_step(state, batch)
 
         state, metrics = jax.lax.scan(body, state, jnp.arange(num_steps))
         return state, jax.tree.map(lambda m: jnp.mean(m, axis=0), metrics)
 
     return chunk
+
+
+def jit_train_step(train_step: Callable[[TrainState, Array], tuple[TrainState, Metrics]],
+                   state_shardings: Any = None, batch_sharding: jax.sharding.Sharding | None = None
+                   ) -> Callable[[TrainState, Array], tuple[TrainState, Metrics]]:
+    """The train step compiled once with explicit shardings and the state donated.
+
+    ``state_shardings`` (a :class:`TrainState` of shardings, see :func:`jaxvae.sharding.train_state_shardings`)
+    and ``batch_sharding`` (``P("data", ...)``) fix the layout of the inputs and outputs, so every step reuses
+    one executable; metrics come back replicated. Without shardings this is ``jax.jit(step, donate_argnums=0)``.
+    """
+    if state_shardings is None:
+        return jax.jit(train_step, donate_argnums=0)
+    metrics_sharding = jax.sharding.NamedSharding(batch_sharding.mesh, jax.sharding.PartitionSpec())
+    return jax.jit(train_step, in_shardings=(state_shardings, batch_sharding),
+                   out_shardings=(state_shardings, metrics_sharding), donate_argnums=0)
+
+
+def jit_train_chunk(chunk: Callable[[TrainState, Array, Array, Array], tuple[TrainState, Metrics]],
+                    state_shardings: Any = None, mesh: jax.sharding.Mesh | None = None
+                    ) -> Callable[[TrainState, Array, Array, Array], tuple[TrainState, Metrics]]:
+    """A :func:`make_train_chunk` function compiled with explicit shardings (dataset, permutation and batch
+    index replicated; metrics replicated) and the state donated."""
+    if state_shardings is None:
+        return jax.jit(chunk, donate_argnums=0)
+    rep = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+    return jax.jit(chunk, in_shardings=(state_shardings, rep, rep, rep), out_shardings=(state_shardings, rep),
+                   donate_argnums=0)
 
 
 def make_eval_step(model: PureVAE, *, analytic_kl: bool = True) -> Callable[[Params, Array, Array], Metrics]:

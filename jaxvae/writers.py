@@ -73,10 +73,18 @@ class MetricWriter:
       resume_step: when resuming, records with ``step > resume_step`` (written after the last checkpoint by the
         interrupted run) are dropped first, so the file has no duplicated or missing steps.
       tensorboard: mirror scalars to ``workdir/tensorboard`` if tensorboardX is importable.
+      enabled: ``False`` makes every call a no-op and touches no file (the processes other than 0 of a
+        multi-process run).
     """
 
-    def __init__(self, workdir: str | os.PathLike, *, resume_step: int | None = None, tensorboard: bool = True):
+    def __init__(self, workdir: str | os.PathLike, *, resume_step: int | None = None, tensorboard: bool = True,
+                 enabled: bool = True):
         self.path = Path(workdir) / "metrics.jsonl"
+        self.enabled = enabled
+        self._file = None
+        self._tb = None
+        if not enabled:
+            return
         if resume_step is not None and self.path.exists():
             kept = [line for line in self.path.read_text().splitlines()
                     if (step := _record_step(line)) is not None and step <= resume_step]
@@ -94,6 +102,8 @@ class MetricWriter:
                 self._tb = SummaryWriter(str(Path(workdir) / "tensorboard"))
 
     def write(self, record: Mapping[str, Any]) -> None:
+        if self._file is None:
+            return
         record = {k: _clean(v) for k, v in record.items()}
         self._file.write(json.dumps(record) + "\n")
         self._file.flush()
@@ -104,7 +114,8 @@ class MetricWriter:
                     self._tb.add_scalar(f"{prefix}/{k}", v, record["step"])
 
     def close(self) -> None:
-        self._file.close()
+        if self._file is not None:
+            self._file.close()
         if self._tb is not None:
             self._tb.close()
 
