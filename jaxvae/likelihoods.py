@@ -41,6 +41,23 @@ def _event_sum(lp: Array, x: Array, event_ndim: int | None) -> Array:
     return jnp.sum(lp, axis=tuple(range(lp.ndim - n, lp.ndim)))
 
 
+def _flatten_events(out: Array, x: Array, event_ndim: int | None) -> tuple[Array, Array, int | None]:
+    """``out [..., *E, P]``, ``x [..., *E]`` -> ``[..., prod(E), P]``, ``[..., prod(E)]`` and ``event_ndim=1``.
+
+    Every likelihood here is a product over elements, so this changes no value; XLA:CPU vectorises the fused
+    per-element loop over one long axis far better than over ``(28, 28, 1)`` with broadcast leading axes (the
+    IWAE decoder log-density ran 12x faster flattened on a 2-core CPU). Left alone when the event dims of ``x``
+    and ``out`` differ (broadcasting) or there is nothing to merge.
+    """
+    out, x = jnp.asarray(out), jnp.asarray(x)
+    n = x.ndim - 1 if event_ndim is None else event_ndim
+    if n <= 1 or out.ndim < n + 1 or x.ndim < n or out.shape[out.ndim - 1 - n:-1] != x.shape[x.ndim - n:]:
+        return out, x, event_ndim
+    size = math.prod(x.shape[x.ndim - n:])
+    return (out.reshape(*out.shape[:out.ndim - 1 - n], size, out.shape[-1]),
+            x.reshape(*x.shape[:x.ndim - n], size), 1)
+
+
 def _log1mexp(t: Array, log_t: Array) -> Array:
     r""":math:`\log(1 - e^{-t})` for :math:`t > 0`, given also :math:`\log t`; for :math:`t < 10^{-3}` uses
     :math:`\log t - t/2 + O(t^2)`, so it stays finite (with finite gradients) even when :math:`t` underflows."""
@@ -83,6 +100,7 @@ class Likelihood(abc.ABC):
 
     def log_prob(self, out: Array, x: Array, event_ndim: int | None = None) -> Array:
         r""":math:`\log p(x \mid \mathrm{out})` summed over the last ``event_ndim`` dims of ``x``; ``[...]``."""
+        out, x, event_ndim = _flatten_events(out, x, event_ndim)
         return _event_sum(self.log_prob_elements(out, x), x, event_ndim)
 
     def validate_data(self, x: np.ndarray) -> None:
@@ -277,6 +295,7 @@ class Gaussian(Likelihood):
         return -0.5 * jnp.square((x - loc) * jnp.exp(-log_sigma)) - log_sigma - 0.5 * _LOG_2PI
 
     def log_prob(self, out: Array, x: Array, event_ndim: int | None = None) -> Array:
+        out, x, event_ndim = _flatten_events(out, x, event_ndim)
         return _event_sum(self.log_prob_elements(out, x, event_ndim), x, event_ndim)
 
     def mean(self, out: Array) -> Array:
