@@ -10,7 +10,7 @@ PIP    := $(PY) -m pip
 ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: train test lint bench bench-torch-env clean
+.PHONY: train test notebooks lint bench bench-torch-env clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -34,6 +34,20 @@ train: $(VENV)/.installed-base
 test: $(VENV)/.installed-dev
 	@$(PY) -m pytest -n 2 $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests; treating as a failure." >&2; fi; \
+	exit $$rc
+
+# The tutorials in notebooks/, executed top to bottom by nbmake in a fresh kernel each (never collected by
+# `make test`: testpaths is tests/). NB_CELL_TIMEOUT caps one cell; --durations prints each notebook's time.
+# `make notebooks NB_ARGS=--overwrite` also writes the fresh outputs back into the .ipynb files.
+NB_CELL_TIMEOUT ?= 600
+NB_ARGS ?=
+$(VENV)/.installed-notebooks: pyproject.toml | $(PY)
+	$(PIP) install --quiet -e ".[notebooks]"
+	@touch $@ $(VENV)/.installed-base
+
+notebooks: $(VENV)/.installed-notebooks
+	@$(PY) -m pytest --nbmake --nbmake-timeout=$(NB_CELL_TIMEOUT) --durations=0 -q notebooks/ $(NB_ARGS); rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "make notebooks: pytest collected no notebooks; treating as a failure." >&2; fi; \
 	exit $$rc
 
 lint: $(VENV)/.installed-dev
