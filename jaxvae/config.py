@@ -106,7 +106,7 @@ class TrainConfig:
     steps: int | None = None  # total steps; overrides epochs when set
     seed: int = 0  # parameters and per-step randomness
     data_seed: int | None = None  # batch order and data splits/binarization; None = the same as seed
-    loop: str = "auto"  # auto (scan when the data fits on the device), scan, host
+    loop: str = "auto"  # auto (scan when the data fits on the device; host for conv nets on CPU), scan, host
     log_every: int = 50  # steps between metric records (and progress updates)
     eval_every: int = 0  # steps between validation passes; 0 = once per epoch
     checkpoint_every: int = 1000  # steps between checkpoints (rounded to a whole chunk); 0 = end only

@@ -195,6 +195,10 @@ def _choose_loop(cfg: Config, dataset: data_lib.Dataset) -> str:
         return "host"  # each process feeds only its own rows of every batch (see the docs on multi-host runs)
     if cfg.train.loop != "auto":
         return cfg.train.loop
+    if cfg.model.network == "conv" and jax.default_backend() == "cpu":
+        # XLA:CPU runs convolutions inside a scanned loop far slower than as separate jitted steps: 133 vs 569
+        # examples/s for the conv VAE at batch 128 on a 2-core CPU (benchmarks/RESULTS.md, 2026-11-27).
+        return "host"
     return "scan" if dataset.train.nbytes <= cfg.train.device_data_limit_mb * 2**20 else "host"
 
 
