@@ -7,10 +7,11 @@ Usage (as a user runs it; each step is a plain ``jaxvae`` command, printed befor
     python -m benchmarks reproduce c_iwae_table1 --schedule full --workdir /scratch/repro   # a GPU/TPU host
     python -m benchmarks reproduce --dry-run            # print the commands only
 
-Targets are the JSON files in ``benchmarks/reproduce/configs/``. A run directory that already holds a finished
-training run is resumed (a no-op), and an ``eval.json`` computed with the same settings is reused, so an
-interrupted reproduction continues where it stopped. Every figure is written next to exactly what produced it:
-schedule, epochs, seed, k and the number of test images; shortened schedules are labelled as such.
+Targets are the JSON files in ``benchmarks/reproduce/configs/``. A finished run (its ``summary.json`` exists)
+is not trained again, an interrupted one resumes from its checkpoint, and an ``eval.json`` computed with the same
+settings is reused, so an interrupted reproduction continues where it stopped. Every figure is written next to
+exactly what produced it: schedule, epochs, seed, k and the number of test images; shortened schedules are
+labelled as such.
 """
 
 from __future__ import annotations
@@ -78,7 +79,11 @@ def run_target(name: str, target: dict[str, Any], args: argparse.Namespace) -> l
         train = [sys.executable, "-m", "jaxvae", "train", "--preset", run["preset"], "--workdir", str(workdir)]
         for s in sets:
             train += ["--set", s]
-        train_s, _ = _run(train, log_path, args.dry_run)
+        if (workdir / "summary.json").exists() and not args.dry_run:  # written last: the run finished
+            print("  (finished run: training skipped; delete the folder to train again)")
+            train_s = math.nan
+        else:
+            train_s, _ = _run(train, log_path, args.dry_run)
 
         evaluate = [sys.executable, "-m", "jaxvae", "evaluate", "--workdir", str(workdir),
                     "--num-samples", str(ev["num_samples"]), "--seed", "0",
@@ -92,11 +97,15 @@ def run_target(name: str, target: dict[str, Any], args: argparse.Namespace) -> l
             summary = json.loads((workdir / "summary.json").read_text())
             reuse = (old.get("nll_num_samples") == ev["num_samples"] and old.get("step") == summary["steps"]
                      and (not max_examples or old.get("num_examples") == max_examples))
+        cost_file = workdir.parent / f"{slug}.eval-cost.json"  # how long the evaluation took, for the table
         if reuse:
             print("  (eval.json with the same settings exists; reused)")
-            eval_s, eval_rss = math.nan, math.nan
+            cost = json.loads(cost_file.read_text()) if cost_file.exists() else {}
+            eval_s, eval_rss = cost.get("seconds", math.nan), cost.get("peak_rss_mib", math.nan)
         else:
             eval_s, eval_rss = _run(evaluate, log_path, args.dry_run)
+            if not args.dry_run:
+                cost_file.write_text(json.dumps({"seconds": eval_s, "peak_rss_mib": eval_rss}))
         if args.dry_run:
             continue
         result = json.loads(eval_json.read_text())
