@@ -14,6 +14,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "RESULTS.md"
+SHARED_DATA = HERE.parent.parent / "shared" / "data"  # the shared real datasets beside the repository
 
 
 def machine() -> str:

@@ -178,7 +178,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--variants", default="jaxvae,plain-jax,torch-iwae,pythae-nll")
     p.add_argument("--device", choices=["cpu", "gpu"], default="cpu",
                    help="gpu: JAX on CUDA (JAX_PLATFORMS=cuda) and PyTorch on cuda; needs both installed for GPU")
-    p.add_argument("--data-dir", default=str(common.HERE.parent.parent / "shared" / "data" / "binarized_mnist"))
+    p.add_argument("--data-dir", default=str(common.SHARED_DATA / "binarized_mnist"))
     p.add_argument("--torch-python", default=str(common.HERE / ".venv-torch" / "bin" / "python"),
                    help="python of the PyTorch benchmark environment (make bench-torch-env); '' to skip")
     p.add_argument("--no-record", action="store_true")

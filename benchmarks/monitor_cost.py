@@ -24,7 +24,7 @@ def _train(workdir: Path, sets: list[str]) -> dict:
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog="python -m benchmarks monitor_cost", description=__doc__)
-    p.add_argument("--data-dir", default=str(common.HERE.parent.parent / "shared" / "data" / "mnist"))
+    p.add_argument("--data-dir", default=str(common.SHARED_DATA / "mnist"))
     p.add_argument("--epochs", type=int, default=5)
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--no-record", action="store_true")

@@ -18,7 +18,7 @@ from benchmarks import common
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog="python -m benchmarks sample_quality", description=__doc__)
-    p.add_argument("--data-dir", default=str(common.HERE.parent.parent / "shared" / "data" / "mnist"))
+    p.add_argument("--data-dir", default=str(common.SHARED_DATA / "mnist"))
     p.add_argument("--epochs", type=int, default=10)
     p.add_argument("--num-samples", type=int, default=10_000)
     p.add_argument("--components", type=int, default=10)

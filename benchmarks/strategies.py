@@ -28,7 +28,7 @@ STRATEGIES = {
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog="python -m benchmarks strategies", description=__doc__)
-    p.add_argument("--data-dir", default=str(common.HERE.parent.parent / "shared" / "data" / "mnist"))
+    p.add_argument("--data-dir", default=str(common.SHARED_DATA / "mnist"))
     p.add_argument("--epochs", type=int, default=30)
     p.add_argument("--nll-samples", type=int, default=1000)
     p.add_argument("--nll-examples", type=int, default=2000)

@@ -20,6 +20,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from jaxvae import sharding
 from jaxvae.builders import Objective
 from jaxvae.model import Params, PureVAE
 
@@ -166,7 +167,7 @@ def jit_train_step(train_step: Callable[[TrainState, Array], tuple[TrainState, M
     """
     if state_shardings is None:
         return jax.jit(train_step, donate_argnums=0)
-    metrics_sharding = jax.sharding.NamedSharding(batch_sharding.mesh, jax.sharding.PartitionSpec())
+    metrics_sharding = sharding.replicated(batch_sharding.mesh)
     return jax.jit(train_step, in_shardings=(state_shardings, batch_sharding),
                    out_shardings=(state_shardings, metrics_sharding), donate_argnums=0)
 
@@ -178,7 +179,7 @@ def jit_train_chunk(chunk: Callable[[TrainState, Array, Array, Array], tuple[Tra
     index replicated; metrics replicated) and the state donated."""
     if state_shardings is None:
         return jax.jit(chunk, donate_argnums=0)
-    rep = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+    rep = sharding.replicated(mesh)
     return jax.jit(chunk, in_shardings=(state_shardings, rep, rep, rep), out_shardings=(state_shardings, rep),
                    donate_argnums=0)
 

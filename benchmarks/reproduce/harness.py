@@ -175,7 +175,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("targets", nargs="*", help="config names (default: all), e.g. a_flax_example c_iwae_table1")
     p.add_argument("--schedule", choices=["short", "full"], default="short",
                    help="short: CPU-sized, labelled SHORTENED where it differs from the paper; full: the paper's")
-    p.add_argument("--data-root", default=str(common.HERE.parent.parent / "shared" / "data"),
+    p.add_argument("--data-root", default=str(common.SHARED_DATA),
                    help="folder holding mnist/ and binarized_mnist/ (default: ../shared/data)")
     p.add_argument("--workdir", default="runs/reproduce", help="where the run directories go")
     p.add_argument("--max-eval-examples", type=int, default=None,
