@@ -34,14 +34,14 @@ def synthetic_mnist(n: int, seed: int = 0) -> np.ndarray:
 
 
 def bench_jaxvae(data_path: Path, batch: int, epochs: int, loop_kind: str, workdir: Path,
-                 network: str = "mlp", steps_per_epoch: int = STEPS_PER_EPOCH) -> dict:
+                 network: str = "mlp", steps_per_epoch: int = STEPS_PER_EPOCH, conv_impl: str = "auto") -> dict:
     """The real path: config -> setup_run -> train_loop, data read from a user .npy file."""
     from jaxvae import config, loop
 
     sets = [f"data.name={data_path}", f"model.network={network}", f"model.latent_dim={LATENT}",
             f"model.hidden={','.join(map(str, HIDDEN))}", f"train.batch_size={batch}", f"train.epochs={epochs}",
             f"train.loop={loop_kind}", f"train.log_every={steps_per_epoch}", "train.checkpoint_every=0",
-            "train.eval_every=1000000", "data.valid_size=0"]
+            "train.eval_every=1000000", "data.valid_size=0", f"model.conv_impl={conv_impl}"]
     cfg = config.apply_overrides(config.get_preset("mnist"), sets)
     ctx = loop.setup_run(cfg, workdir, log=lambda _: None)
     t0 = time.perf_counter()
@@ -154,8 +154,10 @@ def _single(kind: str, arch: str, batch: int, epochs: int, data_path: Path) -> d
     data = np.load(data_path)
     steps = data.shape[0] // batch
     with tempfile.TemporaryDirectory() as tmp:
-        if kind in ("jaxvae-scan", "jaxvae-host"):
-            out = bench_jaxvae(data_path, batch, epochs, kind.split("-")[1], Path(tmp) / "run", arch, steps)
+        if kind.startswith("jaxvae-"):
+            conv_impl = "xla" if kind.endswith("-xlaconv") else "auto"
+            out = bench_jaxvae(data_path, batch, epochs, kind.split("-")[1], Path(tmp) / "run", arch, steps,
+                               conv_impl)
         elif kind == "plain-jax-host":
             out = bench_plain_jax_host(data, batch, epochs)
         elif kind == "plain-jax-scan":
@@ -170,6 +172,9 @@ def _single(kind: str, arch: str, batch: int, epochs: int, data_path: Path) -> d
 
 JAX_KINDS = ["jaxvae-scan", "jaxvae-host", "plain-jax-host", "plain-jax-scan"]
 PLAIN_KINDS = ["plain-jax-host", "plain-jax-scan"]  # hand-written for the MLP only
+# Conv only, not run by default: jaxvae with XLA's native convolutions (model.conv_impl=xla) instead of the
+# matmul convolutions that model.conv_impl=auto picks on CPU (jaxvae.convops).
+XLACONV_KINDS = ["jaxvae-scan-xlaconv", "jaxvae-host-xlaconv"]
 TORCH_KINDS = ["torch-eager", "pythae-trainer"]
 
 
@@ -203,7 +208,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--steps-per-epoch", type=int, default=None, help="default: 100 for mlp, 25 for conv")
     p.add_argument("--repeats", type=int, default=3, help="runs per variant; the median is reported")
     p.add_argument("--variants", default=",".join(JAX_KINDS + TORCH_KINDS),
-                   help="comma-separated subset of " + ", ".join(JAX_KINDS + TORCH_KINDS))
+                   help="comma-separated subset of " + ", ".join(JAX_KINDS + XLACONV_KINDS + TORCH_KINDS))
     p.add_argument("--device", choices=["cpu", "gpu"], default="cpu",
                    help="gpu: JAX on CUDA (JAX_PLATFORMS=cuda) and PyTorch on cuda")
     p.add_argument("--torch-python", default=str(common.HERE / ".venv-torch" / "bin" / "python"),
@@ -222,9 +227,9 @@ def main(argv: list[str] | None = None) -> None:
     if args.torch_python and not torch_python:
         print(f"(no PyTorch environment at {args.torch_python}; run `make bench-torch-env` to compare)")
     chosen = [v for v in args.variants.split(",") if v]
-    unknown = sorted(set(chosen) - set(JAX_KINDS + TORCH_KINDS))
+    unknown = sorted(set(chosen) - set(JAX_KINDS + XLACONV_KINDS + TORCH_KINDS))
     if unknown:
-        raise SystemExit(f"unknown variant(s) {unknown}; choose from {JAX_KINDS + TORCH_KINDS}")
+        raise SystemExit(f"unknown variant(s) {unknown}; choose from {JAX_KINDS + XLACONV_KINDS + TORCH_KINDS}")
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for arch in args.archs.split(","):
@@ -232,7 +237,8 @@ def main(argv: list[str] | None = None) -> None:
                 data_path = Path(tmp) / f"mnist-shaped-{arch}-{batch}.npy"
                 np.save(data_path, synthetic_mnist(_steps(arch, args) * batch), allow_pickle=False)
                 kinds = [k for k in chosen if (k not in TORCH_KINDS or torch_python)
-                         and (arch == "mlp" or k not in PLAIN_KINDS)]
+                         and (arch == "mlp" or k not in PLAIN_KINDS)
+                         and (arch == "conv" or k not in XLACONV_KINDS)]
                 results: dict[str, list[dict]] = {k: [] for k in kinds}
                 for r in range(args.repeats):
                     # Interleave the variants and rotate their order every repeat, so that drifts in machine

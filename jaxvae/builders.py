@@ -63,7 +63,7 @@ def vae_builder(cfg: Config, event_shape: tuple[int, ...]) -> Callable[[nnx.Rngs
             return VAE.mlp(event_shape, m.latent_dim, likelihood, hidden=m.hidden, activation=m.activation,
                            prior=prior, rngs=rngs)
         return VAE.conv(event_shape, m.latent_dim, likelihood, channels=m.channels, hidden=m.conv_hidden,
-                        activation=m.activation, prior=prior, rngs=rngs)
+                        activation=m.activation, conv_impl=m.conv_impl, prior=prior, rngs=rngs)
 
     return build
 

@@ -45,6 +45,7 @@ class ModelConfig:
     hidden: tuple[int, ...] = (256, 128)  # MLP encoder widths (the decoder mirrors them)
     channels: tuple[int, ...] = (32, 64)  # conv encoder channels (the decoder mirrors them)
     conv_hidden: int = 256
+    conv_impl: str = "auto"  # auto (matmul on CPU, native on GPU/TPU), xla or matmul; see jaxvae.convops
     activation: str = "relu"
     likelihood: str = "bernoulli"  # see jaxvae.likelihoods.get
     likelihood_scale: str = "1.0"  # Gaussian sigma / Laplace scale: a number, "learned", "per_pixel", "optimal"
@@ -106,7 +107,7 @@ class TrainConfig:
     steps: int | None = None  # total steps; overrides epochs when set
     seed: int = 0  # parameters and per-step randomness
     data_seed: int | None = None  # batch order and data splits/binarization; None = the same as seed
-    loop: str = "auto"  # auto (scan when the data fits on the device; host for conv nets on CPU), scan, host
+    loop: str = "auto"  # auto (scan when the data fits on the device, else host), scan, host
     log_every: int = 50  # steps between metric records (and progress updates)
     eval_every: int = 0  # steps between validation passes; 0 = once per epoch
     checkpoint_every: int = 1000  # steps between checkpoints (rounded to a whole chunk); 0 = end only
@@ -316,6 +317,7 @@ def all_keys() -> list[str]:
 
 _CHOICES = {
     "model.network": ("mlp", "conv"),
+    "model.conv_impl": ("auto", "xla", "matmul"),
     "model.prior": ("standard_normal", "learned_gaussian", "mixture", "vamp"),
     "objective.name": ("elbo", "iwae", "free_bits", "capacity", "beta_tcvae", "info_vae"),
     "objective.controller": ("none", "geco", "pi"),

@@ -195,9 +195,10 @@ def _choose_loop(cfg: Config, dataset: data_lib.Dataset) -> str:
         return "host"  # each process feeds only its own rows of every batch (see the docs on multi-host runs)
     if cfg.train.loop != "auto":
         return cfg.train.loop
-    if cfg.model.network == "conv" and jax.default_backend() == "cpu":
-        # XLA:CPU runs convolutions inside a scanned loop far slower than as separate jitted steps: 133 vs 569
-        # examples/s for the conv VAE at batch 128 on a 2-core CPU (benchmarks/RESULTS.md, 2026-11-27).
+    if cfg.model.network == "conv" and cfg.model.conv_impl == "xla" and jax.default_backend() == "cpu":
+        # XLA:CPU runs its native convolutions inside a scanned loop far slower than as separate jitted steps:
+        # 133 vs 569 examples/s for the conv VAE at batch 128 on a 2-core CPU (benchmarks/RESULTS.md). The
+        # matmul convolutions (conv_impl=auto on CPU) do not have that problem, and there scan is the faster loop.
         return "host"
     return "scan" if dataset.train.nbytes <= cfg.train.device_data_limit_mb * 2**20 else "host"
 

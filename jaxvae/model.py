@@ -71,12 +71,17 @@ class VAE(nnx.Module):
     @classmethod
     def conv(cls, event_shape: Sequence[int], latent_dim: int, likelihood: Any, *,
              channels: Sequence[int] = (32, 64), hidden: int = 256, activation: str = "relu",
-             prior: nnx.Module | None = None, rngs: nnx.Rngs) -> VAE:
-        """Convolutional encoder/decoder for ``(H, W, C)`` images with H, W divisible by 4."""
-        encoder = nets.ConvEncoder(event_shape, latent_dim, channels, hidden, activation=activation, rngs=rngs)
+             conv_impl: str = "auto", prior: nnx.Module | None = None, rngs: nnx.Rngs) -> VAE:
+        """Convolutional encoder/decoder for ``(H, W, C)`` images with H, W divisible by 4.
+
+        ``conv_impl``: ``auto`` (matmul-based convolutions on CPU, native ones on GPU/TPU), ``xla`` or ``matmul``;
+        see :mod:`jaxvae.convops`. It changes the program, not the parameters."""
+        encoder = nets.ConvEncoder(event_shape, latent_dim, channels, hidden, activation=activation,
+                                   conv_impl=conv_impl, rngs=rngs)
         decoder = nets.ConvDecoder(
             latent_dim, event_shape, tuple(reversed(channels)), hidden, num_outputs=likelihood.num_outputs,
-            num_global_outputs=likelihood.num_global_outputs, activation=activation, rngs=rngs)
+            num_global_outputs=likelihood.num_global_outputs, activation=activation, conv_impl=conv_impl,
+            rngs=rngs)
         return cls(encoder, decoder, likelihood, prior or priors_lib.StandardNormal(latent_dim), event_shape)
 
     def encode(self, x: Array) -> DiagonalGaussian:

@@ -19,6 +19,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from jaxvae import convops
 from jaxvae.errors import ConfigError
 from jaxvae.posteriors import DiagonalGaussian
 
@@ -59,6 +60,31 @@ def _check_image_shape(event_shape: Sequence[int], what: str) -> tuple[int, int,
             "Use the MLP networks (model.network=mlp) for other shapes."
         )
     return tuple(event_shape)  # type: ignore[return-value]
+
+
+def _check_conv_impl(conv_impl: str) -> str:
+    if conv_impl not in convops.IMPLS:
+        raise ConfigError(f"Unknown conv_impl {conv_impl!r}; choose one of {convops.IMPLS} (auto: matmul on CPU, "
+                          "the native XLA convolutions on GPU/TPU).")
+    return conv_impl
+
+
+def _strides(layer: nnx.Conv | nnx.ConvTranspose) -> tuple[int, int]:
+    s = layer.strides
+    return (s, s) if isinstance(s, int) else tuple(s)  # type: ignore[return-value]
+
+
+def _apply_conv(layer: nnx.Conv, x: Array, conv_impl: str) -> Array:
+    """``layer(x)``, computed by :mod:`jaxvae.convops` matmuls when ``conv_impl`` resolves to ``matmul``."""
+    if convops.resolve_impl(conv_impl) == "xla":
+        return layer(x)
+    return convops.conv(x, layer.kernel[...], _strides(layer)) + layer.bias[...]
+
+
+def _apply_conv_transpose(layer: nnx.ConvTranspose, x: Array, conv_impl: str) -> Array:
+    if convops.resolve_impl(conv_impl) == "xla":
+        return layer(x)
+    return convops.conv_transpose_polyphase(x, layer.kernel[...], _strides(layer)) + layer.bias[...]
 
 
 class _GlobalOutputs(nnx.Module):
@@ -143,7 +169,8 @@ class MLPDecoder(nnx.Module):
 class ConvEncoder(nnx.Module):
     """Two (or more) stride-2 convolutions ``(H, W, C) -> (H/4, W/4, c)``, then dense to ``2D``.
 
-    The layout of the Flax and Keras VAE examples: 3x3 kernels, ``channels=(32, 64)``, ReLU.
+    The layout of the Flax and Keras VAE examples: 3x3 kernels, ``channels=(32, 64)``, ReLU. ``conv_impl`` picks
+    how the convolutions run (see :mod:`jaxvae.convops`); the parameters are the same for every choice.
     """
 
     def __init__(
@@ -154,10 +181,12 @@ class ConvEncoder(nnx.Module):
         hidden: int = 256,
         *,
         activation: str = "relu",
+        conv_impl: str = "auto",
         rngs: nnx.Rngs,
     ):
         h, w, c = _check_image_shape(event_shape, "encoder")
         self.event_shape = (h, w, c)
+        self.conv_impl = _check_conv_impl(conv_impl)
         self.activation = get_activation(activation)
         strides = [2, 2] + [1] * (len(channels) - 2)
         ins = [c, *channels[:-1]]
@@ -171,7 +200,7 @@ class ConvEncoder(nnx.Module):
     def __call__(self, x: Array) -> DiagonalGaussian:
         x, batch_shape = _flatten_batch(x, 3)
         for conv in self.convs:
-            x = self.activation(conv(x))
+            x = self.activation(_apply_conv(conv, x, self.conv_impl))
         x = self.activation(self.dense(x.reshape(x.shape[0], -1)))
         return DiagonalGaussian.from_raw(self.head(x).reshape(*batch_shape, -1))
 
@@ -189,10 +218,12 @@ class ConvDecoder(nnx.Module):
         num_outputs: int = 1,
         num_global_outputs: int = 0,
         activation: str = "relu",
+        conv_impl: str = "auto",
         rngs: nnx.Rngs,
     ):
         h, w, c = _check_image_shape(event_shape, "decoder")
         self.event_shape = (h, w, c)
+        self.conv_impl = _check_conv_impl(conv_impl)
         self.num_local = num_outputs - num_global_outputs
         self.activation = get_activation(activation)
         self.base_shape = (h // 4, w // 4, channels[0])
@@ -211,6 +242,6 @@ class ConvDecoder(nnx.Module):
         x = self.activation(self.dense(z))
         x = self.activation(self.project(x)).reshape(-1, *self.base_shape)
         for deconv in self.deconvs:
-            x = self.activation(deconv(x))
-        out = self.head(x).reshape(*batch_shape, *self.event_shape, self.num_local)
+            x = self.activation(_apply_conv_transpose(deconv, x, self.conv_impl))
+        out = _apply_conv(self.head, x, self.conv_impl).reshape(*batch_shape, *self.event_shape, self.num_local)
         return self.global_outputs(out)
