@@ -15,6 +15,7 @@ the split, so the sharded estimate equals the single-device one (up to float rou
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 from typing import NamedTuple
@@ -32,6 +33,30 @@ Array = jax.Array
 # the activations must stay cache-sized (2.5k x 784 float32 is 7.8 MB). Accelerators want larger steps. Either way
 # memory is bounded independently of K.
 CPU_ROWS_PER_STEP, ACCELERATOR_ROWS_PER_STEP = 2_500, 100_000
+
+
+# XLA:CPU (jaxlib 0.10) compiles the IWAE step's three decoder matmuls, the per-pixel log-density and its row
+# sum into one YNNPACK library fusion, which took 21.2 ms per 2,500 decoder passes of an MLP 784-512-256-32,
+# against 16.0 ms with YNNPACK fusions off (XLA:CPU's own emitters and dot runtime): a 1.3x faster evaluation
+# with the same values. Only the evaluation programs get the option; training steps measured no faster with it.
+_CPU_EVAL_OPTIONS = {"xla_cpu_experimental_ynn_fusion_type": ""}
+
+
+@functools.cache
+def _cpu_options_supported() -> bool:
+    """Whether this jaxlib accepts :data:`_CPU_EVAL_OPTIONS` (a debug option that may be renamed or removed)."""
+    try:
+        jax.jit(lambda x: x + 1, compiler_options=_CPU_EVAL_OPTIONS).lower(jnp.float32(0)).compile()
+    except Exception:  # any refusal means: compile without the option
+        return False
+    return True
+
+
+def eval_compiler_options() -> dict[str, str] | None:
+    """XLA compiler options for the sample-heavy evaluation programs: YNNPACK fusions off on CPU, else none."""
+    if jax.default_backend() == "cpu" and _cpu_options_supported():
+        return dict(_CPU_EVAL_OPTIONS)
+    return None
 
 
 def default_sample_chunk(num_samples: int, batch_size: int) -> int:
@@ -59,16 +84,19 @@ def _pad_batches(data: np.ndarray, batch_size: int) -> tuple[np.ndarray, int]:
 
 
 def make_iwae_fn(model: PureVAE, num_samples: int, sample_chunk: int, *,
-                 mesh: jax.sharding.Mesh | None = None) -> Callable[[Params, Array, Array], Array]:
+                 mesh: jax.sharding.Mesh | None = None,
+                 compiler_options: dict[str, str] | None = None) -> Callable[[Params, Array, Array], Array]:
     """A jitted ``(params, x [B, *E], key) -> log p(x) estimate [B]`` streaming ``num_samples`` in chunks.
 
     With ``mesh``, ``x`` is split over the ``data`` axis (``B`` must be a multiple of its size; pass a global
     array from :func:`jaxvae.sharding.make_global_batch` in multi-process runs) and the result is replicated.
+    ``compiler_options`` (e.g. :func:`eval_compiler_options`, which :func:`make_iwae_evaluator` uses) are passed
+    to :func:`jax.jit`; JAX accepts them only on a top-level jit, so leave them out to call the function inside
+    your own jitted code.
     """
     num_chunks = math.ceil(num_samples / sample_chunk)
     event_ndim = len(model.event_shape)
 
-    @jax.jit
     def log_px(params: Params, x: Array, key: Array) -> Array:
         vae = model.merge(params)
         q = vae.encode(x)  # computed once per batch, reused by every chunk
@@ -88,7 +116,7 @@ def make_iwae_fn(model: PureVAE, num_samples: int, sample_chunk: int, *,
         return total - math.log(num_samples)
 
     if mesh is None:
-        return log_px
+        return jax.jit(log_px, compiler_options=compiler_options)
     from jaxvae import sharding
 
     x_sharding = sharding.batch_sharding(mesh, 1 + event_ndim)
@@ -96,7 +124,7 @@ def make_iwae_fn(model: PureVAE, num_samples: int, sample_chunk: int, *,
     def sharded(params: Params, x: Array, key: Array) -> Array:
         return log_px(params, jax.lax.with_sharding_constraint(x, x_sharding), key)  # examples over `data`
 
-    return jax.jit(sharded, out_shardings=sharding.replicated(mesh))
+    return jax.jit(sharded, out_shardings=sharding.replicated(mesh), compiler_options=compiler_options)
 
 
 def make_iwae_evaluator(model: PureVAE, *, num_samples: int = 5000, batch_size: int = 100,
@@ -106,7 +134,7 @@ def make_iwae_evaluator(model: PureVAE, *, num_samples: int = 5000, batch_size: 
     :func:`iwae_log_likelihood`). Reuse it to evaluate many models of one architecture."""
     if sample_chunk is None:
         sample_chunk = default_sample_chunk(num_samples, batch_size)
-    fn = make_iwae_fn(model, num_samples, sample_chunk, mesh=mesh)
+    fn = make_iwae_fn(model, num_samples, sample_chunk, mesh=mesh, compiler_options=eval_compiler_options())
     to_device: Callable[[np.ndarray], Array | np.ndarray] = lambda x: x
     if mesh is not None:
         from jaxvae import sharding

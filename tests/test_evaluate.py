@@ -29,6 +29,20 @@ def test_chunked_streaming_iwae_equals_direct_log_sum_exp():
     np.testing.assert_allclose(got, logsumexp(log_w, axis=0) - math.log(10), rtol=1e-5)
 
 
+def test_evaluation_compiler_options_change_no_value_and_the_plain_fn_nests_in_user_jit():
+    """The evaluator compiles with :func:`evaluate.eval_compiler_options` (YNNPACK fusions off on CPU); the
+    estimate is the one of the default compilation, and ``make_iwae_fn`` without options composes with a user's
+    jit."""
+    model, params, x, _ = _ppca()
+    key = jax.random.key(4)
+    plain = evaluate.make_iwae_fn(model, num_samples=50, sample_chunk=8)
+    tuned = evaluate.make_iwae_fn(model, num_samples=50, sample_chunk=8,
+                                  compiler_options=evaluate.eval_compiler_options())
+    np.testing.assert_allclose(tuned(params, x, key), plain(params, x, key), rtol=1e-6)
+    nested = jax.jit(lambda p: jnp.mean(plain(p, x, key)))(params)
+    np.testing.assert_allclose(nested, jnp.mean(plain(params, x, key)), rtol=1e-6)
+
+
 def test_iwae_log_likelihood_matches_exact_ppca_and_is_deterministic():
     model, params, x, log_px = _ppca()
     data = np.asarray(x)
