@@ -107,7 +107,8 @@ class TrainConfig:
     steps: int | None = None  # total steps; overrides epochs when set
     seed: int = 0  # parameters and per-step randomness
     data_seed: int | None = None  # batch order and data splits/binarization; None = the same as seed
-    loop: str = "auto"  # auto (scan when the data fits on the device, else host), scan, host
+    loop: str = "auto"  # auto: scan when the data fits on the device, else host (host also for multi-process
+    # runs and for conv nets with model.conv_impl=xla on CPU); scan; host
     log_every: int = 50  # steps between metric records (and progress updates)
     eval_every: int = 0  # steps between validation passes; 0 = once per epoch
     checkpoint_every: int = 1000  # steps between checkpoints (rounded to a whole chunk); 0 = end only
@@ -369,6 +370,9 @@ def validate(cfg: Config) -> Config:
         raise ConfigError(f"objective.cycle_ratio must be in (0, 1]; got {cfg.objective.cycle_ratio}.")
     if any(h <= 0 for h in cfg.model.hidden) or any(c <= 0 for c in cfg.model.channels):
         raise ConfigError("model.hidden and model.channels must be positive widths, e.g. model.hidden=512,256.")
+    if cfg.model.network == "conv" and len(cfg.model.channels) < 2:
+        raise ConfigError(f"model.network=conv needs at least two model.channels (two stride-2 layers, e.g. "
+                          f"model.channels=32,64); got {cfg.model.channels}.")
     if cfg.model.latent_dim % cfg.objective.free_bits_group:
         raise ConfigError(f"objective.free_bits_group={cfg.objective.free_bits_group} must divide "
                           f"model.latent_dim={cfg.model.latent_dim}.")

@@ -1,9 +1,9 @@
 """Convolutions written as matrix multiplications, for backends whose native convolutions are slow.
 
-XLA:CPU runs plain convolutions well, but the strided transposed convolution of a VAE decoder (an input-dilated
-convolution) and the gradients of strided convolutions take a slow path: for the conv VAE at batch 128, the
-two stride-2 transposed convolutions alone took 43 and 152 ms per training step on a 2-core CPU, against 9 and
-35 ms as matrix multiplications (fwd+bwd, 2026-11-27, see ``benchmarks/RESULTS.md``). The functions here compute
+XLA:CPU's native convolutions are slow for a VAE decoder, above all its strided transposed convolutions
+(input-dilated convolutions): for the conv VAE at batch 128, the two stride-2 transposed convolutions took 43 and
+152 ms per training step (forward and backward) on a 2-core CPU, against 9.5 and 31.8 ms as matrix
+multiplications (the per-layer profile in ``benchmarks/RESULTS.md``, 2026-11-27). The functions here compute
 exactly what :func:`jax.lax.conv_general_dilated` / :func:`jax.lax.conv_transpose` compute with ``'SAME'``
 padding, NHWC inputs and HWIO kernels (the layout of :class:`flax.nnx.Conv` and :class:`flax.nnx.ConvTranspose`),
 so the parameters, checkpoints and results are the same up to float rounding; only the program differs:
@@ -34,12 +34,25 @@ IMPLS = ("auto", "xla", "matmul")
 
 def resolve_impl(impl: str) -> str:
     """``auto`` means ``matmul`` on CPU and the native (``xla``) convolutions on GPU/TPU, where cuDNN and the TPU
-    compiler handle strided and transposed convolutions well. Decided at trace time from the default backend."""
+    compiler handle strided and transposed convolutions well. Decided at trace time from
+    :func:`jax.default_backend`, not from the devices a program is later placed on: on a GPU host, code jitted
+    for CPU devices gets the native convolutions (same values, slower); pass ``xla`` or ``matmul`` explicitly
+    there."""
     if impl not in IMPLS:
         raise ValueError(f"Unknown convolution implementation {impl!r}; choose one of {IMPLS}.")
     if impl == "auto":
         return "matmul" if jax.default_backend() == "cpu" else "xla"
     return impl
+
+
+def _pair(strides: int | Sequence[int] | None) -> tuple[int, int]:
+    """``None`` -> ``(1, 1)``, ``s`` -> ``(s, s)``, ``(a, b)`` -> ``(a, b)`` (the conventions of ``nnx.Conv``)."""
+    if strides is None:
+        return (1, 1)
+    if isinstance(strides, int):
+        return (strides, strides)
+    sy, sx = strides
+    return (int(sy), int(sx))
 
 
 def _same_padding(size: int, k: int, s: int) -> tuple[int, int, int]:
@@ -63,8 +76,9 @@ def _shifted(x: Array, offsets_y: Sequence[int], offsets_x: Sequence[int], out_h
     ]
 
 
-def conv_im2col(x: Array, kernel: Array, strides: tuple[int, int] = (1, 1)) -> Array:
+def conv_im2col(x: Array, kernel: Array, strides: int | Sequence[int] | None = 1) -> Array:
     """``'SAME'`` convolution ``x [N, H, W, C] * kernel [kh, kw, C, O] -> [N, ceil(H/s), ceil(W/s), O]``."""
+    strides = _pair(strides)
     n, h, w, c = x.shape
     kh, kw, _, o = kernel.shape
     oh, py, _ = _same_padding(h, kh, strides[0])
@@ -89,10 +103,10 @@ def conv_col2im(x: Array, kernel: Array) -> Array:
     return out
 
 
-def conv(x: Array, kernel: Array, strides: tuple[int, int] = (1, 1)) -> Array:
+def conv(x: Array, kernel: Array, strides: int | Sequence[int] | None = 1) -> Array:
     """``'SAME'`` convolution as matmuls: col2im for stride 1 with fewer output than input channels, else
     im2col."""
-    if tuple(strides) == (1, 1) and kernel.shape[-1] < kernel.shape[-2]:
+    if _pair(strides) == (1, 1) and kernel.shape[-1] < kernel.shape[-2]:
         return conv_col2im(x, kernel)
     return conv_im2col(x, kernel, strides)
 
@@ -108,11 +122,11 @@ def _transpose_taps(k: int, s: int) -> list[list[tuple[int, int]]]:
     return [[(t, (r + t - pad_a) // s) for t in range(k) if (r + t - pad_a) % s == 0] for r in range(s)]
 
 
-def conv_transpose_polyphase(x: Array, kernel: Array, strides: tuple[int, int] = (1, 1)) -> Array:
+def conv_transpose_polyphase(x: Array, kernel: Array, strides: int | Sequence[int] | None = 1) -> Array:
     """``lax.conv_transpose(x, kernel, strides, 'SAME')`` for NHWC/HWIO: ``[N, H, W, C] -> [N, sH, sW, O]``."""
     n, h, w, c = x.shape
     kh, kw, _, o = kernel.shape
-    sy, sx = strides
+    sy, sx = _pair(strides)
     taps_y, taps_x = _transpose_taps(kh, sy), _transpose_taps(kw, sx)
     offsets_y = sorted({d for phase in taps_y for _, d in phase})
     offsets_x = sorted({d for phase in taps_x for _, d in phase})

@@ -36,9 +36,10 @@ CPU_ROWS_PER_STEP, ACCELERATOR_ROWS_PER_STEP = 2_500, 100_000
 
 
 # XLA:CPU (jaxlib 0.10) compiles the IWAE step's three decoder matmuls, the per-pixel log-density and its row
-# sum into one YNNPACK library fusion, which took 21.2 ms per 2,500 decoder passes of an MLP 784-512-256-32,
-# against 16.0 ms with YNNPACK fusions off (XLA:CPU's own emitters and dot runtime): a 1.3x faster evaluation
-# with the same values. Only the evaluation programs get the option; training steps measured no faster with it.
+# sum into one YNNPACK library fusion: the whole step took 20.5-21.8 ms per 2,500 decoder passes of an MLP
+# 784-512-256-32 with the default options and 15.9-16.3 ms with YNNPACK fusions off (XLA:CPU's own emitters and
+# dot runtime), with the same values (profile in benchmarks/RESULTS.md). Only the evaluation programs get the
+# option: MLP and conv training steps were not faster with it there.
 _CPU_EVAL_OPTIONS = {"xla_cpu_experimental_ynn_fusion_type": ""}
 
 

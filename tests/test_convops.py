@@ -82,3 +82,37 @@ def test_auto_resolves_by_backend_and_bad_names_are_rejected():
     assert convops.resolve_impl("xla") == "xla"
     with pytest.raises(ConfigError, match="conv_impl"):
         nets.ConvDecoder(4, (8, 8, 1), conv_impl="cudnn", rngs=nnx.Rngs(0))
+
+
+def test_config_reaches_the_networks_and_picks_the_loop():
+    """``model.conv_impl`` travels from the config to both networks; on CPU only ``xla`` forces the host loop."""
+    from types import SimpleNamespace
+
+    from jaxvae import builders, config, loop
+
+    for impl in ("auto", "xla", "matmul"):
+        cfg = config.apply_overrides(config.get_preset("fashion-mnist"), [f"model.conv_impl={impl}"])
+        vae = builders.vae_builder(cfg, (28, 28, 1))(nnx.Rngs(0))
+        assert vae.encoder.conv_impl == vae.decoder.conv_impl == impl
+        small = SimpleNamespace(train=np.zeros((8, 28, 28, 1), np.float32))  # far below device_data_limit_mb
+        expected = "host" if impl == "xla" and jax.default_backend() == "cpu" else "scan"
+        assert loop._choose_loop(cfg, small) == expected
+    with pytest.raises(ConfigError, match=r"at least two model\.channels"):
+        config.apply_overrides(config.get_preset("fashion-mnist"), ["model.channels=32"])
+
+
+def test_evaluation_options_fall_back_when_the_compiler_refuses_them(monkeypatch):
+    from jaxvae import evaluate
+
+    monkeypatch.setattr(evaluate, "_CPU_EVAL_OPTIONS", {"xla_cpu_no_such_option_for_jaxvae": ""})
+    evaluate._cpu_options_supported.cache_clear()
+    try:
+        assert evaluate.eval_compiler_options() is None
+    finally:
+        evaluate._cpu_options_supported.cache_clear()
+
+
+def test_int_and_none_strides_are_accepted():
+    x, k = jnp.ones((1, 6, 6, 2)), jnp.ones((3, 3, 2, 4))
+    assert convops.conv(x, k, 2).shape == convops.conv(x, k, (2, 2)).shape == (1, 3, 3, 4)
+    assert convops.conv_transpose_polyphase(x, k, None).shape == (1, 6, 6, 4)
