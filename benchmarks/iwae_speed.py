@@ -151,8 +151,8 @@ def matmul_rates() -> dict[str, float]:
     from jaxvae import evaluate
 
     settings = {"default": None}
-    if evaluate.eval_compiler_options() is not None:
-        settings["eval-options"] = evaluate.eval_compiler_options()
+    if (options := evaluate.eval_compiler_options()) is not None:
+        settings["eval-options"] = options
     rates = {f"{name}@{rows}": measure_matmul_rate(rows, compiler_options=opts)
              for name, opts in settings.items() for rows in (2_500, 10_000)}
     return {"gflops": max(rates.values()), "rates": rates}

@@ -95,12 +95,9 @@ def conv_col2im(x: Array, kernel: Array) -> Array:
     _, py, _ = _same_padding(h, kh, 1)
     _, px, _ = _same_padding(w, kw, 1)
     u = (x.reshape(-1, c) @ kernel.transpose(2, 0, 1, 3).reshape(c, kh * kw * o)).reshape(n, h, w, kh * kw, o)
-    out = None
-    for ty in range(kh):
-        for tx in range(kw):
-            (v,) = _shifted(u[:, :, :, ty * kw + tx], [ty - py], [tx - px], h, w)
-            out = v if out is None else out + v
-    return out
+    # up[:, i + ty, j + tx] = u[:, i + ty - py, j + tx - px] (zero outside): one pad, then a slice per tap.
+    up = jnp.pad(u, ((0, 0), (py, kh - 1 - py), (px, kw - 1 - px), (0, 0), (0, 0)))
+    return sum(up[:, ty:ty + h, tx:tx + w, ty * kw + tx] for ty in range(kh) for tx in range(kw))
 
 
 def conv(x: Array, kernel: Array, strides: int | Sequence[int] | None = 1) -> Array:

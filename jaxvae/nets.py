@@ -69,21 +69,11 @@ def _check_conv_impl(conv_impl: str) -> str:
     return conv_impl
 
 
-def _check_layer(layer: nnx.Conv | nnx.ConvTranspose) -> None:
-    """The layer settings :mod:`jaxvae.convops` reproduces; anything else must use ``conv_impl=xla``."""
-    dilation = getattr(layer, "kernel_dilation", None)
-    ok = (layer.padding == "SAME" and dilation in (None, 1, (1, 1)) and layer.bias is not None
-          and getattr(layer, "feature_group_count", 1) == 1 and getattr(layer, "mask", None) is None)
-    if not ok:
-        raise ConfigError(f"{type(layer).__name__} settings not supported by conv_impl=matmul (needs SAME "
-                          "padding, no dilation, one group, a bias); use conv_impl=xla.")
-
-
 def _apply_conv(layer: nnx.Conv, x: Array, conv_impl: str) -> Array:
     """``layer(x)``, computed by :mod:`jaxvae.convops` matmuls when ``conv_impl`` resolves to ``matmul``.
 
-    The matmul path covers the layers these networks build: ``'SAME'`` padding, no dilation, one feature group,
-    a bias, the input's dtype (:func:`_check_layer` enforces it at construction)."""
+    The matmul path reproduces the layers these networks build (``'SAME'`` padding, no dilation, one feature
+    group, a bias); other layer settings need ``conv_impl=xla``."""
     if convops.resolve_impl(conv_impl) == "xla":
         return layer(x)
     return convops.conv(x, layer.kernel[...], layer.strides) + layer.bias[...]
@@ -201,8 +191,6 @@ class ConvEncoder(nnx.Module):
         self.convs = nnx.List(
             [nnx.Conv(i, o, (3, 3), strides=s, rngs=rngs) for i, o, s in zip(ins, channels, strides)]
         )
-        for layer in self.convs:
-            _check_layer(layer)
         flat = (h // 4) * (w // 4) * channels[-1]
         self.dense = nnx.Linear(flat, hidden, rngs=rngs)
         self.head = nnx.Linear(hidden, 2 * latent_dim, rngs=rngs)
@@ -245,8 +233,6 @@ class ConvDecoder(nnx.Module):
             [nnx.ConvTranspose(i, o, (3, 3), strides=s, rngs=rngs) for i, o, s in zip(channels, outs, strides)]
         )
         self.head = nnx.Conv(outs[-1], c * self.num_local, (3, 3), rngs=rngs)
-        for layer in (*self.deconvs, self.head):
-            _check_layer(layer)
         self.global_outputs = _GlobalOutputs(num_global_outputs)
 
     def __call__(self, z: Array) -> Array:
