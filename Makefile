@@ -10,7 +10,7 @@ PIP    := $(PY) -m pip
 ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: train test notebooks lint bench bench-torch-env clean
+.PHONY: train test test-slow notebooks lint bench bench-torch-env clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -32,8 +32,14 @@ train: $(VENV)/.installed-base
 # two pytest-xdist workers.
 # pytest's exit code 5 ("no tests collected") means a broken suite, never a pass.
 test: $(VENV)/.installed-dev
-	@$(PY) -m pytest -n 2 $(PYTEST_ARGS); rc=$$?; \
+	@$(PY) -m pytest -n 2 --dist loadgroup $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests; treating as a failure." >&2; fi; \
+	exit $$rc
+
+# The slow tier: long end-to-end checks (golden hashes of every preset, real data where ../shared/data has it).
+test-slow: $(VENV)/.installed-dev
+	@$(PY) -m pytest -n 2 --dist loadgroup -m slow $(PYTEST_ARGS); rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "make test-slow: pytest collected no tests; treating as a failure." >&2; fi; \
 	exit $$rc
 
 # The tutorials in notebooks/, executed top to bottom by nbmake in a fresh kernel each (never collected by

@@ -10,6 +10,8 @@ from jaxvae import (
     controllers,
     data,
     diagnostics,
+    discrepancy,
+    distributions,
     errors,
     evaluate,
     kl,
@@ -35,6 +37,7 @@ from jaxvae.diagnostics import (
     outlier_scores,
     prior_holes,
 )
+from jaxvae.distributions import DiagonalGaussian, Distribution, Mixture, kl_divergence, register_kl
 from jaxvae.errors import CheckpointError, ChecksumError, ConfigError, DataError, JaxvaeError
 from jaxvae.evaluate import iwae_log_likelihood
 from jaxvae.kl import kl_diagonal_gaussians_per_dim, kl_monte_carlo, kl_standard_normal_per_dim
@@ -48,10 +51,11 @@ from jaxvae.likelihoods import (
     Likelihood,
     bits_per_dim,
 )
-from jaxvae.loop import fit
-from jaxvae.model import VAE, Forward, PureVAE, count_params, split
+from jaxvae.loop import LoadedRun, fit, load_run
+from jaxvae.model import VAE, Model, ModelOutput, PureModel, PureVAE, count_params, split
 from jaxvae.nets import ConvDecoder, ConvEncoder, MLPDecoder, MLPEncoder
 from jaxvae.objectives import (
+    Objective,
     ObjectiveOutput,
     beta_tcvae,
     capacity,
@@ -64,8 +68,7 @@ from jaxvae.objectives import (
     kl_decomposition,
     mmd,
 )
-from jaxvae.posteriors import DiagonalGaussian
-from jaxvae.priors import LearnedGaussian, MixtureOfGaussians, StandardNormal, VampPrior
+from jaxvae.priors import LearnedGaussian, MixtureOfGaussians, Prior, StandardNormal, VampPrior
 from jaxvae.samplers import fit_gmm, gmm_sample, interpolate, prior_samples, slerp, traversals
 from jaxvae.schedules import (
     capacity_schedule,

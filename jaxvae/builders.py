@@ -6,8 +6,11 @@ of steps), so the training loop contains no construction logic and a researcher 
 
 from __future__ import annotations
 
+import importlib
+import os
+import sys
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -17,8 +20,8 @@ from flax import nnx
 from jaxvae import controllers, likelihoods, objectives, priors, schedules
 from jaxvae.config import Config
 from jaxvae.errors import ConfigError
-from jaxvae.model import VAE, Params, PureVAE
-from jaxvae.objectives import ObjectiveOutput
+from jaxvae.model import VAE, Model, PureModel
+from jaxvae.objectives import Objective
 
 Array = jax.Array
 
@@ -40,37 +43,126 @@ def build_likelihood(cfg: Config) -> likelihoods.Likelihood:
     return likelihoods.get(name)
 
 
-def vae_builder(cfg: Config, event_shape: tuple[int, ...]) -> Callable[[nnx.Rngs], VAE]:
-    """A function ``rngs -> VAE`` for the configured architecture and data shape."""
+# A model builder is ``(event_shape, latent_dim, likelihood, rngs) -> Model``: the signature of user builders
+# given as `model.network=MODULE:FUNCTION` or `jv.fit(..., model=builder)`.
+ModelBuilder = Callable[..., Model]
+
+# Built-in priors and networks: name -> constructor. Adding one here adds it to `model.prior` / `model.network`
+# (the config validates against these tables).
+PRIORS: dict[str, Callable[[Config, tuple[int, ...], nnx.Rngs], priors.Prior]] = {
+    "standard_normal": lambda cfg, event_shape, rngs: priors.StandardNormal(cfg.model.latent_dim),
+    "learned_gaussian": lambda cfg, event_shape, rngs: priors.LearnedGaussian(cfg.model.latent_dim),
+    "mixture": lambda cfg, event_shape, rngs: priors.MixtureOfGaussians(
+        cfg.model.latent_dim, cfg.model.prior_components, rngs=rngs),
+    "vamp": lambda cfg, event_shape, rngs: priors.VampPrior(
+        cfg.model.latent_dim, cfg.model.prior_components, event_shape,
+        init_mean=127.5 if cfg.data.scale == "uint8" else 0.5,
+        init_scale=0.05 * (255.0 if cfg.data.scale == "uint8" else 1.0), rngs=rngs),
+}
+
+
+def _mlp(cfg: Config, event_shape, likelihood, prior, rngs) -> VAE:
     m = cfg.model
-    likelihood = build_likelihood(cfg)
-    if m.network == "conv" and (len(event_shape) != 3 or event_shape[0] % 4 or event_shape[1] % 4):
+    return VAE.mlp(event_shape, m.latent_dim, likelihood, hidden=m.hidden, activation=m.activation, prior=prior,
+                   rngs=rngs)
+
+
+def _check_conv_shape(event_shape: tuple[int, ...]) -> None:
+    if len(event_shape) != 3 or event_shape[0] % 4 or event_shape[1] % 4:
         raise ConfigError(f"model.network=conv needs images (H, W, C) with H and W divisible by 4; the data has "
                           f"event shape {event_shape}. Use model.network=mlp.")
 
-    def build(rngs: nnx.Rngs) -> VAE:
-        if m.prior == "standard_normal":
-            prior = priors.StandardNormal(m.latent_dim)
-        elif m.prior == "learned_gaussian":
-            prior = priors.LearnedGaussian(m.latent_dim)
-        elif m.prior == "mixture":
-            prior = priors.MixtureOfGaussians(m.latent_dim, m.prior_components, rngs=rngs)
-        else:
-            init_mean = 127.5 if cfg.data.scale == "uint8" else 0.5
-            prior = priors.VampPrior(m.latent_dim, m.prior_components, event_shape, init_mean=init_mean,
-                                     init_scale=0.05 * (255.0 if cfg.data.scale == "uint8" else 1.0), rngs=rngs)
-        if m.network == "mlp":
-            return VAE.mlp(event_shape, m.latent_dim, likelihood, hidden=m.hidden, activation=m.activation,
-                           prior=prior, rngs=rngs)
-        return VAE.conv(event_shape, m.latent_dim, likelihood, channels=m.channels, hidden=m.conv_hidden,
-                        activation=m.activation, conv_impl=m.conv_impl, prior=prior, rngs=rngs)
 
-    return build
+def _conv(cfg: Config, event_shape, likelihood, prior, rngs) -> VAE:
+    m = cfg.model
+    _check_conv_shape(event_shape)
+    return VAE.conv(event_shape, m.latent_dim, likelihood, channels=m.channels, hidden=m.conv_hidden,
+                    activation=m.activation, conv_impl=m.conv_impl, prior=prior, rngs=rngs)
 
 
-def build_model(cfg: Config, event_shape: tuple[int, ...]) -> PureVAE:
-    """The pure VAE for ``cfg`` and the data's event shape (no parameters allocated)."""
-    return PureVAE.from_builder(vae_builder(cfg, tuple(event_shape)))
+NETWORKS: dict[str, Callable[..., VAE]] = {"mlp": _mlp, "conv": _conv}
+
+
+def is_builder_reference(network: str) -> bool:
+    """Whether ``model.network`` names a user builder ``MODULE:FUNCTION`` rather than a built-in network."""
+    return ":" in network
+
+
+def builder_reference(builder: ModelBuilder) -> str:
+    """``"MODULE:QUALNAME"`` of a builder function, as recorded in ``config.json``."""
+    return f"{builder.__module__}:{builder.__qualname__}"
+
+
+def reference_is_importable(builder: ModelBuilder) -> bool:
+    """Whether :func:`resolve_builder` of the builder's reference finds this very function again (not true for
+    lambdas, local functions or functions defined in ``__main__``)."""
+    try:
+        return resolve_builder(builder_reference(builder)) is builder
+    except ConfigError:
+        return False
+
+
+def resolve_builder(reference: str) -> ModelBuilder:
+    """Imports the builder named ``MODULE:FUNCTION`` (``FUNCTION`` may be dotted, e.g. ``Class.method``) from
+    the working directory or ``PYTHONPATH``; a missing module or function is a :class:`ConfigError`."""
+    module_name, _, attr = reference.partition(":")
+    if not module_name or not attr:
+        raise ConfigError(f"model.network={reference!r}: a user model is given as MODULE:FUNCTION, e.g. "
+                          "model.network=mymodels:build (mymodels.py in the working directory or on PYTHONPATH).")
+    if os.getcwd() not in sys.path and "" not in sys.path:
+        sys.path.insert(0, os.getcwd())  # the console script does not put the working directory on the path
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as e:
+        path = module_name.replace(".", "/")
+        raise ConfigError(f"model.network={reference!r}: cannot import module {module_name!r} ({e}). Run from "
+                          f"the folder that holds {path}.py or add it to PYTHONPATH.") from None
+    if "<" in attr:
+        raise ConfigError(f"model.network={reference!r} was a lambda or a local function, which cannot be "
+                          "imported again: reopen the run from Python with jv.load_run(workdir, model=builder), "
+                          "or define the builder at the top level of a module.")
+    obj: Any = module
+    for part in attr.split("."):
+        if not hasattr(obj, part):
+            raise ConfigError(f"model.network={reference!r}: module {module_name!r} ({module.__file__}) has no "
+                              f"{attr!r}; it may have been renamed or removed since the run was created.")
+        obj = getattr(obj, part)
+    if not callable(obj):
+        raise ConfigError(f"model.network={reference!r} is a {type(obj).__name__}, not a function "
+                          "(event_shape, latent_dim, likelihood, rngs) -> model.")
+    return obj
+
+
+def model_builder(cfg: Config, event_shape: tuple[int, ...], builder: ModelBuilder | None = None
+                  ) -> Callable[[nnx.Rngs], Model]:
+    """A function ``rngs -> Model`` for the configured architecture and data shape.
+
+    ``builder`` (a user function ``(event_shape, latent_dim, likelihood, rngs) -> Model``) takes precedence;
+    otherwise ``model.network`` is a built-in name (:data:`NETWORKS`, with ``model.prior`` from :data:`PRIORS`)
+    or a ``MODULE:FUNCTION`` reference to such a function.
+    """
+    m = cfg.model
+    likelihood = build_likelihood(cfg)
+    event_shape = tuple(event_shape)
+    if builder is None and is_builder_reference(m.network):
+        builder = resolve_builder(m.network)
+    if builder is not None:
+        user = builder
+        return lambda rngs: user(event_shape, m.latent_dim, likelihood, rngs)
+    network = NETWORKS[m.network]
+    if m.network == "conv":  # shape errors at configuration time, not while tracing
+        _check_conv_shape(event_shape)
+    make_prior = PRIORS[m.prior]
+    return lambda rngs: network(cfg, event_shape, likelihood, make_prior(cfg, event_shape, rngs), rngs)
+
+
+vae_builder = model_builder  # the name before user models
+
+
+def build_model(cfg: Config, event_shape: tuple[int, ...], builder: ModelBuilder | None = None) -> PureModel:
+    """The pure model for ``cfg`` and the data's event shape (no parameters allocated); see
+    :func:`model_builder`."""
+    return PureModel.from_builder(model_builder(cfg, tuple(event_shape), builder))
 
 
 # --------------------------------------------------------------------------------------------- optimizer
@@ -96,23 +188,6 @@ def build_optimizer(cfg: Config, total_steps: int) -> optax.GradientTransformati
 
 
 # --------------------------------------------------------------------------------------------- objective
-
-class Objective(NamedTuple):
-    """A training objective as pure functions (optax style); its state lives in the TrainState.
-
-    * ``init(params) -> state``: objective / KL-controller state (``{}`` for stateless objectives).
-    * ``hyper(step) -> {name: scalar}``: the scheduled weights at ``step`` (beta, capacity, free bits, ...).
-      Kept apart from ``loss`` so that a sweep can stack the values of many models (``[N]`` each) and ``vmap``
-      one loss over them: models in a sweep may differ in anything that only changes these numbers.
-    * ``loss(params, state, x, key, step, hyper) -> (loss, ObjectiveOutput)``.
-    * ``update(state, output, step, hyper) -> state``: the controller update after each step.
-    """
-
-    init: Callable[[Params], Any]
-    hyper: Callable[[Array], dict[str, Array]]
-    loss: Callable[..., tuple[Array, ObjectiveOutput]]
-    update: Callable[..., Any]
-
 
 def beta_schedule(cfg: Config, total_steps: int) -> optax.Schedule:
     ob = cfg.objective
@@ -144,7 +219,7 @@ def _f32(value: Any) -> Array:
     return jnp.asarray(value, jnp.float32)
 
 
-def build_objective(cfg: Config, model: PureVAE, total_steps: int, *, dataset_size: int | None = None
+def build_objective(cfg: Config, model: PureModel, total_steps: int, *, dataset_size: int | None = None
                     ) -> Objective:
     """The configured objective as an :class:`Objective`.
 

@@ -21,9 +21,58 @@ EXIT_PREEMPTED = 75  # EX_TEMPFAIL: stopped cleanly by SIGTERM/SIGINT with a che
 EXIT_INTERRUPTED = 130
 
 
+DEFAULT_PRESET = "digits"
+USER_DATA_PRESET = "user-data"  # the default instead, when data.name is a path rather than a registered dataset
+
+
+def _overrides(args: argparse.Namespace) -> list[str]:
+    """The ``--set`` values, each checked to be ``KEY=VALUE`` (``--set KEY VALUE`` is refused, naming the fix)."""
+    items = list(args.set or [])
+    for i, item in enumerate(items):
+        if "=" in item:
+            continue
+        following = items[i + 1] if i + 1 < len(items) else None
+        if following is not None and "=" not in following:
+            fix = f"--set {item}={following}"
+        else:
+            fix = f"--set {item}=VALUE"
+        raise JaxvaeError(f"--set takes KEY=VALUE overrides, but got {item!r}"
+                          f"{f' followed by {following!r}' if following is not None else ''}. "
+                          f"Join key and value with '=' (no spaces), e.g. {fix}; several overrides may follow one "
+                          "--set: --set model.latent_dim=16 train.epochs=50.")
+    return items
+
+
+def _data_name(overrides: list[str]) -> str | None:
+    """The last ``data.name`` given with ``--set``, if any."""
+    name = None
+    for item in overrides:
+        key, _, value = item.partition("=")
+        if key.strip() == "data.name":
+            name = value.strip()
+    return name
+
+
+def _default_preset(overrides: list[str]) -> str:
+    """``digits``; ``user-data`` when ``data.name`` is user data (a path, not a registered dataset name)."""
+    from jaxvae.data import DATASETS
+
+    name = _data_name(overrides)
+    return USER_DATA_PRESET if name and name not in DATASETS else DEFAULT_PRESET
+
+
 def _config_from_args(args: argparse.Namespace) -> config_lib.Config:
-    cfg = config_lib.get_preset(args.preset or "digits")
-    return config_lib.apply_overrides(cfg, args.set or [])
+    overrides = _overrides(args)
+    cfg = config_lib.get_preset(args.preset or _default_preset(overrides))
+    return config_lib.apply_overrides(cfg, overrides)
+
+
+def _preset_note(args: argparse.Namespace, cfg: config_lib.Config) -> str | None:
+    """Which preset a run without ``--preset`` started from, when it is not the usual default (user data)."""
+    if args.preset or cfg.preset != USER_DATA_PRESET or _default_preset(args.set or []) != USER_DATA_PRESET:
+        return None  # chosen with --preset, or read from a run directory's config.json (resume)
+    return (f"Preset: {cfg.preset} (data.name={cfg.data.name} is not a registered dataset, so the general-purpose "
+            f"{cfg.preset!r} preset is the starting point; pass --preset to choose another).")
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -53,6 +102,9 @@ def cmd_train(args: argparse.Namespace) -> int:
 
         multihost_utils.sync_global_devices("jaxvae train: run directory checked")
     if jax.process_index() == 0:
+        note = _preset_note(args, cfg)
+        if note:
+            print(note, flush=True)
         print(f"Run directory: {workdir}", flush=True)
     try:
         loop.fit(cfg, workdir, force=args.force, progress=not args.no_progress)
@@ -76,6 +128,9 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     if workdir.exists() and any(workdir.iterdir()) and not (workdir / "sweep_config.json").exists():
         raise JaxvaeError(f"{workdir} exists and is not empty, but it is not a jaxvae sweep directory; refusing "
                           "to write into it. Choose a new --workdir.")
+    note = _preset_note(args, cfg)
+    if note:
+        print(note, flush=True)
     print(f"Sweep directory: {workdir}", flush=True)
     sweep.run_sweep(cfg, over, workdir, seeds=args.seeds, progress=not args.no_progress)
     return 0
@@ -162,7 +217,11 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
 
 
 def cmd_config_show(args: argparse.Namespace) -> int:
-    print(config_lib.to_json(_config_from_args(args)))
+    cfg = _config_from_args(args)  # validated, like train
+    note = _preset_note(args, cfg)
+    if note:
+        print(note, file=sys.stderr)  # stdout stays pure JSON
+    print(config_lib.to_json(cfg))
     return 0
 
 
@@ -202,9 +261,11 @@ def _start_distributed(args: argparse.Namespace) -> None:
 
 
 def _add_config_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--preset", help="named preset (see `jaxvae presets`); default: digits")
-    p.add_argument("--set", action="append", metavar="KEY=VALUE",
-                   help="override a config value, e.g. --set model.latent_dim=16 (repeatable)")
+    p.add_argument("--preset", help=f"named preset (see `jaxvae presets`); default: {DEFAULT_PRESET}, or "
+                   f"{USER_DATA_PRESET} when data.name is a path to user data (.npy/.npz file or image folder)")
+    p.add_argument("--set", action="extend", nargs="+", metavar="KEY=VALUE",
+                   help="override config values, e.g. --set model.latent_dim=16 train.epochs=50 (several after "
+                   "one --set; --set may be repeated); `jaxvae config show` lists every key")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -226,35 +287,38 @@ def build_parser() -> argparse.ArgumentParser:
                    help="values of a sweepable key, e.g. --over objective.beta=0.1,0.5,1,2 (repeatable: grid)")
     p.add_argument("--seeds", type=int, default=1, help="seeds per grid point (train.seed, +1, ...)")
     p.add_argument("--workdir", help="sweep directory (default: runs/sweep-<preset>-<timestamp>)")
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_sweep)
 
     p = sub.add_parser("evaluate", help="IWAE log-likelihood and ELBO of a trained run; writes eval.json")
-    p.add_argument("--workdir", required=True)
+    p.add_argument("--workdir", required=True, help="run directory of a `jaxvae train` run (eval.json goes there)")
     p.add_argument("--num-samples", type=int, default=5000, help="importance samples per example (default 5000)")
-    p.add_argument("--split", default="test", choices=["train", "valid", "test"])
+    p.add_argument("--split", default="test", choices=["train", "valid", "test"],
+                   help="data split to evaluate (default test)")
     p.add_argument("--max-examples", type=int, default=None, help="evaluate a random subset of this size")
-    p.add_argument("--batch-size", type=int, default=100)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--batch-size", type=int, default=100,
+                   help="examples per evaluation batch (default 100; lower it if memory runs out)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the importance samples and the subset (default 0)")
     _add_distributed_args(p)
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("sample", help="decode samples from the prior of a trained run")
-    p.add_argument("--workdir", required=True)
-    p.add_argument("--num", type=int, default=64)
+    p.add_argument("--workdir", required=True, help="run directory of a `jaxvae train` run")
+    p.add_argument("--num", type=int, default=64, help="number of samples (default 64)")
     p.add_argument("--sampler", choices=["prior", "gmm", "vamp"], default="prior",
                    help="prior (with --temperature), gmm (ex-post mixture fitted to the training latents), vamp")
     p.add_argument("--temperature", type=float, default=1.0, help="prior sampler: std scale (default 1.0)")
     p.add_argument("--components", type=int, default=10, help="gmm sampler: mixture components")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", help="PNG path (a .npy with the raw samples is written beside it)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the samples (default 0)")
+    p.add_argument("--out", help="PNG path (a .npy with the raw samples is written beside it; default: "
+                   "<workdir>/samples-<sampler>[-t<temperature>]-seed<seed>.png)")
     p.set_defaults(func=cmd_sample)
 
     p = sub.add_parser("diagnose", help="latent health of a trained run: diagnostics.json and report.html")
-    p.add_argument("--workdir", required=True)
+    p.add_argument("--workdir", required=True, help="run directory of a `jaxvae train` run (report goes there)")
     p.add_argument("--max-examples", type=int, default=2000, help="examples per split used for the statistics")
     p.add_argument("--components", type=int, default=10, help="components of the ex-post mixture")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed of the subsets and samples (default 0)")
     p.set_defaults(func=cmd_diagnose)
 
     p = sub.add_parser("config", help="show configurations")

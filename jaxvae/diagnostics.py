@@ -35,9 +35,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxvae import kl as kl_lib
-from jaxvae import objectives
-from jaxvae.model import Params, PureVAE
-from jaxvae.posteriors import DiagonalGaussian, gaussian_log_prob_per_dim
+from jaxvae.data import random_subset
+from jaxvae.discrepancy import mmd
+from jaxvae.distributions import DiagonalGaussian, gaussian_log_prob_per_dim
+from jaxvae.model import Params, PureModel
 
 Array = jax.Array
 PriorLike = DiagonalGaussian | Callable[[Array, int], Array] | Array | np.ndarray | None
@@ -47,17 +48,33 @@ _PAIR_BUDGET = 1 << 22
 _QUANTILES = (1, 5, 25, 50, 75, 95, 99)
 
 
-def encode_dataset(model: PureVAE, params: Params, data: np.ndarray, *,
-                   batch_size: int = 500) -> DiagonalGaussian:
-    """The posterior parameters of every example, ``loc``/``log_scale`` ``[N, D]`` (host numpy)."""
+def encode_dataset(model: PureModel, params: Params, data: np.ndarray, *,
+                   batch_size: int = 500, key: Array | None = None) -> DiagonalGaussian:
+    """The flat posterior parameters of every example, ``loc``/``log_scale`` ``[N, D]`` (host numpy).
+
+    ``D`` is the total over the model's latent groups (see :meth:`jaxvae.model.PureModel.encode`); ``key`` is
+    used by models whose upper groups are conditioned on a sample of the lower ones (each batch folds in its
+    index). Posteriors that are not diagonal Gaussians raise a clear error.
+    """
+    key = jax.random.key(0) if key is None else key
     encode = jax.jit(model.encode)
     n = data.shape[0]
     pad = (-n) % batch_size
     padded = np.concatenate([data, np.repeat(data[-1:], pad, axis=0)]) if pad else data
-    parts = [encode(params, padded[i:i + batch_size]) for i in range(0, padded.shape[0], batch_size)]
+    parts = [encode(params, padded[i:i + batch_size], jax.random.fold_in(key, i // batch_size))
+             for i in range(0, padded.shape[0], batch_size)]
     loc = np.concatenate([np.asarray(p.loc) for p in parts])[:n]
     log_scale = np.concatenate([np.asarray(p.log_scale) for p in parts])[:n]
     return DiagonalGaussian(loc, log_scale)
+
+
+def group_slices(model: PureModel) -> dict[str, slice]:
+    """Where each latent group lies in the flat latent vector, ``{name: slice}``."""
+    out, start = {}, 0
+    for name, d in model.groups:
+        out[name] = slice(start, start + d)
+        start += d
+    return out
 
 
 def active_units(posterior_means: Array | np.ndarray, threshold: float = 0.01) -> tuple[int, np.ndarray]:
@@ -341,7 +358,7 @@ def aggregate_prior_mmd(key: Array, q: DiagonalGaussian, prior_samples: Array | 
 
     Aggregate-posterior samples are ancestral: :math:`n_i \sim \mathrm{Uniform}\{1..N\}` (without replacement
     when :math:`N \ge` ``num_samples``), :math:`z_i \sim q(z \mid x_{n_i})`; they are compared with (at most
-    ``num_samples`` of) ``prior_samples`` ``[S, D]`` by :func:`jaxvae.objectives.mmd` (Gretton et al. 2012;
+    ``num_samples`` of) ``prior_samples`` ``[S, D]`` by :func:`jaxvae.discrepancy.mmd` (Gretton et al. 2012;
     the InfoVAE / WAE divergence of Zhao et al. 2019 and Tolstikhin et al. 2018). About 0 (it can be slightly
     negative) when q(z) = p(z). Cost :math:`O(\text{num\_samples}^2 D)`.
     """
@@ -359,7 +376,7 @@ def _aggregate_prior_mmd(key: Array, q: DiagonalGaussian, prior_samples: Array, 
     key_idx, key_z = jax.random.split(key)
     idx = jax.random.choice(key_idx, n, (num_samples,), replace=n < num_samples)
     z = DiagonalGaussian(q.loc[idx], q.log_scale[idx]).sample(key_z)
-    return objectives.mmd(z, prior_samples, kernel=kernel, scale=scale)
+    return mmd(z, prior_samples, kernel=kernel, scale=scale)
 
 
 def outlier_scores(q_eval: DiagonalGaussian, q_ref: DiagonalGaussian, key: Array | None = None, *,
@@ -408,28 +425,45 @@ def top_k_outliers(scores: Array | np.ndarray, k: int) -> tuple[np.ndarray, np.n
 # ------------------------------------------------------------------------------------------------ summaries
 
 
-def latent_summary(model: PureVAE, params: Params, data: np.ndarray, key: Array, *,
-                   max_examples: int = 2000, active_threshold: float = 0.01) -> dict[str, float | int | list]:
-    """Active units, their variances, and the mutual information on (a random subset of) ``data``."""
-    if data.shape[0] > max_examples:
-        idx = np.sort(np.random.default_rng(0).choice(data.shape[0], max_examples, replace=False))
-        data = data[idx]
+def model_kl_per_group(model: PureModel, params: Params, data: np.ndarray, key: Array, *,
+                       batch_size: int = 500) -> dict[str, float]:
+    """The data-averaged KL of each latent group, ``{group: nats}``, from the model's own forward pass (its
+    analytic ``kl_terms``; a group without one gets the Monte Carlo estimate of the whole KL under ``"total"``)."""
+
+    @jax.jit
+    def batch_kl(params, x, key):
+        out = model.forward(params, x, key)
+        per_group = out.kl_per_group()
+        if per_group is None:
+            return {"total": jnp.mean(out.log_qz_x - out.log_pz, axis=0)}
+        return per_group
+
+    n = data.shape[0]
+    pad = (-n) % batch_size
+    padded = np.concatenate([data, np.repeat(data[-1:], pad, axis=0)]) if pad else data
+    parts = [batch_kl(params, padded[i:i + batch_size], jax.random.fold_in(key, i // batch_size))
+             for i in range(0, padded.shape[0], batch_size)]
+    return {g: float(np.concatenate([np.asarray(p[g]) for p in parts])[:n].mean()) for g in parts[0]}
+
+
+def latent_summary(model: PureModel, params: Params, data: np.ndarray, key: Array, *,
+                   max_examples: int = 2000, active_threshold: float = 0.01) -> dict[str, Any]:
+    """Active units, their variances, and the mutual information on (a random subset of) ``data``; for models
+    with several latent groups also ``active_units_per_group`` (``{group: count}``)."""
+    data = data[random_subset(data.shape[0], max_examples, seed=0)]
     q = encode_dataset(model, params, data)
     count, variances = active_units(q.loc, active_threshold)
-    return {
+    out: dict[str, Any] = {
         "active_units": count,
         "active_threshold": active_threshold,
         "posterior_mean_variance": [float(v) for v in variances],
         "mutual_information": float(mutual_information(q, key)),
         "mutual_information_upper_bound": math.log(data.shape[0]),
     }
-
-
-def _subsample(n: int, max_examples: int, seed: int) -> np.ndarray:
-    """Sorted indices of a random subset of ``range(n)`` of size ``min(n, max_examples)``."""
-    if n <= max_examples:
-        return np.arange(n)
-    return np.sort(np.random.default_rng(seed).choice(n, max_examples, replace=False))
+    if len(model.groups) > 1:
+        out["active_units_per_group"] = {g: int(np.sum(variances[s] > active_threshold))
+                                         for g, s in group_slices(model).items()}
+    return out
 
 
 def _floats(x: Any) -> list[float]:
@@ -444,19 +478,21 @@ def _outlier_entry(scores: Array, indices: np.ndarray, k: int) -> dict[str, Any]
 
 
 @functools.partial(jax.jit, static_argnums=(0, 3))
-def _model_prior_sample(model: PureVAE, params: Params, key: Array, n: int) -> Array:
+def _model_prior_sample(model: PureModel, params: Params, key: Array, n: int) -> Array:
     return model.prior_sample(params, key, n)
 
 
-def latent_report(model: PureVAE, params: Params, train_data: np.ndarray, test_data: np.ndarray | None,
+def latent_report(model: PureModel, params: Params, train_data: np.ndarray, test_data: np.ndarray | None,
                   key: Array, *, max_examples: int = 2000, top_k: int = 16, active_threshold: float = 0.01,
                   num_prior_samples: int = 5000, hole_percentile: float = 1.0, mmd_samples: int = 2000,
                   kernel: str = "imq", chunk: int = 1024) -> dict[str, Any]:
     """Everything about the latent space in one JSON-friendly dict (plain ints, floats, lists, dicts).
 
     ``train_data`` and ``test_data`` are subsampled to ``max_examples`` (fixed seeds) and encoded. The prior is
-    the model's: its diagonal Gaussian form (``model.merge(params).prior.as_diagonal_gaussian()``) where it has
-    one, for the analytic KL; samples always come from ``model.prior_sample`` (so mixture and VampPriors work).
+    the model's: its :meth:`~jaxvae.model.PureModel.prior_distribution` where that is a diagonal Gaussian, for
+    the analytic KL; samples always come from ``model.prior_sample`` (so mixture priors, VampPriors and
+    hierarchies work). Latents are the flat view (groups concatenated); with several groups,
+    ``kl_per_group`` and ``active_units_per_group`` give the per-group totals.
 
     Keys:
 
@@ -477,13 +513,14 @@ def latent_report(model: PureVAE, params: Params, train_data: np.ndarray, test_d
       posterior (``"test"`` is None without test data). Scores are :func:`outlier_scores` at posterior means.
     """
     key_mi, key_holes, key_prior, key_mmd = jax.random.split(key, 4)
-    train_idx = _subsample(train_data.shape[0], max_examples, seed=0)
+    train_idx = random_subset(train_data.shape[0], max_examples, seed=0)
     q_train = encode_dataset(model, params, np.asarray(train_data)[train_idx])
     n, d = q_train.loc.shape
 
-    prior_gauss = model.merge(params).prior.as_diagonal_gaussian()
-    if prior_gauss is not None:
-        prior_gauss = DiagonalGaussian(np.asarray(prior_gauss.loc), np.asarray(prior_gauss.log_scale))
+    prior = model.prior_distribution(params)
+    prior_gauss = None
+    if isinstance(prior, DiagonalGaussian):
+        prior_gauss = DiagonalGaussian(np.asarray(prior.loc), np.asarray(prior.log_scale))
     prior_samples = _model_prior_sample(model, params, key_prior, max(num_prior_samples, 2))
 
     kl_dims = kl_per_dimension(q_train, prior_gauss)
@@ -511,12 +548,16 @@ def latent_report(model: PureVAE, params: Params, train_data: np.ndarray, test_d
         "prior_holes": (prior_holes(key_holes, q_train, prior_samples, percentile=hole_percentile,
                                     chunk=chunk) if n >= 2 else None),
     }
+    if len(model.groups) > 1:
+        report["kl_per_group"] = model_kl_per_group(model, params, np.asarray(train_data)[train_idx], key_mi)
+        report["active_units_per_group"] = {g: int(np.sum(variances[s] > active_threshold))
+                                            for g, s in group_slices(model).items()}
     outliers: dict[str, Any] = {"train": None, "test": None}
     if n >= 2:
         outliers["train"] = _outlier_entry(outlier_scores(q_train, q_train, exclude_self=True, chunk=chunk),
                                            train_idx, top_k)
     if test_data is not None and test_data.shape[0] > 0:
-        test_idx = _subsample(test_data.shape[0], max_examples, seed=1)
+        test_idx = random_subset(test_data.shape[0], max_examples, seed=1)
         q_test = encode_dataset(model, params, np.asarray(test_data)[test_idx])
         report["num_test"] = int(test_idx.shape[0])
         outliers["test"] = _outlier_entry(outlier_scores(q_test, q_train, exclude_self=False, chunk=chunk),

@@ -28,6 +28,10 @@ class CheckpointError(JaxvaeError):
     """A checkpoint or run directory that cannot be used (corrupt, incompatible, or would be overwritten)."""
 
 
+class TrainingDivergedError(JaxvaeError):
+    """Too many consecutive updates had non-finite loss or gradients."""
+
+
 class TrainingPreempted(JaxvaeError):
     """SIGTERM/SIGINT arrived: the step in flight was finished and checkpointed; re-run the command to resume."""
 

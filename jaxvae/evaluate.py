@@ -18,13 +18,13 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Callable
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxvae.model import Params, PureVAE
+from jaxvae.model import Params, PureModel
 
 Array = jax.Array
 
@@ -71,7 +71,7 @@ class LogLikelihoodEstimate(NamedTuple):
 
     log_px: np.ndarray  # [N]
     mean: float  # mean log p(x) over examples
-    standard_error: float  # standard error of that mean over examples
+    standard_error: float  # sample standard error of that mean over examples (std with ddof=1 / sqrt(N))
     num_samples: int
 
 
@@ -84,7 +84,7 @@ def _pad_batches(data: np.ndarray, batch_size: int) -> tuple[np.ndarray, int]:
     return data, n
 
 
-def make_iwae_fn(model: PureVAE, num_samples: int, sample_chunk: int, *,
+def make_iwae_fn(model: PureModel, num_samples: int, sample_chunk: int, *,
                  mesh: jax.sharding.Mesh | None = None,
                  compiler_options: dict[str, str] | None = None) -> Callable[[Params, Array, Array], Array]:
     """A jitted ``(params, x [B, *E], key) -> log p(x) estimate [B]`` streaming ``num_samples`` in chunks.
@@ -99,20 +99,19 @@ def make_iwae_fn(model: PureVAE, num_samples: int, sample_chunk: int, *,
     event_ndim = len(model.event_shape)
 
     def log_px(params: Params, x: Array, key: Array) -> Array:
-        vae = model.merge(params)
-        q = vae.encode(x)  # computed once per batch, reused by every chunk
+        def log_weights(c: Array) -> Array:
+            """``[S, B]``: chunk ``c``'s importance log-weights, from the model's own forward pass."""
+            return model.forward(params, x, jax.random.fold_in(key, c), sample_chunk).log_weights
 
-        def body(carry, c):
-            running = carry  # [B] log-sum-exp of the weights so far
-            z = q.sample(jax.random.fold_in(key, c), sample_chunk)  # [S, B, D]
-            log_w = (model.likelihood.log_prob(vae.decode(z), x, event_ndim=event_ndim)
-                     + vae.prior_log_prob(z) - q.log_prob(z))  # [S, B]
+        def body(running, c):  # running: [B] log-sum-exp of the weights so far
+            log_w = log_weights(c)
             # Samples past num_samples in the last chunk are masked out.
             valid = c * sample_chunk + jnp.arange(sample_chunk) < num_samples
             log_w = jnp.where(valid[:, None], log_w, -jnp.inf)
             return jnp.logaddexp(running, jax.nn.logsumexp(log_w, axis=0)), None
 
-        init = jnp.full(x.shape[:1], -jnp.inf, dtype=jnp.float32)
+        dtype = jax.eval_shape(log_weights, jnp.int32(0)).dtype  # float64 when params or data are
+        init = jnp.full(x.shape[:1], -jnp.inf, dtype=dtype)
         total, _ = jax.lax.scan(body, init, jnp.arange(num_chunks))
         return total - math.log(num_samples)
 
@@ -128,7 +127,7 @@ def make_iwae_fn(model: PureVAE, num_samples: int, sample_chunk: int, *,
     return jax.jit(sharded, out_shardings=sharding.replicated(mesh), compiler_options=compiler_options)
 
 
-def make_iwae_evaluator(model: PureVAE, *, num_samples: int = 5000, batch_size: int = 100,
+def make_iwae_evaluator(model: PureModel, *, num_samples: int = 5000, batch_size: int = 100,
                         sample_chunk: int | None = None, mesh: jax.sharding.Mesh | None = None
                         ) -> Callable[[Params, np.ndarray, Array], LogLikelihoodEstimate]:
     """Compiles once; returns ``(params, data [N, *E], key) -> LogLikelihoodEstimate`` (see
@@ -155,13 +154,14 @@ def make_iwae_evaluator(model: PureVAE, *, num_samples: int = 5000, batch_size: 
         out = [fn(params, to_device(padded[i:i + batch_size]), k)
                for i, k in zip(range(0, padded.shape[0], batch_size), keys)]
         log_px = np.asarray(jnp.concatenate(out))[:n]
-        se = float(np.std(log_px) / math.sqrt(max(n, 1)))
+        # The sample standard error of the mean over examples (ddof=1); undefined (nan) for one example.
+        se = float(np.std(log_px, ddof=1) / math.sqrt(n)) if n > 1 else float("nan")
         return LogLikelihoodEstimate(log_px, float(np.mean(log_px)), se, num_samples)
 
     return estimate
 
 
-def iwae_log_likelihood(model: PureVAE, params: Params, data: np.ndarray, key: Array, *,
+def iwae_log_likelihood(model: PureModel, params: Params, data: np.ndarray, key: Array, *,
                         num_samples: int = 5000, batch_size: int = 100,
                         sample_chunk: int | None = None,
                         mesh: jax.sharding.Mesh | None = None) -> LogLikelihoodEstimate:
@@ -179,12 +179,13 @@ def iwae_log_likelihood(model: PureVAE, params: Params, data: np.ndarray, key: A
                                sample_chunk=sample_chunk, mesh=mesh)(params, data, key)
 
 
-def make_elbo_evaluator(model: PureVAE, *, batch_size: int = 100
-                        ) -> Callable[[Params, np.ndarray, Array], dict[str, float | list[float]]]:
+def make_elbo_evaluator(model: PureModel, *, batch_size: int = 100
+                        ) -> Callable[[Params, np.ndarray, Array], dict[str, Any]]:
     """Compiles once; returns ``(params, data [N, *E], key) -> dataset means`` of the ELBO terms.
 
-    The result has ``elbo``, ``recon``, ``kl`` (analytic KL where the prior allows it) and, for diagonal Gaussian
-    priors, ``kl_per_dim`` (a list of D floats).
+    The result has ``elbo``, ``recon``, ``kl`` (analytic KL where the model has one) and, where every latent
+    group has an analytic KL, ``kl_per_dim`` (a list of D floats, groups concatenated) and, for models with
+    several groups, ``kl_groups`` (``{group: mean KL}``).
     """
     from jaxvae import objectives
 
@@ -192,23 +193,29 @@ def make_elbo_evaluator(model: PureVAE, *, batch_size: int = 100
     def step(params, x, key):
         _, out = objectives.elbo(model, params, x, key)
         per_dim = out.kl_per_dim if out.kl_per_dim is not None else jnp.zeros((x.shape[0], 0))
-        return out.elbo, out.recon, out.kl, per_dim
+        # The same pass again (same key: XLA computes it once) for the per-group KL.
+        per_group = model.forward(params, x, key).kl_per_group() or {}
+        return out.elbo, out.recon, out.kl, per_dim, per_group
 
-    def evaluate(params: Params, data: np.ndarray, key: Array) -> dict[str, float | list[float]]:
+    def evaluate(params: Params, data: np.ndarray, key: Array) -> dict[str, Any]:
         padded, n = _pad_batches(np.asarray(data), batch_size)
         parts = [step(params, padded[i:i + batch_size], jax.random.fold_in(key, i // batch_size))
                  for i in range(0, padded.shape[0], batch_size)]
-        elbo, recon, kl, per_dim = (np.asarray(jnp.concatenate(p))[:n] for p in zip(*parts))
-        result: dict[str, float | list[float]] = {"elbo": float(elbo.mean()), "recon": float(recon.mean()),
-                                                   "kl": float(kl.mean())}
+        elbo, recon, kl, per_dim = (np.asarray(jnp.concatenate(p))[:n] for p in list(zip(*parts))[:4])
+        result: dict[str, Any] = {"elbo": float(elbo.mean()), "recon": float(recon.mean()),
+                                  "kl": float(kl.mean())}
         if per_dim.shape[-1]:
             result["kl_per_dim"] = [float(v) for v in per_dim.mean(0)]
+        groups = [p[4] for p in parts]
+        if len(groups[0]) > 1:
+            result["kl_groups"] = {g: float(np.asarray(jnp.concatenate([b[g] for b in groups]))[:n].mean())
+                                   for g in groups[0]}
         return result
 
     return evaluate
 
 
-def evaluate_elbo(model: PureVAE, params: Params, data: np.ndarray, key: Array, *,
-                  batch_size: int = 100) -> dict[str, float | list[float]]:
+def evaluate_elbo(model: PureModel, params: Params, data: np.ndarray, key: Array, *,
+                  batch_size: int = 100) -> dict[str, Any]:
     """One-off :func:`make_elbo_evaluator` call (compiles each time; build the evaluator once in loops)."""
     return make_elbo_evaluator(model, batch_size=batch_size)(params, data, key)

@@ -1,5 +1,8 @@
 """KL divergences between the posterior and the prior, analytic and Monte Carlo, per latent dimension.
 
+The closed forms are registered with :func:`jaxvae.distributions.register_kl`, so
+:func:`jaxvae.distributions.kl_divergence` finds them for any pair of registered types.
+
 All results are in nats. Per-dimension functions return ``[..., D]``; sum over the last axis for the total.
 
 References: Kingma & Welling (2014), Appendix B (the closed form against a standard normal);
@@ -13,7 +16,7 @@ from collections.abc import Callable
 import jax
 import jax.numpy as jnp
 
-from jaxvae.posteriors import DiagonalGaussian
+from jaxvae.distributions import DiagonalGaussian, Distribution, register_kl
 
 Array = jax.Array
 
@@ -30,6 +33,7 @@ def kl_standard_normal_per_dim(q: DiagonalGaussian) -> Array:
     return 0.5 * jnp.square(q.loc) + 0.5 * jnp.expm1(2.0 * s) - s
 
 
+@register_kl(DiagonalGaussian, DiagonalGaussian)
 def kl_diagonal_gaussians_per_dim(q: DiagonalGaussian, p: DiagonalGaussian) -> Array:
     r"""Analytic :math:`\mathrm{KL}(q_d \,\|\, p_d)` between diagonal Gaussians, per dimension, ``[..., D]``.
 
@@ -45,7 +49,7 @@ def kl_diagonal_gaussians_per_dim(q: DiagonalGaussian, p: DiagonalGaussian) -> A
 
 
 def kl_monte_carlo(
-    q: DiagonalGaussian,
+    q: Distribution,
     prior_log_prob: Callable[[Array], Array],
     key: Array,
     num_samples: int = 1,
@@ -63,5 +67,5 @@ def kl_monte_carlo(
     Returns:
       The estimate, ``[...]``.
     """
-    z = q.sample(key, num_samples)  # [K, ..., D]
-    return jnp.mean(q.log_prob(z) - prior_log_prob(z), axis=0)
+    z, log_q = q.sample_and_log_prob(key, num_samples)  # [K, ..., D], [K, ...]
+    return jnp.mean(log_q - prior_log_prob(z), axis=0)

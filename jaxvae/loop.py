@@ -21,7 +21,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -30,11 +30,26 @@ import numpy as np
 from jaxvae import config as config_lib
 from jaxvae import data as data_lib
 from jaxvae import diagnostics, evaluate, monitor, report, sharding
-from jaxvae.builders import build_model, build_objective, build_optimizer
+from jaxvae.builders import (
+    ModelBuilder,
+    build_model,
+    build_objective,
+    build_optimizer,
+    builder_reference,
+    is_builder_reference,
+    reference_is_importable,
+)
 from jaxvae.checkpoint import Checkpointer
 from jaxvae.config import Config
-from jaxvae.errors import CheckpointError, ConfigError, DataError, JaxvaeError, TrainingPreempted
-from jaxvae.model import Params, PureVAE, count_params
+from jaxvae.errors import (
+    CheckpointError,
+    ConfigError,
+    DataError,
+    JaxvaeError,
+    TrainingDivergedError,
+    TrainingPreempted,
+)
+from jaxvae.model import Params, PureModel, count_params
 from jaxvae.train import (
     TrainState,
     init_train_state,
@@ -44,10 +59,6 @@ from jaxvae.train import (
     make_train_step,
 )
 from jaxvae.writers import MetricWriter, atomic_write_json, read_metrics
-
-
-class TrainingDivergedError(JaxvaeError):
-    """Too many consecutive updates had non-finite loss or gradients."""
 
 
 @contextlib.contextmanager
@@ -83,7 +94,7 @@ class RunContext:
     cfg: Config
     workdir: Path
     dataset: data_lib.Dataset
-    model: PureVAE
+    model: PureModel
     state: TrainState
     total_steps: int
     steps_per_epoch: int
@@ -144,16 +155,20 @@ def _check_workdir(workdir: Path, cfg: Config, force: bool) -> None:
 
 
 def setup_run(cfg: Config, workdir: str | os.PathLike, *, force: bool = False,
-              log: Callable[[str], None] = print) -> RunContext:
-    """Loads data, builds the model, creates the state in its shardings on the mesh of ``cfg.mesh``, restores
-    the latest checkpoint if any, writes ``config.json`` (process 0)."""
+              log: Callable[[str], None] = print, model: ModelBuilder | None = None,
+              restore_step: int | None = None, write_config: bool = True) -> RunContext:
+    """Loads data, builds the model (``model``: a user builder, else ``cfg.model.network``), creates the state in
+    its shardings on the mesh of ``cfg.mesh``, restores the checkpoint at ``restore_step`` (default: the latest,
+    if any) and writes ``config.json`` (process 0, unless ``write_config=False``)."""
     config_lib.validate(cfg)
     workdir = Path(workdir)
-    _check_workdir(workdir, cfg, force)
+    if write_config:
+        _check_workdir(workdir, cfg, force)
     mesh = sharding.mesh_from_config(cfg)
     sharding.check_batch_size(cfg.train.batch_size, mesh)
     dataset = load_run_dataset(cfg)
-    model = build_model(cfg, dataset.event_shape)
+    builder = model
+    model = build_model(cfg, dataset.event_shape, builder)
     for split in ("train", "valid", "test"):
         x = dataset.split(split)
         if split == "train" and dataset.dynamic_binarization:
@@ -178,16 +193,30 @@ def setup_run(cfg: Config, workdir: str | os.PathLike, *, force: bool = False,
         jax.random.key(cfg.train.seed))
     ckpt = Checkpointer(workdir / "checkpoints", max_to_keep=cfg.train.keep_checkpoints)
     try:
-        start_step = ckpt.latest_step() or 0
+        if restore_step is not None and restore_step not in ckpt.all_steps():
+            raise CheckpointError(f"{workdir} has no checkpoint of step {restore_step}; it has steps "
+                                  f"{ckpt.all_steps() or 'none'}.")
+        start_step = (ckpt.latest_step() or 0) if restore_step is None else restore_step
         if start_step:
-            state = ckpt.restore(state)
+            state = _restore(ckpt, state, start_step, cfg)
             log(f"Resuming {workdir} from the checkpoint at step {start_step}/{total_steps}.")
     finally:
         ckpt.close()
-    if sharding.is_main_process():
+    if write_config and sharding.is_main_process():
         atomic_write_json(workdir / "config.json", config_lib.to_dict(cfg))
     return RunContext(cfg, workdir, dataset, model, state, total_steps, steps_per_epoch, start_step, optimizer,
                       objective, mesh=mesh, state_shardings=state_shardings)
+
+
+def _restore(ckpt: Checkpointer, state: TrainState, step: int, cfg: Config) -> TrainState:
+    try:
+        return ckpt.restore(state, step)
+    except CheckpointError as e:
+        if not is_builder_reference(cfg.model.network):
+            raise
+        raise CheckpointError(f"{e} The model comes from the user builder model.network={cfg.model.network}: "
+                              "if that code changed since the run was created, restore the version that "
+                              "trained it.") from None
 
 
 def _choose_loop(cfg: Config, dataset: data_lib.Dataset) -> str:
@@ -209,13 +238,25 @@ def host_params(params: Params) -> Params:
     return sharding.to_host(params) if jax.process_count() > 1 else params
 
 
-def chunk_end(step: int, steps_per_epoch: int, log_every: int, total_steps: int) -> int:
-    """The next step at which the host acts: every ``log_every`` steps counted from the start of each epoch, the
-    end of the epoch, or the end of training. Counting from the epoch start keeps the number of distinct chunk
-    lengths (and so of compiled scans) at two or three for the whole run."""
-    epoch_start = (step // steps_per_epoch) * steps_per_epoch
-    within = step - epoch_start
-    return min(epoch_start + min((within // log_every + 1) * log_every, steps_per_epoch), total_steps)
+def chunk_end(step: int, steps_per_epoch: int, log_every: int, total_steps: int, *,
+              every: tuple[int, ...] = ()) -> int:
+    """The next step at which the host acts: the next multiple of ``log_every`` (or of any of ``every``: the
+    checkpoint, validation and monitor intervals), the end of the epoch, or the end of training. Multiples are of
+    the global step, so records and checkpoints fall where the settings say (``log_every=50``: 50, 100, ...)
+    whatever the epoch length, and a resumed run keeps the same grid."""
+    epoch_end = (step // steps_per_epoch + 1) * steps_per_epoch
+    candidates = [epoch_end, total_steps] + [_next_multiple(step, e) for e in (log_every, *every) if e]
+    return min(candidates)
+
+
+def _weighted_mean(trees: list[Any], weights: list[float]) -> Any:
+    """``sum_i w_i tree_i`` leafwise (host numpy)."""
+    return jax.tree.map(lambda *ms: sum(w * np.asarray(m) for w, m in zip(weights, ms)), *trees)
+
+
+def _due(step: int, every: int, total: int) -> bool:
+    """Whether an event with interval ``every`` (0: never) falls at ``step`` (always at the end of training)."""
+    return step == total or (every > 0 and step % every == 0)
 
 
 def train_loop(ctx: RunContext, *, progress: bool = True, log: Callable[[str], None] = print) -> TrainState:
@@ -256,14 +297,14 @@ def train_loop(ctx: RunContext, *, progress: bool = True, log: Callable[[str], N
     if health is not None:
         monitor_fn = monitor.make_monitor_fn(ctx.model)
         monitor_x = jax.device_put(monitor.monitor_batch(ds, cfg.monitor.batch_size))
-        next_monitor = _next_multiple(ctx.start_step, cfg.monitor.every)
     monitor_seconds = 0.0
 
     bar = _progress_bar(total, ctx.start_step, enabled=progress)
     state = ctx.state
     step = ctx.start_step
-    next_eval = _next_multiple(step, cfg.train.eval_every or spe)
-    last_ckpt = step
+    event_every = (cfg.train.checkpoint_every, cfg.train.eval_every or spe, cfg.monitor.every)
+    pending: list[tuple[int, float, dict]] = []  # chunks since the last metric record
+    postfix: dict[str, str] = {}
     seen_lengths: set[int] = set()
     steady_examples, steady_seconds = 0, 0.0
     perm_epoch, perm = -1, None
@@ -273,7 +314,7 @@ def train_loop(ctx: RunContext, *, progress: bool = True, log: Callable[[str], N
     received = stop.enter_context(_stop_on_signals())
     try:
         while step < total:
-            end = chunk_end(step, spe, cfg.train.log_every, total)
+            end = chunk_end(step, spe, cfg.train.log_every, total, every=event_every)
             length, epoch, first_batch = end - step, step // spe, step % spe
             if epoch != perm_epoch:
                 perm_np = data_lib.epoch_permutation(data_seed(cfg), epoch, ds.train.shape[0]).astype(np.int32)
@@ -300,14 +341,18 @@ def train_loop(ctx: RunContext, *, progress: bool = True, log: Callable[[str], N
                 steady_seconds += seconds
             seen_lengths.add(length)
             step = end
-            record = {"step": step, "epoch": round(step / spe, 4), **{k: v for k, v in metrics.items()},
-                      "examples_per_sec": length * bs / seconds, "elapsed_seconds": elapsed,
-                      "nonfinite_total": int(state.nonfinite_total)}
-            record.setdefault("beta", 1.0)
-            writer.write(record)
-            bar.update(length)
-            bar.set_postfix(loss=f"{metrics['loss']:.2f}", kl=f"{metrics['kl']:.2f}",
-                            beta=f"{float(record['beta']):.3g}")
+            pending.append((length, seconds, metrics))
+            if _due(step, cfg.train.log_every, total):  # one record per log_every steps, averaged over them
+                steps_in = sum(n for n, _, _ in pending)
+                mean = _weighted_mean([m for _, _, m in pending], [n / steps_in for n, _, _ in pending])
+                record = {"step": step, "epoch": round(step / spe, 4), **{k: v for k, v in mean.items()},
+                          "examples_per_sec": steps_in * bs / sum(t for _, t, _ in pending),
+                          "elapsed_seconds": elapsed, "nonfinite_total": int(state.nonfinite_total)}
+                record.setdefault("beta", 1.0)
+                writer.write(record)
+                pending.clear()
+                postfix.update(loss=f"{float(record['loss']):.2f}", kl=f"{float(record['kl']):.2f}",
+                               beta=f"{float(record['beta']):.3g}")
             bad = int(state.nonfinite_consecutive)
             skipped_now = int(state.nonfinite_total) - nonfinite_seen
             nonfinite_seen = int(state.nonfinite_total)
@@ -322,8 +367,7 @@ def train_loop(ctx: RunContext, *, progress: bool = True, log: Callable[[str], N
                     f"{ctx.workdir / 'checkpoints'} (nothing after it was saved). Likely causes: a learning rate "
                     "that is too high (try optimizer.learning_rate smaller, or optimizer.grad_clip_norm=1), data "
                     "outside the likelihood's support, or an unbounded decoder scale.")
-            if health is not None and (step >= next_monitor or step == total):
-                next_monitor = _next_multiple(step, cfg.monitor.every)
+            if health is not None and _due(step, cfg.monitor.every, total):
                 t_mon = time.perf_counter()
                 out = jax.device_get(monitor_fn(host_params(state.params), monitor_x,
                                                 jax.random.key(cfg.train.seed + 3)))
@@ -332,15 +376,16 @@ def train_loop(ctx: RunContext, *, progress: bool = True, log: Callable[[str], N
                 writer.write(health_record)
                 if warning:
                     (bar.write if progress else log)(warning)
-            if step >= next_eval or step == total:
-                next_eval = _next_multiple(step, cfg.train.eval_every or spe)
+            if _due(step, cfg.train.eval_every or spe, total):
                 if ds.valid.shape[0]:
                     val = evaluator(host_params(state.params), ds.valid, jax.random.key(cfg.train.seed + 1))
                     writer.write({"step": step, "split": "valid", **val})
-                    bar.set_postfix(loss=f"{metrics['loss']:.2f}", valid_elbo=f"{val['elbo']:.2f}")
-            if step == total or (cfg.train.checkpoint_every and step - last_ckpt >= cfg.train.checkpoint_every):
+                    postfix["valid_elbo"] = f"{val['elbo']:.2f}"
+            if _due(step, cfg.train.checkpoint_every, total):
                 ckpt.save(state)
-                last_ckpt = step
+            # The progress line after this step's events, so it shows this step's record and validation.
+            bar.set_postfix(**postfix)
+            bar.update(length)
             if received and step < total:
                 ckpt.save(state)
                 ckpt.wait()
@@ -421,10 +466,7 @@ def final_report(ctx: RunContext, state: TrainState, *, log: Callable[[str], Non
     test = ds.test
     elbo_terms = evaluate.evaluate_elbo(model, params, test, jax.random.fold_in(key, 0),
                                         batch_size=cfg.eval.batch_size)
-    nll_data = test
-    if cfg.eval.max_examples and test.shape[0] > cfg.eval.max_examples:
-        idx = np.sort(np.random.default_rng(data_seed(cfg)).choice(test.shape[0], cfg.eval.max_examples, False))
-        nll_data = test[idx]
+    nll_data = test[data_lib.random_subset(test.shape[0], cfg.eval.max_examples or None, data_seed(cfg))]
     t0 = time.perf_counter()
     if mesh is not None and mesh.devices.size > 1:
         n_data = sharding.data_axis_size(mesh)
@@ -478,7 +520,7 @@ def _write_images(ctx: RunContext, params: Params, key: jax.Array) -> None:
     scale = report.value_scale(cfg.data.scale)
     n = max(8, cfg.eval.num_images - cfg.eval.num_images % 8)
     # A fixed random subset: some test splits are sorted by class (binarized MNIST).
-    pick = np.sort(np.random.default_rng(data_seed(cfg)).choice(ds.test.shape[0], n // 2, replace=False))
+    pick = data_lib.random_subset(ds.test.shape[0], n // 2, data_seed(cfg))
     originals = ds.test[pick]
     recon = np.asarray(jax.jit(model.reconstruct)(params, originals))
     z = jax.jit(model.prior_sample, static_argnums=2)(params, jax.random.fold_in(key, 3), n)
@@ -510,12 +552,28 @@ def format_summary(summary: dict[str, Any], workdir: Path) -> str:
     return "\n".join(f"  {k.ljust(width)}  {v}" for k, v in rows)
 
 
-def fit(cfg: Config, workdir: str | os.PathLike, *, force: bool = False, progress: bool = True,
-        log: Callable[[str], None] = print) -> dict[str, Any]:
-    """Trains (or resumes) a run in ``workdir`` and writes the complete run directory; returns the summary."""
+def fit(cfg: Config, workdir: str | os.PathLike, *, model: ModelBuilder | None = None, force: bool = False,
+        progress: bool = True, log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Trains (or resumes) a run in ``workdir`` and writes the complete run directory; returns the summary.
+
+    Args:
+      cfg: the configuration (:func:`jaxvae.config.get_preset`, :func:`jaxvae.config.apply_overrides`).
+      workdir: the run directory; an existing one is resumed from its latest checkpoint.
+      model: a user model builder ``(event_shape, latent_dim, likelihood, rngs) -> jv.Model`` (default: the
+        built-in network named by ``cfg.model.network``). Its reference ``MODULE:QUALNAME`` is recorded as
+        ``model.network`` in ``config.json`` so that resume, ``jaxvae evaluate``/``sample``/``diagnose`` and
+        :func:`load_run` rebuild the same model; define it in an importable module for that.
+      force: resume even if ``cfg`` differs from the saved config.
+    """
     if not sharding.is_main_process():  # in a multi-process run only process 0 logs and shows progress
         log, progress = (lambda _: None), False
-    ctx = setup_run(cfg, workdir, force=force, log=log)
+    if model is not None:
+        cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, network=builder_reference(model)))
+        if not reference_is_importable(model):
+            log(f"Note: the model builder {cfg.model.network} is not importable by that name (a lambda, a local "
+                "function or one defined in __main__), so the jaxvae CLI cannot reopen this run; reopen it with "
+                "jv.load_run(workdir, model=...) or define the builder in a module.")
+    ctx = setup_run(cfg, workdir, force=force, log=log, model=model)
     state = ctx.state
     if ctx.start_step < ctx.total_steps:
         state = train_loop(ctx, progress=progress, log=log)
@@ -526,13 +584,20 @@ def fit(cfg: Config, workdir: str | os.PathLike, *, force: bool = False, progres
     return summary
 
 
-def restore_run(workdir: str | os.PathLike, *, step: int | None = None) -> tuple[RunContext, Params]:
-    """Loads a finished or interrupted run: its config, data, model and the parameters of a checkpoint."""
+def restore_run(workdir: str | os.PathLike, *, step: int | None = None,
+                model: ModelBuilder | None = None) -> tuple[RunContext, Params]:
+    """Loads a finished or interrupted run: its config, data, model and the parameters of the checkpoint at
+    ``step`` (default: the latest). Writes nothing. ``model``: the builder, for runs whose recorded builder is
+    not importable."""
     workdir = Path(workdir)
     saved = workdir / "config.json"
     if not saved.exists():
-        raise CheckpointError(f"{workdir} is not a jaxvae run directory (no config.json). Train one first with "
-                              f"`jaxvae train --workdir {workdir}`.")
+        hint = ""
+        members = sorted(p.parent.name for p in workdir.glob("*/config.json"))
+        if members:
+            hint = f" It holds runs in subfolders ({', '.join(members[:4])}{', ...' if len(members) > 4 else ''})."
+        raise CheckpointError(f"{workdir} is not a jaxvae run directory (no config.json).{hint} Train one first "
+                              f"with `jaxvae train --workdir {workdir}`.")
     cfg = config_lib.from_dict(json.loads(saved.read_text()))
     ckpt = Checkpointer(workdir / "checkpoints", max_to_keep=cfg.train.keep_checkpoints)
     if ckpt.latest_step() is None:
@@ -540,5 +605,44 @@ def restore_run(workdir: str | os.PathLike, *, step: int | None = None) -> tuple
         raise CheckpointError(f"{workdir} has no checkpoint yet; resume training with `jaxvae train --workdir "
                               f"{workdir}`.")
     ckpt.close()
-    ctx = setup_run(cfg, workdir, log=lambda _: None)
+    ctx = setup_run(cfg, workdir, log=lambda _: None, model=model, restore_step=step, write_config=False)
     return ctx, ctx.state.params
+
+
+class LoadedRun(NamedTuple):
+    """What :func:`load_run` returns.
+
+    Attributes:
+      model: the :class:`~jaxvae.model.PureModel` (``model.forward(params, x, key, k)``, ``model.encode``, ...).
+      params: the parameters of the restored checkpoint (a nested dict of arrays).
+      config: the run's resolved :class:`~jaxvae.config.Config`.
+      dataset: the run's :class:`~jaxvae.data.Dataset` (``dataset.train``, ``.valid``, ``.test``).
+      step: the step of the restored checkpoint.
+      workdir: the run directory.
+    """
+
+    model: PureModel
+    params: Params
+    config: Config
+    dataset: data_lib.Dataset
+    step: int
+    workdir: Path
+
+
+def load_run(workdir: str | os.PathLike, step: int | None = None, *,
+             model: ModelBuilder | None = None) -> LoadedRun:
+    """Opens a run directory (finished or interrupted) for analysis in Python; writes nothing.
+
+    Example::
+
+        run = jv.load_run("runs/digits-20261201-120000")
+        out = run.model.forward(run.params, run.dataset.test[:10], jax.random.key(0), 5)
+
+    Args:
+      workdir: the run directory (``config.json`` and ``checkpoints/``).
+      step: the checkpoint to restore (default: the latest); an absent step is a clear error.
+      model: the model builder, needed only when the recorded ``model.network`` is not importable (a lambda or a
+        function defined in a notebook).
+    """
+    ctx, params = restore_run(workdir, step=step, model=model)
+    return LoadedRun(ctx.model, params, ctx.cfg, ctx.dataset, int(ctx.state.step), ctx.workdir)

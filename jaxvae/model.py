@@ -1,55 +1,175 @@
-"""The VAE: encoder + decoder + likelihood + prior, and its pure-function view.
+r"""The model protocol: a VAE-like model owns its forward pass and returns the terms of its bound.
 
-Two layers, following the Flax NNX performance guide:
+Everything downstream (objectives, the IWAE evaluator, the monitor, diagnostics, samplers, the training engine)
+reads only :class:`ModelOutput`, so a two-layer hierarchy, a flow posterior or a user's own Flax module trains,
+evaluates and is diagnosed without changes there.
 
-* :class:`VAE` is an ``nnx.Module`` that owns the encoder, decoder and prior (built in ``__init__`` with
-  ``rngs``); use it interactively like any NNX module.
-* :class:`PureVAE` holds the ``GraphDef`` from ONE ``nnx.split`` and exposes pure functions of
-  ``params`` (a nested ``dict`` of arrays, the output of ``nnx.to_pure_dict``). They merge the module inside
-  the traced function, so they work under plain ``jax.jit``, ``jax.grad`` and ``jax.vmap``. This is what the
-  objectives, training and evaluation code use.
+**The protocol** (:class:`Model`, an ``nnx.Module`` with abstract methods):
+
+* ``forward(x [B, *E], key, num_samples=K) -> ModelOutput``: the three log-densities ``[K, B]``
+  (:math:`\log p(x|z)`, :math:`\log q(z|x)`, :math:`\log p(z)`, each summed over its dimensions), the latents as
+  named groups ``{name: [K, B, D_g]}``, the analytic KL per group ``[B, D_g]`` where it exists (else ``None``),
+  and per group the posterior and prior distributions (:class:`~jaxvae.distributions.Distribution`);
+* ``prior_sample(key, n) -> {name: [n, D_g]}``: latents drawn from the generative model;
+* ``decode(z: {name: [..., D_g]}) -> out [..., *E, P]``: the likelihood's raw parameters;
+* attributes ``likelihood`` (a :class:`~jaxvae.likelihoods.Likelihood`) and ``event_shape``;
+* optional: ``posteriors(x, key)`` (default: from ``forward``), ``prior_distribution()`` (the unconditional
+  prior of a single-group model, or ``None``), ``reconstruct(x, key)``.
+
+:class:`VAE` implements it for one diagonal-Gaussian latent group ``"z"`` with any encoder, decoder and prior.
+
+**Training path** (Flax NNX performance guide): :class:`PureModel` holds the ``GraphDef`` of ONE ``nnx.split``
+and exposes pure functions of ``params`` (a nested dict of arrays) that merge the module inside the traced
+function, so they work under plain ``jax.jit``, ``jax.grad`` and ``jax.vmap``.
+
+Analysis tools that work in one latent space (GMM sampler, traversals, holes) use the *flat* view: the groups
+concatenated in their order, ``[..., sum_g D_g]`` (:meth:`PureModel.encode`, :meth:`PureModel.decode`).
 
 Example::
 
     vae = jv.VAE.mlp(event_shape=(784,), latent_dim=16, likelihood=jv.likelihoods.Bernoulli(),
                      rngs=nnx.Rngs(0))
     model, params = jv.split(vae)
-    q = jax.jit(model.encode)(params, x)          # DiagonalGaussian, [B, D]
+    out = jax.jit(model.forward, static_argnums=3)(params, x, jax.random.key(0), 5)   # out.log_px_z [5, B]
 """
 
 from __future__ import annotations
 
+import abc
 import dataclasses
-from collections.abc import Callable, Sequence
+import math
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from jaxvae import kl as kl_lib
+from jaxvae import kl as kl_lib  # noqa: F401  (registers the closed-form KLs)
 from jaxvae import nets
 from jaxvae import priors as priors_lib
-from jaxvae.posteriors import DiagonalGaussian
+from jaxvae.distributions import DiagonalGaussian, Distribution, analytic_kl_per_dim
+from jaxvae.errors import ConfigError
 
 Array = jax.Array
 Params = dict[str, Any]
+Latents = dict[str, Array]
 
 
-class VAE(nnx.Module):
-    """A VAE as an NNX module.
+class ModelOutput(NamedTuple):
+    """One stochastic pass through a model for a batch, ``K`` posterior samples per example (a pytree).
+
+    Attributes:
+      log_px_z: :math:`\\log p(x \\mid z_k)`, ``[K, B]``.
+      log_qz_x: :math:`\\log q(z_k \\mid x)`, ``[K, B]`` (all groups; a flow includes its log-determinant).
+      log_pz: :math:`\\log p(z_k)`, ``[K, B]`` (all groups).
+      z: the latents by group, ``{name: [K, B, D_g]}`` (insertion order is the group order).
+      kl_terms: analytic :math:`\\mathrm{KL}(q \\| p)` per group and dimension ``{name: [B, D_g] or None}``
+        (``None`` where the pair has no closed form; for a conditional group, at the first sample).
+      posteriors: per group the posterior, ``batch [B]`` (a conditional group: given the first sample).
+      priors: per group the prior (batch ``()`` for an unconditional group, ``[B]`` for a conditional one).
+      decoder_out: the likelihood's raw parameters ``[K, B, *E, P]`` (``None`` if the model does not expose
+        them).
+    """
+
+    log_px_z: Array
+    log_qz_x: Array
+    log_pz: Array
+    z: Mapping[str, Array]
+    kl_terms: Mapping[str, Array | None]
+    posteriors: Mapping[str, Distribution]
+    priors: Mapping[str, Distribution]
+    decoder_out: Array | None = None
+
+    @property
+    def log_weights(self) -> Array:
+        """The importance log-weights :math:`\\log p(x|z) + \\log p(z) - \\log q(z|x)`, ``[K, B]``."""
+        return self.log_px_z + self.log_pz - self.log_qz_x
+
+    def kl_per_dim(self) -> Array | None:
+        """Analytic KL per latent dimension, groups concatenated, ``[B, sum_g D_g]``; ``None`` unless every group
+        has one."""
+        terms = list(self.kl_terms.values())
+        if not terms or any(t is None for t in terms):
+            return None
+        return terms[0] if len(terms) == 1 else jnp.concatenate(terms, axis=-1)
+
+    def kl_per_group(self) -> dict[str, Array] | None:
+        """Analytic KL per group, ``{name: [B]}``; ``None`` unless every group has one."""
+        if any(t is None for t in self.kl_terms.values()):
+            return None
+        return {g: jnp.sum(t, axis=-1) for g, t in self.kl_terms.items()}
+
+
+class Model(nnx.Module, abc.ABC):
+    """The protocol every model implements (see the module docstring). Subclass it; build submodules in
+    ``__init__(..., rngs)``; check the result with :func:`jaxvae.testing.check_model`.
+
+    Attributes:
+      likelihood: the decoder's :class:`~jaxvae.likelihoods.Likelihood` (static, not learned).
+      event_shape: the shape of one example.
+    """
+
+    likelihood: Any
+    event_shape: tuple[int, ...]
+
+    @abc.abstractmethod
+    def forward(self, x: Array, key: Array, num_samples: int = 1) -> ModelOutput:
+        """Encode ``x [B, *E]``, draw ``num_samples`` latents per example, decode and score them."""
+
+    @abc.abstractmethod
+    def prior_sample(self, key: Array, n: int) -> Latents:
+        """``n`` draws of every latent group from the generative model, ``{name: [n, D_g]}``."""
+
+    @abc.abstractmethod
+    def decode(self, z: Mapping[str, Array]) -> Array:
+        """Latents ``{name: [..., D_g]}`` to the likelihood's raw parameters ``[..., *E, P]``."""
+
+    def posteriors(self, x: Array, key: Array) -> dict[str, Distribution]:
+        """Per group the posterior for ``x [B, *E]`` (a conditional group: given one sample of its parents)."""
+        return dict(self.forward(x, key, 1).posteriors)
+
+    def prior_distribution(self) -> Distribution | None:
+        """The unconditional prior over the (single) latent group, or ``None`` (hierarchies, implicit priors)."""
+        return None
+
+    def reconstruct(self, x: Array, key: Array) -> Array:
+        """The likelihood mean for one posterior sample per example, ``[B, *E]`` (what reconstruction images
+        show)."""
+        out = self.forward(x, key, 1)
+        if out.decoder_out is None:
+            raise NotImplementedError(f"{type(self).__name__}.forward returns no decoder_out; override "
+                                      "reconstruct().")
+        return self.likelihood.mean(out.decoder_out[0])
+
+
+def _single_group(z: Mapping[str, Array] | Array, name: str) -> Array:
+    if isinstance(z, Mapping):
+        if set(z) != {name}:
+            raise ValueError(f"This model has one latent group {name!r}; got groups {sorted(z)}.")
+        return z[name]
+    return z
+
+
+class VAE(Model):
+    """A single-latent-group VAE: ``encoder`` -> reparameterized ``z`` -> ``decoder`` -> ``likelihood``.
 
     Args:
-      encoder: module ``x [..., *E] -> DiagonalGaussian [..., D]``.
+      encoder: module ``x [..., *E] -> Distribution [..., D]`` (e.g. a diagonal Gaussian).
       decoder: module ``z [..., D] -> out [..., *E, P]`` with ``P = likelihood.num_outputs``.
       likelihood: a :class:`jaxvae.likelihoods.Likelihood` (static, not learned; learned global scalars
         live in the decoder).
-      prior: a prior module from :mod:`jaxvae.priors`.
+      prior: a :class:`jaxvae.priors.Prior`.
       event_shape: shape of one example.
     """
 
-    def __init__(self, encoder: nnx.Module, decoder: nnx.Module, likelihood: Any, prior: nnx.Module,
+    group = "z"
+
+    def __init__(self, encoder: nnx.Module, decoder: nnx.Module, likelihood: Any, prior: priors_lib.Prior,
                  event_shape: Sequence[int]):
+        if not isinstance(prior, priors_lib.Prior):
+            raise TypeError(f"prior must be a jaxvae.priors.Prior, got {type(prior).__name__}; wrap a custom "
+                            "prior in a Prior subclass whose __call__ returns a jaxvae Distribution.")
         self.encoder = encoder
         self.decoder = decoder
         self.likelihood = likelihood
@@ -59,7 +179,7 @@ class VAE(nnx.Module):
 
     @classmethod
     def mlp(cls, event_shape: Sequence[int], latent_dim: int, likelihood: Any, *,
-            hidden: Sequence[int] = (512, 256), activation: str = "relu", prior: nnx.Module | None = None,
+            hidden: Sequence[int] = (512, 256), activation: str = "relu", prior: priors_lib.Prior | None = None,
             rngs: nnx.Rngs) -> VAE:
         """MLP encoder ``prod(E) -> hidden -> 2D`` and the mirrored decoder; standard normal prior by default."""
         encoder = nets.MLPEncoder(event_shape, latent_dim, hidden, activation=activation, rngs=rngs)
@@ -71,7 +191,7 @@ class VAE(nnx.Module):
     @classmethod
     def conv(cls, event_shape: Sequence[int], latent_dim: int, likelihood: Any, *,
              channels: Sequence[int] = (32, 64), hidden: int = 256, activation: str = "relu",
-             conv_impl: str = "auto", prior: nnx.Module | None = None, rngs: nnx.Rngs) -> VAE:
+             conv_impl: str = "auto", prior: priors_lib.Prior | None = None, rngs: nnx.Rngs) -> VAE:
         """Convolutional encoder/decoder for ``(H, W, C)`` images with H, W divisible by 4.
 
         ``conv_impl``: ``auto`` (matmul-based convolutions on CPU, native ones on GPU/TPU), ``xla`` or ``matmul``;
@@ -84,72 +204,127 @@ class VAE(nnx.Module):
             rngs=rngs)
         return cls(encoder, decoder, likelihood, prior or priors_lib.StandardNormal(latent_dim), event_shape)
 
-    def encode(self, x: Array) -> DiagonalGaussian:
+    def encode(self, x: Array) -> Distribution:
+        """``x [..., *E] -> q(z|x) [..., D]``."""
         return self.encoder(x)
 
-    def decode(self, z: Array) -> Array:
-        return self.decoder(z)
+    def prior_distribution(self) -> Distribution:
+        return self.prior(self.encoder)
 
-    def prior_log_prob(self, z: Array) -> Array:
-        return self.prior.log_prob(z, encoder=self.encoder)
+    def forward(self, x: Array, key: Array, num_samples: int = 1) -> ModelOutput:
+        q = self.encode(x)  # [B, D]
+        p = self.prior_distribution()
+        z, log_qz_x = q.sample_and_log_prob(key, num_samples)  # [K, B, D], [K, B]
+        out = self.decoder(z)  # [K, B, *E, P]
+        log_px_z = self.likelihood.log_prob(out, x, event_ndim=len(self.event_shape))  # [K, B]
+        g = self.group
+        return ModelOutput(log_px_z, log_qz_x, p.log_prob(z), {g: z}, {g: analytic_kl_per_dim(q, p)}, {g: q},
+                           {g: p}, out)
 
-    def prior_sample(self, key: Array, n: int) -> Array:
-        return self.prior.sample(key, n, encoder=self.encoder)
+    def posteriors(self, x: Array, key: Array) -> dict[str, Distribution]:
+        del key
+        return {self.group: self.encode(x)}
 
-    def kl_per_dim(self, q: DiagonalGaussian) -> Array | None:
-        """Analytic per-dimension KL to the prior ``[..., D]`` when the prior is a diagonal Gaussian, else None."""
-        p = self.prior.as_diagonal_gaussian()
-        return None if p is None else kl_lib.kl_diagonal_gaussians_per_dim(q, p)
+    def prior_sample(self, key: Array, n: int) -> Latents:
+        return {self.group: self.prior_distribution().sample(key, n)}
+
+    def decode(self, z: Mapping[str, Array] | Array) -> Array:
+        return self.decoder(_single_group(z, self.group))
+
+    def reconstruct(self, x: Array, key: Array | None = None) -> Array:
+        """Decoder mean at the posterior mean, ``[B, *E]``."""
+        del key
+        return self.likelihood.mean(self.decoder(self.encode(x).mean()))
 
 
-class Forward(NamedTuple):
-    """One stochastic pass through the model for a batch, ``K`` posterior samples per example.
+# ---------------------------------------------------------------------------------------------- flat latents
 
-    Attributes:
-      q: the posterior, ``[B, D]``.
-      z: posterior samples, ``[K, B, D]``.
-      decoder_out: raw likelihood parameters, ``[K, B, *E, P]``.
-      log_px_z: :math:`\\log p(x \\mid z_k)`, ``[K, B]``.
-      log_qz_x: :math:`\\log q(z_k \\mid x)`, ``[K, B]``.
-      log_pz: :math:`\\log p(z_k)`, ``[K, B]``.
-      kl_per_dim: analytic KL per dimension ``[B, D]`` when the prior allows it, else ``None``.
-    """
+LatentGroups = tuple[tuple[str, int], ...]  # ((name, D_g), ...) in group order
 
-    q: DiagonalGaussian
-    z: Array
-    decoder_out: Array
-    log_px_z: Array
-    log_qz_x: Array
-    log_pz: Array
-    kl_per_dim: Array | None
+
+def flatten_latents(z: Mapping[str, Array], groups: LatentGroups) -> Array:
+    """``{name: [..., D_g]} -> [..., sum_g D_g]`` in group order."""
+    parts = [z[name] for name, _ in groups]
+    return parts[0] if len(parts) == 1 else jnp.concatenate(parts, axis=-1)
+
+
+def unflatten_latents(z: Array, groups: LatentGroups) -> Latents:
+    """``[..., sum_g D_g] -> {name: [..., D_g]}``."""
+    total = sum(d for _, d in groups)
+    if z.shape[-1] != total:
+        raise ValueError(f"Flat latents have {z.shape[-1]} dimensions; this model's groups "
+                         f"{dict(groups)} have {total}.")
+    out, start = {}, 0
+    for name, d in groups:
+        out[name] = z[..., start:start + d]
+        start += d
+    return out
+
+
+def flatten_posteriors(posteriors: Mapping[str, Distribution], groups: LatentGroups,
+                       what: str = "This analysis") -> DiagonalGaussian:
+    """The per-group diagonal Gaussian posteriors as one ``DiagonalGaussian [B, sum_g D_g]``; a clear error for
+    posteriors that are not diagonal Gaussians (flows), naming what needs them."""
+    bad = {g: type(q).__name__ for g, q in posteriors.items() if not isinstance(q, DiagonalGaussian)}
+    if bad:
+        raise ConfigError(f"{what} needs diagonal Gaussian posteriors (their means and scales), but the model's "
+                          f"latent groups have {bad}. Use the Monte Carlo tools (jv.iwae_log_likelihood, the ELBO "
+                          "and the samplers from the prior), or give the model a diagonal Gaussian posterior.")
+    parts = [posteriors[name] for name, _ in groups]
+    if len(parts) == 1:
+        return parts[0]
+    return DiagonalGaussian(jnp.concatenate([q.loc for q in parts], axis=-1),
+                            jnp.concatenate([q.log_scale for q in parts], axis=-1))
+
+
+# -------------------------------------------------------------------------------------------------- pure view
+
+
+def _check_model(model: Any) -> Model:
+    if not isinstance(model, Model):
+        raise ConfigError(
+            f"The model builder returned a {type(model).__name__}, not a jaxvae model. Return a jv.VAE(encoder, "
+            "decoder, likelihood, prior, event_shape) built from your own modules, or subclass jv.Model and "
+            "implement forward, prior_sample and decode (README: 'Bring your own model').")
+    return model
 
 
 @dataclasses.dataclass(frozen=True)
-class PureVAE:
-    """Pure functions of ``params`` for one VAE architecture (hashable; safe to close over in ``jax.jit``).
+class PureModel:
+    """Pure functions of ``params`` for one model architecture (hashable; safe to close over in ``jax.jit``).
 
-    Build it with :func:`split` from a module, or with :meth:`from_builder` from a function
-    ``rngs -> VAE`` (then :meth:`init` creates fresh parameters from a key, e.g. inside ``jax.jit`` with
-    ``out_shardings``).
+    Build it with :func:`split` from a module, or with :meth:`from_builder` from a function ``rngs -> Model``
+    (then :meth:`init` creates fresh parameters from a key, e.g. inside ``jax.jit`` with ``out_shardings``).
+
+    Attributes:
+      graphdef: the module structure of one ``nnx.split``.
+      likelihood, event_shape: the model's.
+      groups: ``((name, D_g), ...)``, the latent groups in order.
     """
 
     graphdef: nnx.GraphDef
     likelihood: Any
     event_shape: tuple[int, ...]
-    latent_dim: int
-    builder: Callable[[nnx.Rngs], VAE] | None = dataclasses.field(default=None, compare=False)
+    groups: LatentGroups
+    builder: Callable[[nnx.Rngs], Model] | None = dataclasses.field(default=None, compare=False)
 
     @classmethod
-    def from_builder(cls, builder: Callable[[nnx.Rngs], VAE]) -> PureVAE:
-        """Traces ``builder`` abstractly (no FLOPs, no memory) to get the graph definition."""
-        abstract = nnx.eval_shape(lambda: builder(nnx.Rngs(0)))
-        graphdef, _ = nnx.split(abstract)
-        return cls(graphdef, abstract.likelihood, abstract.event_shape, abstract.latent_dim, builder)
+    def from_builder(cls, builder: Callable[[nnx.Rngs], Model]) -> PureModel:
+        """Traces ``builder`` abstractly (no FLOPs, no memory) to get the graph definition and the groups."""
+        abstract = nnx.eval_shape(lambda: _check_model(builder(nnx.Rngs(0))))
+        graphdef, state = nnx.split(abstract)
+        groups = _latent_groups(graphdef, state)
+        return cls(graphdef, abstract.likelihood, tuple(abstract.event_shape), groups, builder)
+
+    @property
+    def latent_dim(self) -> int:
+        """Total latent dimensions over all groups."""
+        return sum(d for _, d in self.groups)
 
     def init(self, key: Array) -> Params:
         """Fresh parameters from ``key`` (a pure function of the key; jit it to control placement)."""
         if self.builder is None:
-            raise ValueError("PureVAE.init needs a builder: create the PureVAE with PureVAE.from_builder.")
+            raise ValueError("PureModel.init needs a builder: create it with PureModel.from_builder.")
         _, state = nnx.split(self.builder(nnx.Rngs(params=key)))
         return nnx.to_pure_dict(state)
 
@@ -157,52 +332,75 @@ class PureVAE:
         """Shapes and dtypes of the parameters (``jax.ShapeDtypeStruct`` leaves), computed without FLOPs."""
         return jax.eval_shape(self.init, jax.random.key(0))
 
-    def merge(self, params: Params) -> VAE:
+    def merge(self, params: Params) -> Model:
         """The NNX module for ``params`` (inside a traced function this is free)."""
         return nnx.merge(self.graphdef, params)
 
-    def encode(self, params: Params, x: Array) -> DiagonalGaussian:
-        """``x [..., *E] -> q(z|x) [..., D]``."""
-        return self.merge(params).encode(x)
+    def forward(self, params: Params, x: Array, key: Array, num_samples: int = 1) -> ModelOutput:
+        """See :meth:`Model.forward`."""
+        return self.merge(params).forward(x, key, num_samples)
 
-    def decode(self, params: Params, z: Array) -> Array:
-        """``z [..., D] -> out [..., *E, P]`` (raw likelihood parameters)."""
-        return self.merge(params).decode(z)
+    def posteriors(self, params: Params, x: Array, key: Array | None = None) -> dict[str, Distribution]:
+        return self.merge(params).posteriors(x, jax.random.key(0) if key is None else key)
 
-    def decode_mean(self, params: Params, z: Array) -> Array:
-        """The likelihood's mean for latents ``z [..., D]``, ``[..., *E]``: what reconstruction images show."""
-        return self.likelihood.mean(self.decode(params, z))
+    def encode(self, params: Params, x: Array, key: Array | None = None) -> DiagonalGaussian:
+        """The flat posterior ``DiagonalGaussian [B, sum_g D_g]`` (for a single-group VAE: q(z|x) itself;
+        conditional groups given one sample drawn with ``key``)."""
+        return flatten_posteriors(self.posteriors(params, x, key), self.groups, "Encoding to posterior means")
 
-    def reconstruct(self, params: Params, x: Array) -> Array:
-        """Decoder mean at the posterior mean, ``[B, *E]``."""
-        vae = self.merge(params)
-        return self.likelihood.mean(vae.decode(vae.encode(x).loc))
+    def prior_distribution(self, params: Params) -> Distribution | None:
+        """The unconditional prior of a single-group model, else ``None``."""
+        return self.merge(params).prior_distribution()
 
-    def prior_log_prob(self, params: Params, z: Array) -> Array:
-        return self.merge(params).prior_log_prob(z)
-
-    def prior_sample(self, params: Params, key: Array, n: int) -> Array:
-        """``n`` latents from the prior, ``[n, D]``."""
+    def prior_sample_groups(self, params: Params, key: Array, n: int) -> Latents:
+        """``n`` latents of every group from the generative model, ``{name: [n, D_g]}``."""
         return self.merge(params).prior_sample(key, n)
 
-    def forward(self, params: Params, x: Array, key: Array, num_samples: int = 1) -> Forward:
-        """Encode ``x [B, *E]``, draw ``num_samples`` reparameterized ``z``, decode and score them."""
-        vae = self.merge(params)
-        q = vae.encode(x)  # [B, D]
-        z = q.sample(key, num_samples)  # [K, B, D]
-        out = vae.decode(z)  # [K, B, *E, P]
-        event_ndim = len(self.event_shape)
-        log_px_z = self.likelihood.log_prob(out, x, event_ndim=event_ndim)  # [K, B]
-        return Forward(q, z, out, log_px_z, q.log_prob(z), vae.prior_log_prob(z), vae.kl_per_dim(q))
+    def prior_sample(self, params: Params, key: Array, n: int) -> Array:
+        """``n`` flat latents from the generative model, ``[n, sum_g D_g]``."""
+        return flatten_latents(self.prior_sample_groups(params, key, n), self.groups)
+
+    def decode(self, params: Params, z: Mapping[str, Array] | Array) -> Array:
+        """Latents (a group dict, or flat ``[..., sum_g D_g]``) to raw likelihood parameters ``[..., *E, P]``."""
+        groups = z if isinstance(z, Mapping) else unflatten_latents(z, self.groups)
+        return self.merge(params).decode(groups)
+
+    def decode_mean(self, params: Params, z: Mapping[str, Array] | Array) -> Array:
+        """The likelihood's mean for latents ``z``, ``[..., *E]``: what sample images show."""
+        return self.likelihood.mean(self.decode(params, z))
+
+    def reconstruct(self, params: Params, x: Array, key: Array | None = None) -> Array:
+        """``[B, *E]``: see :meth:`Model.reconstruct`."""
+        return self.merge(params).reconstruct(x, jax.random.key(0) if key is None else key)
 
 
-def split(vae: VAE) -> tuple[PureVAE, Params]:
-    """Splits a VAE module ONCE into its pure view and its parameters (a nested dict of arrays)."""
-    graphdef, state = nnx.split(vae)
-    model = PureVAE(graphdef, vae.likelihood, vae.event_shape, vae.latent_dim)
-    return model, nnx.to_pure_dict(state)
+def _latent_groups(graphdef: nnx.GraphDef, state: Any) -> LatentGroups:
+    def shapes(params):
+        return nnx.merge(graphdef, params).prior_sample(jax.random.key(0), 1)
+
+    out = jax.eval_shape(shapes, state)
+    if not isinstance(out, Mapping) or not out:
+        raise ConfigError(f"prior_sample must return a non-empty dict {{group name: [n, D_g]}}; got "
+                          f"{type(out).__name__}.")
+    groups = []
+    for name, s in out.items():
+        if len(s.shape) != 2 or s.shape[0] != 1:
+            raise ConfigError(f"prior_sample(key, n) must return [n, D_g] per group; group {name!r} has shape "
+                              f"{s.shape} for n=1.")
+        groups.append((str(name), int(s.shape[1])))
+    return tuple(groups)
+
+
+PureVAE = PureModel  # the name before the model protocol (kept for existing code)
+
+
+def split(model: Model) -> tuple[PureModel, Params]:
+    """Splits a model ONCE into its pure view and its parameters (a nested dict of arrays)."""
+    graphdef, state = nnx.split(_check_model(model))
+    return (PureModel(graphdef, model.likelihood, tuple(model.event_shape), _latent_groups(graphdef, state)),
+            nnx.to_pure_dict(state))
 
 
 def count_params(params: Params) -> int:
     """Total number of scalars in ``params``."""
-    return sum(int(jnp.size(p)) for p in jax.tree.leaves(params))
+    return sum(math.prod(jnp.shape(p)) for p in jax.tree.leaves(params))

@@ -19,23 +19,26 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxvae import diagnostics, kl
-from jaxvae.model import Params, PureVAE
+from jaxvae.model import Params, PureModel, flatten_posteriors
 
 Array = jax.Array
 
 
-def make_monitor_fn(model: PureVAE) -> Callable[[Params, Array, Array], dict[str, Array]]:
-    """A jitted ``(params, x [M, *E], key) -> {kl_per_dim [D], mean_variance [D], kl, mi}``."""
+def make_monitor_fn(model: PureModel) -> Callable[[Params, Array, Array], dict[str, Array]]:
+    """A jitted ``(params, x [M, *E], key) -> {kl_per_dim [D], mean_variance [D], kl, mi}``.
+
+    Works from the model protocol: the posteriors of every latent group (flattened, groups concatenated) and the
+    analytic KL per dimension where the model has one (otherwise the KL to N(0, I) per dimension as a proxy).
+    """
 
     @jax.jit
     def monitor(params: Params, x: Array, key: Array) -> dict[str, Array]:
-        vae = model.merge(params)
-        q = vae.encode(x)  # [M, D]
-        prior = vae.prior.as_diagonal_gaussian()
-        if prior is None:  # mixture priors: KL per dimension against N(0, I) as a proxy
-            kl_per_dim = jnp.mean(kl.kl_standard_normal_per_dim(q), axis=0)
-        else:
-            kl_per_dim = jnp.mean(kl.kl_diagonal_gaussians_per_dim(q, prior), axis=0)
+        out = model.forward(params, x, jax.random.fold_in(key, 1))  # XLA drops the unused decoder
+        q = flatten_posteriors(out.posteriors, model.groups, "The latent-health monitor")  # [M, D]
+        kl_terms = out.kl_per_dim()
+        if kl_terms is None:  # mixture priors: KL per dimension against N(0, I) as a proxy
+            kl_terms = kl.kl_standard_normal_per_dim(q)
+        kl_per_dim = jnp.mean(kl_terms, axis=0)
         return {
             "kl_per_dim": kl_per_dim,
             "mean_variance": jnp.var(q.loc, axis=0),

@@ -21,13 +21,16 @@ The KL is analytic when the prior is a diagonal Gaussian (standard normal, learn
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 
-from jaxvae.model import Forward, Params, PureVAE
-from jaxvae.posteriors import DiagonalGaussian, gaussian_log_prob_per_dim
+from jaxvae.discrepancy import check_kernel, mmd
+from jaxvae.distributions import DiagonalGaussian, gaussian_log_prob_per_dim
+from jaxvae.errors import ConfigError
+from jaxvae.model import ModelOutput, Params, PureModel, flatten_latents
 
 Array = jax.Array
 
@@ -50,22 +53,63 @@ class ObjectiveOutput(NamedTuple):
     metrics: dict[str, Array]
 
 
-def _terms(fwd: Forward, analytic_kl: bool) -> tuple[Array, Array, Array | None]:
-    """``(recon [B], kl [B], kl_per_dim [B, D] | None)`` from a forward pass."""
+class Objective(NamedTuple):
+    """A training objective as pure functions (optax style); its state lives in the TrainState.
+
+    * ``init(params) -> state``: objective / KL-controller state (``{}`` for stateless objectives).
+    * ``hyper(step) -> {name: scalar}``: the scheduled weights at ``step`` (beta, capacity, free bits, ...).
+      Kept apart from ``loss`` so that a sweep can stack the values of many models (``[N]`` each) and ``vmap``
+      one loss over them: models in a sweep may differ in anything that only changes these numbers.
+    * ``loss(params, state, x, key, step, hyper) -> (loss, ObjectiveOutput)``.
+    * ``update(state, output, step, hyper) -> state``: the controller update after each step.
+    """
+
+    init: Callable[[Params], Any]
+    hyper: Callable[[Array], dict[str, Array]]
+    loss: Callable[..., tuple[Array, ObjectiveOutput]]
+    update: Callable[..., Any]
+
+
+def _terms(fwd: ModelOutput, analytic_kl: bool) -> tuple[Array, Array, Array | None]:
+    """``(recon [B], kl [B], kl_per_dim [B, D] | None)`` from a forward pass (all latent groups)."""
     recon = -jnp.mean(fwd.log_px_z, axis=0)  # [B]
-    if analytic_kl and fwd.kl_per_dim is not None:
-        kl = jnp.sum(fwd.kl_per_dim, axis=-1)  # [B]
+    kl_per_dim = fwd.kl_per_dim()  # [B, D] or None
+    if analytic_kl and kl_per_dim is not None:
+        kl = jnp.sum(kl_per_dim, axis=-1)  # [B]
     else:
         kl = jnp.mean(fwd.log_qz_x - fwd.log_pz, axis=0)  # [B]
-    return recon, kl, fwd.kl_per_dim
+    return recon, kl, kl_per_dim
 
 
-def _output(recon: Array, kl: Array, kl_per_dim: Array | None, **metrics: Any) -> ObjectiveOutput:
+def _group_metrics(fwd: ModelOutput) -> dict[str, Array]:
+    """Batch-mean analytic KL of each latent group, ``{"kl_<group>": []}``, for models with several groups."""
+    per_group = fwd.kl_per_group()
+    if per_group is None or len(per_group) < 2:
+        return {}
+    return {f"kl_{g}": jnp.mean(v) for g, v in per_group.items()}
+
+
+def _output(recon: Array, kl: Array, kl_per_dim: Array | None, fwd: ModelOutput | None = None,
+            **metrics: Any) -> ObjectiveOutput:
+    if fwd is not None:
+        metrics = {**_group_metrics(fwd), **metrics}
     return ObjectiveOutput(-(recon + kl), recon, kl, kl_per_dim,
                            {k: jnp.asarray(v, jnp.float32) for k, v in metrics.items()})
 
 
-def elbo(model: PureVAE, params: Params, x: Array, key: Array, *, beta: float | Array = 1.0,
+def _single_diagonal_group(fwd: ModelOutput, what: str, alternative: str) -> tuple[str, DiagonalGaussian]:
+    """The one latent group of ``fwd`` with its diagonal Gaussian posterior, or a clear error."""
+    if len(fwd.z) != 1:
+        raise ConfigError(f"{what} is defined for one latent group; this model has {len(fwd.z)} "
+                          f"({', '.join(fwd.z)}). {alternative}")
+    (group, q), = fwd.posteriors.items()
+    if not isinstance(q, DiagonalGaussian):
+        raise ConfigError(f"{what} needs a diagonal Gaussian posterior; the model's is {type(q).__name__}. "
+                          f"{alternative}")
+    return group, q
+
+
+def elbo(model: PureModel, params: Params, x: Array, key: Array, *, beta: float | Array = 1.0,
          num_samples: int = 1, analytic_kl: bool = True) -> tuple[Array, ObjectiveOutput]:
     r"""The (beta-weighted) negative ELBO (Kingma & Welling 2014; Higgins et al. 2017 for :math:`\beta \ne 1`).
 
@@ -80,9 +124,10 @@ def elbo(model: PureVAE, params: Params, x: Array, key: Array, *, beta: float | 
       num_samples: posterior samples averaged in the reconstruction term.
       analytic_kl: closed-form KL where the prior allows it.
     """
-    recon, kl, kl_per_dim = _terms(model.forward(params, x, key, num_samples), analytic_kl)
+    fwd = model.forward(params, x, key, num_samples)
+    recon, kl, kl_per_dim = _terms(fwd, analytic_kl)
     loss = jnp.mean(recon + beta * kl)
-    return loss, _output(recon, kl, kl_per_dim, beta=beta)
+    return loss, _output(recon, kl, kl_per_dim, fwd, beta=beta)
 
 
 def iwae_bound_from_log_weights(log_w: Array) -> Array:
@@ -94,7 +139,7 @@ def iwae_bound_from_log_weights(log_w: Array) -> Array:
     return jax.nn.logsumexp(log_w, axis=0) - math.log(log_w.shape[0])
 
 
-def iwae(model: PureVAE, params: Params, x: Array, key: Array, *,
+def iwae(model: PureModel, params: Params, x: Array, key: Array, *,
          num_samples: int = 5) -> tuple[Array, ObjectiveOutput]:
     r"""The importance-weighted autoencoder bound (Burda, Grosse & Salakhutdinov 2016), loss = its negative.
 
@@ -104,11 +149,10 @@ def iwae(model: PureVAE, params: Params, x: Array, key: Array, *,
     single-sample (Monte Carlo KL) ELBO exactly.
     """
     fwd = model.forward(params, x, key, num_samples)
-    log_w = fwd.log_px_z + fwd.log_pz - fwd.log_qz_x  # [K, B]
-    bound = iwae_bound_from_log_weights(log_w)  # [B]
+    bound = iwae_bound_from_log_weights(fwd.log_weights)  # [B]
     recon, kl, kl_per_dim = _terms(fwd, analytic_kl=False)
     loss = -jnp.mean(bound)
-    return loss, _output(recon, kl, kl_per_dim, iwae=jnp.mean(bound))
+    return loss, _output(recon, kl, kl_per_dim, fwd, iwae=jnp.mean(bound))
 
 
 def free_bits_kl(kl_per_dim: Array, free_bits: float | Array, group_size: int = 1) -> Array:
@@ -136,7 +180,7 @@ def free_bits_kl(kl_per_dim: Array, free_bits: float | Array, group_size: int = 
     return jnp.sum(jnp.maximum(free_bits, kl_groups))
 
 
-def free_bits(model: PureVAE, params: Params, x: Array, key: Array, *, threshold: float | Array,
+def free_bits(model: PureModel, params: Params, x: Array, key: Array, *, threshold: float | Array,
               beta: float | Array = 1.0, group_size: int = 1,
               num_samples: int = 1) -> tuple[Array, ObjectiveOutput]:
     r"""ELBO with free bits: :math:`\mathcal{L} = \frac1B\sum_b \mathrm{recon}(x_b) + \beta\,\tilde{\mathrm{KL}}`.
@@ -144,15 +188,18 @@ def free_bits(model: PureVAE, params: Params, x: Array, key: Array, *, threshold
     ``threshold`` is :math:`\lambda` in nats per group of ``group_size`` dimensions; see :func:`free_bits_kl`.
     Needs a per-dimension KL (a diagonal Gaussian prior).
     """
-    recon, kl, kl_per_dim = _terms(model.forward(params, x, key, num_samples), analytic_kl=True)
+    fwd = model.forward(params, x, key, num_samples)
+    recon, kl, kl_per_dim = _terms(fwd, analytic_kl=True)
     if kl_per_dim is None:
-        raise ValueError("free bits need a per-dimension KL; use a standard normal or learned Gaussian prior.")
+        raise ConfigError("free bits need a per-dimension analytic KL in every latent group (a diagonal Gaussian "
+                          "posterior and prior: model.prior=standard_normal or learned_gaussian); for other "
+                          "priors use objective.name=elbo with KL annealing or objective.name=capacity.")
     penalty = free_bits_kl(kl_per_dim, threshold, group_size)
     loss = jnp.mean(recon) + beta * penalty
-    return loss, _output(recon, kl, kl_per_dim, beta=beta, free_bits_kl=penalty)
+    return loss, _output(recon, kl, kl_per_dim, fwd, beta=beta, free_bits_kl=penalty)
 
 
-def capacity(model: PureVAE, params: Params, x: Array, key: Array, *, capacity: float | Array,
+def capacity(model: PureModel, params: Params, x: Array, key: Array, *, capacity: float | Array,
              gamma: float | Array = 1000.0, num_samples: int = 1,
              analytic_kl: bool = True) -> tuple[Array, ObjectiveOutput]:
     r"""Controlled-capacity objective of Burgess et al. (2018), "Understanding disentangling in beta-VAE".
@@ -163,9 +210,10 @@ def capacity(model: PureVAE, params: Params, x: Array, key: Array, *, capacity: 
 
     :math:`C` (nats) is usually increased linearly during training (:func:`jaxvae.schedules.capacity_schedule`).
     """
-    recon, kl, kl_per_dim = _terms(model.forward(params, x, key, num_samples), analytic_kl)
+    fwd = model.forward(params, x, key, num_samples)
+    recon, kl, kl_per_dim = _terms(fwd, analytic_kl)
     loss = jnp.mean(recon) + gamma * jnp.abs(jnp.mean(kl) - capacity)
-    return loss, _output(recon, kl, kl_per_dim, capacity=capacity, gamma=gamma)
+    return loss, _output(recon, kl, kl_per_dim, fwd, capacity=capacity, gamma=gamma)
 
 
 # ------------------------------------------------------------------------------------------------ beta-TCVAE
@@ -257,7 +305,7 @@ def kl_decomposition(q: DiagonalGaussian, z: Array, prior: DiagonalGaussian, *, 
                            dimwise_kl=jnp.mean(log_qz_prod - log_pz, axis=0))
 
 
-def beta_tcvae(model: PureVAE, params: Params, x: Array, key: Array, *, dataset_size: int,
+def beta_tcvae(model: PureModel, params: Params, x: Array, key: Array, *, dataset_size: int,
                alpha: float | Array = 1.0, beta: float | Array = 6.0, gamma: float | Array = 1.0,
                num_samples: int = 1, estimator: str = "mws") -> tuple[Array, ObjectiveOutput]:
     r"""beta-TCVAE (Chen, Li, Grosse & Duvenaud 2018, "Isolating Sources of Disentanglement in VAEs").
@@ -283,76 +331,29 @@ def beta_tcvae(model: PureVAE, params: Params, x: Array, key: Array, *, dataset_
       num_samples: posterior samples per example.
       estimator: ``"mws"`` (minibatch weighted sampling, the paper's) or ``"mss"``.
     """
-    prior = model.merge(params).prior.as_diagonal_gaussian()
-    if prior is None:
-        raise ValueError("beta_tcvae needs a factorized prior p(z) = prod_d p(z_d) for the dimension-wise KL; "
-                         "use a standard normal or learned Gaussian prior.")
     fwd = model.forward(params, x, key, num_samples)
-    terms = kl_decomposition(fwd.q, fwd.z, prior, dataset_size=dataset_size, estimator=estimator)
+    alternative = "Use objective.name=elbo (with beta) or capacity for this model."
+    group, q = _single_diagonal_group(fwd, "beta-TCVAE's total-correlation decomposition", alternative)
+    prior = fwd.priors[group]
+    if not isinstance(prior, DiagonalGaussian) or prior.batch_shape:
+        raise ConfigError("beta_tcvae needs a factorized prior p(z) = prod_d p(z_d) for the dimension-wise KL; "
+                          f"the model's prior is {type(prior).__name__}. Use a standard normal or learned "
+                          f"Gaussian prior (model.prior=standard_normal or learned_gaussian). {alternative}")
+    terms = kl_decomposition(q, fwd.z[group], prior, dataset_size=dataset_size, estimator=estimator)
     recon, kl, kl_per_dim = _terms(fwd, analytic_kl=True)
     loss = jnp.mean(recon + alpha * terms.mi + beta * terms.tc + gamma * terms.dimwise_kl)
-    return loss, _output(recon, kl, kl_per_dim, mi=jnp.mean(terms.mi), tc=jnp.mean(terms.tc),
+    return loss, _output(recon, kl, kl_per_dim, fwd, mi=jnp.mean(terms.mi), tc=jnp.mean(terms.tc),
                          dimwise_kl=jnp.mean(terms.dimwise_kl), alpha=alpha, beta=beta, gamma=gamma)
 
 
 # ------------------------------------------------------------------------------------------------- InfoVAE
 
 
-_KERNELS = ("imq", "rbf")
+__all__ = ["KLDecomposition", "Objective", "ObjectiveOutput", "beta_tcvae", "capacity", "elbo", "free_bits",
+           "free_bits_kl", "info_vae", "iwae", "iwae_bound_from_log_weights", "kl_decomposition", "mmd"]
 
 
-def _check_kernel(kernel: str) -> None:
-    if kernel not in _KERNELS:
-        raise ValueError(f"Unknown MMD kernel {kernel!r}; choose one of {_KERNELS}.")
-
-
-def _kernel_matrix(a: Array, b: Array, kernel: str, scale: float | Array) -> Array:
-    """``k(a_i, b_j)``, ``[N, M]``, from exact squared distances (no ``|a|^2 + |b|^2 - 2ab`` cancellation)."""
-    sq = jnp.sum(jnp.square(a[:, None, :] - b[None, :, :]), axis=-1)  # [N, M]
-    if kernel == "rbf":
-        return jnp.exp(-sq / (2.0 * jnp.square(scale)))
-    c = 2.0 * a.shape[-1] * jnp.square(scale)
-    return c / (c + sq)
-
-
-def mmd(x: Array, y: Array, *, kernel: str = "imq", scale: float | Array = 1.0) -> Array:
-    r"""Unbiased estimate of the squared maximum mean discrepancy between two samples (Gretton et al. 2012).
-
-    .. math::
-        \widehat{\mathrm{MMD}}^2 = \frac{1}{N(N-1)} \sum_{i \ne j} k(x_i, x_j)
-          + \frac{1}{M(M-1)} \sum_{i \ne j} k(y_i, y_j) - \frac{2}{NM} \sum_{i, j} k(x_i, y_j)
-
-    a U-statistic: its expectation is the population :math:`\mathrm{MMD}^2`, so it is zero on average (and can be
-    slightly negative) when both samples come from the same distribution. Kernels, with :math:`s` = ``scale``:
-
-    * ``"rbf"``: :math:`k(a, b) = \exp(-\|a - b\|^2 / (2 s^2))`;
-    * ``"imq"``: inverse multiquadratic :math:`k(a, b) = C / (C + \|a - b\|^2)` with :math:`C = 2 D s^2`
-      (Tolstikhin et al. 2018, "Wasserstein Auto-Encoders", who use :math:`C = 2 D \sigma_p^2` for a prior of
-      variance :math:`\sigma_p^2`; :math:`s = 1` suits the standard normal prior). Its heavy tails keep
-      gradients alive for distant samples.
-
-    Args:
-      x: ``[N, D]``, ``N >= 2``.
-      y: ``[M, D]``, ``M >= 2``.
-      kernel: ``"imq"`` or ``"rbf"``.
-      scale: :math:`s > 0`.
-
-    Returns:
-      The scalar estimate.
-    """
-    _check_kernel(kernel)
-    if isinstance(scale, (int, float)) and not scale > 0:
-        raise ValueError(f"MMD kernel scale must be > 0, got {scale!r}.")
-    n, m = x.shape[0], y.shape[0]
-    if n < 2 or m < 2:
-        raise ValueError(f"The unbiased MMD needs at least 2 samples on each side, got {n} and {m}.")
-    kxx = jnp.where(jnp.eye(n, dtype=bool), 0.0, _kernel_matrix(x, x, kernel, scale))
-    kyy = jnp.where(jnp.eye(m, dtype=bool), 0.0, _kernel_matrix(y, y, kernel, scale))
-    kxy = _kernel_matrix(x, y, kernel, scale)
-    return jnp.sum(kxx) / (n * (n - 1)) + jnp.sum(kyy) / (m * (m - 1)) - 2.0 * jnp.mean(kxy)
-
-
-def info_vae(model: PureVAE, params: Params, x: Array, key: Array, *, alpha: float | Array = 0.0,
+def info_vae(model: PureModel, params: Params, x: Array, key: Array, *, alpha: float | Array = 0.0,
              lambda_: float | Array = 1000.0, kernel: str = "imq", kernel_scale: float | Array | None = None,
              num_samples: int = 1) -> tuple[Array, ObjectiveOutput]:
     r"""The InfoVAE / MMD-VAE objective (Zhao, Song & Ermon 2019, "InfoVAE", with the MMD divergence).
@@ -369,13 +370,14 @@ def info_vae(model: PureVAE, params: Params, x: Array, key: Array, *, alpha: flo
     Returns the true per-example ELBO terms (analytic KL where the prior allows it) and the metrics ``"mmd"``,
     ``"alpha"`` and ``"lambda"``.
     """
-    _check_kernel(kernel)
+    check_kernel(kernel)
     scale = 1.0 if kernel_scale is None else kernel_scale
     key_q, key_p = jax.random.split(key)
     fwd = model.forward(params, x, key_q, num_samples)
     recon, kl, kl_per_dim = _terms(fwd, analytic_kl=True)
-    z_q = fwd.z.reshape(-1, fwd.z.shape[-1])  # [K * B, D]
+    z_flat = flatten_latents(fwd.z, model.groups)  # [K, B, D] (all groups)
+    z_q = z_flat.reshape(-1, z_flat.shape[-1])  # [K * B, D]
     z_p = model.prior_sample(params, key_p, z_q.shape[0])  # [K * B, D]
     divergence = mmd(z_q, z_p, kernel=kernel, scale=scale)
     loss = jnp.mean(recon) + (1.0 - alpha) * jnp.mean(kl) + (alpha + lambda_ - 1.0) * divergence
-    return loss, _output(recon, kl, kl_per_dim, mmd=divergence, alpha=alpha, **{"lambda": lambda_})
+    return loss, _output(recon, kl, kl_per_dim, fwd, mmd=divergence, alpha=alpha, **{"lambda": lambda_})

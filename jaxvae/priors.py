@@ -1,14 +1,25 @@
-"""Priors p(z) over the latent space, as Flax NNX modules (learnable ones hold ``nnx.Param``).
+r"""Priors p(z) over the latent space, as Flax NNX modules that hold their parameters (if any).
 
-Every prior has ``log_prob(z, *, encoder=None) -> [...]`` for ``z`` ``[..., D]`` and
-``sample(key, n, *, encoder=None) -> [n, D]``. Only :class:`VampPrior` uses ``encoder`` (its mixture components
-are the encoder's posteriors of learned pseudo-inputs); the others ignore it. ``as_diagonal_gaussian()``
-returns the prior as a :class:`~jaxvae.posteriors.DiagonalGaussian` when it is one, so the KL can be computed in
-closed form, and ``None`` otherwise (the KL is then estimated by Monte Carlo).
+A :class:`Prior` is a module whose call returns the prior as a :class:`~jaxvae.distributions.Distribution`
+(``batch_shape == ()``, ``event_shape == (D,)``), so everything downstream (objectives, the KL registry,
+diagnostics, samplers) works from one interface:
+
+* :class:`StandardNormal` and :class:`LearnedGaussian` give a :class:`~jaxvae.distributions.DiagonalGaussian`
+  (the KL to a diagonal Gaussian posterior is then analytic, per dimension);
+* :class:`MixtureOfGaussians` and :class:`VampPrior` give a :class:`~jaxvae.distributions.Mixture` (KL by Monte
+  Carlo).
+
+A prior *defined through the encoder* (the VampPrior, whose components are the posteriors of learned
+pseudo-inputs) receives the model's ``encode`` function in the call; the others ignore it. The model calls its
+prior once per forward pass: ``p = self.prior(self.encode)``.
+
+To add a prior, subclass :class:`Prior`, build its parameters in ``__init__(..., rngs)`` and return a
+:class:`~jaxvae.distributions.Distribution` from ``__call__``; check it with :func:`jaxvae.testing.check_prior`.
 """
 
 from __future__ import annotations
 
+import abc
 import math
 from collections.abc import Callable
 
@@ -16,32 +27,39 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from jaxvae.posteriors import DiagonalGaussian, gaussian_log_prob_per_dim
+from jaxvae.distributions import DiagonalGaussian, Distribution, Mixture
 
 Array = jax.Array
-Encoder = Callable[[Array], DiagonalGaussian]
+Encode = Callable[[Array], Distribution]
 
 
-class StandardNormal(nnx.Module):
+class Prior(nnx.Module, abc.ABC):
+    """Base class of priors: ``prior(encode=None) -> Distribution`` over ``z [D]``.
+
+    Attributes:
+      latent_dim: D.
+    """
+
+    latent_dim: int
+
+    @abc.abstractmethod
+    def __call__(self, encode: Encode | None = None) -> Distribution:
+        """The prior distribution. ``encode`` (``x -> q(z|x)``) is the model's encoder, for priors defined
+        through it."""
+
+
+class StandardNormal(Prior):
     r""":math:`p(z) = \mathcal{N}(0, I_D)`, the prior of Kingma & Welling (2014). No parameters."""
 
     def __init__(self, latent_dim: int):
         self.latent_dim = latent_dim
 
-    def as_diagonal_gaussian(self) -> DiagonalGaussian:
-        zeros = jnp.zeros((self.latent_dim,), jnp.float32)
-        return DiagonalGaussian(zeros, zeros)
-
-    def log_prob(self, z: Array, *, encoder: Encoder | None = None) -> Array:
-        del encoder
-        return jnp.sum(gaussian_log_prob_per_dim(z, 0.0, 0.0), axis=-1)
-
-    def sample(self, key: Array, n: int, *, encoder: Encoder | None = None) -> Array:
-        del encoder
-        return jax.random.normal(key, (n, self.latent_dim))
+    def __call__(self, encode: Encode | None = None) -> DiagonalGaussian:
+        del encode
+        return DiagonalGaussian.standard(self.latent_dim)
 
 
-class LearnedGaussian(nnx.Module):
+class LearnedGaussian(Prior):
     r""":math:`p(z) = \mathcal{N}(\mu, \mathrm{diag}(\sigma^2))` with learned :math:`\mu` and :math:`\log\sigma`.
 
     Initialised at the standard normal.
@@ -53,35 +71,12 @@ class LearnedGaussian(nnx.Module):
         self.loc = nnx.Param(jnp.zeros((latent_dim,), jnp.float32))
         self.log_scale = nnx.Param(jnp.zeros((latent_dim,), jnp.float32))
 
-    def as_diagonal_gaussian(self) -> DiagonalGaussian:
+    def __call__(self, encode: Encode | None = None) -> DiagonalGaussian:
+        del encode
         return DiagonalGaussian(self.loc[...], self.log_scale[...])
 
-    def log_prob(self, z: Array, *, encoder: Encoder | None = None) -> Array:
-        del encoder
-        return self.as_diagonal_gaussian().log_prob(z)
 
-    def sample(self, key: Array, n: int, *, encoder: Encoder | None = None) -> Array:
-        del encoder
-        return self.as_diagonal_gaussian().sample(key, n)
-
-
-def _mixture_log_prob(z: Array, log_weights: Array, components: DiagonalGaussian) -> Array:
-    r""":math:`\log \sum_k \pi_k \, \mathcal{N}(z; \mu_k, \sigma_k^2)`, stable in log space.
-
-    ``z`` is ``[..., D]``, ``log_weights`` ``[K]`` (normalised), ``components`` ``[K, D]``; returns ``[...]``.
-    """
-    log_comp = components.log_prob(z[..., None, :])  # [..., K]
-    return jax.nn.logsumexp(log_comp + log_weights, axis=-1)
-
-
-def _mixture_sample(key: Array, n: int, log_weights: Array, components: DiagonalGaussian) -> Array:
-    k_key, z_key = jax.random.split(key)
-    idx = jax.random.categorical(k_key, log_weights, shape=(n,))  # [n]
-    chosen = DiagonalGaussian(components.loc[idx], components.log_scale[idx])  # [n, D]
-    return chosen.sample(z_key)
-
-
-class MixtureOfGaussians(nnx.Module):
+class MixtureOfGaussians(Prior):
     r"""A learnable mixture :math:`p(z) = \sum_{k=1}^K \pi_k \mathcal{N}(z; \mu_k, \mathrm{diag}(\sigma_k^2))`.
 
     Weights are a softmax of learned logits (initialised uniform), means are initialised from
@@ -96,35 +91,24 @@ class MixtureOfGaussians(nnx.Module):
         self.loc = nnx.Param(jax.random.normal(rngs.params(), (num_components, latent_dim)))
         self.log_scale = nnx.Param(jnp.zeros((num_components, latent_dim), jnp.float32))
 
-    def as_diagonal_gaussian(self) -> None:
-        return None
-
-    def _parts(self) -> tuple[Array, DiagonalGaussian]:
-        return jax.nn.log_softmax(self.logits[...]), DiagonalGaussian(self.loc[...], self.log_scale[...])
-
-    def log_prob(self, z: Array, *, encoder: Encoder | None = None) -> Array:
-        del encoder
-        return _mixture_log_prob(z, *self._parts())
-
-    def sample(self, key: Array, n: int, *, encoder: Encoder | None = None) -> Array:
-        del encoder
-        return _mixture_sample(key, n, *self._parts())
+    def __call__(self, encode: Encode | None = None) -> Mixture:
+        del encode
+        return Mixture(jax.nn.log_softmax(self.logits[...]), DiagonalGaussian(self.loc[...], self.log_scale[...]))
 
 
-class VampPrior(nnx.Module):
+class VampPrior(Prior):
     r"""The VampPrior (Tomczak & Welling, 2018): a uniform mixture of the posteriors of K learned pseudo-inputs.
 
     .. math:: p(z) = \frac1K \sum_{k=1}^K q(z \mid u_k)
 
-    The pseudo-inputs :math:`u_k` have the data's event shape and are learned with the rest of the model.
-    ``log_prob`` and ``sample`` need the encoder (``encoder=vae.encoder``); the :class:`~jaxvae.model.VAE`
-    passes it.
+    The pseudo-inputs :math:`u_k` have the data's event shape and are learned with the rest of the model. The
+    call needs the model's encoder (``prior(encode)``; :class:`~jaxvae.model.VAE` passes it).
 
     Args:
       num_pseudo_inputs: K.
       event_shape: shape of one data example, e.g. ``(28, 28, 1)``.
-      init_scale: pseudo-inputs start at ``0.5 + init_scale * N(0, 1)`` (data in [0, 1] is assumed centred
-        there; pass ``init_mean`` for other data).
+      init_scale: pseudo-inputs start at ``init_mean + init_scale * N(0, 1)`` (data in [0, 1] is assumed centred
+        at 0.5; pass ``init_mean`` for other data).
     """
 
     def __init__(
@@ -142,18 +126,10 @@ class VampPrior(nnx.Module):
         noise = jax.random.normal(rngs.params(), (num_pseudo_inputs, *event_shape))
         self.pseudo_inputs = nnx.Param(init_mean + init_scale * noise)
 
-    def as_diagonal_gaussian(self) -> None:
-        return None
-
-    def _parts(self, encoder: Encoder | None) -> tuple[Array, DiagonalGaussian]:
-        if encoder is None:
-            raise ValueError("VampPrior needs the encoder: call log_prob/sample with encoder=vae.encoder.")
-        components = encoder(self.pseudo_inputs[...])  # [K, D]
+    def __call__(self, encode: Encode | None = None) -> Mixture:
+        if encode is None:
+            raise ValueError("VampPrior is defined through the encoder: call it as prior(encode) with the model's "
+                             "encoder (jv.VAE does this).")
+        components = encode(self.pseudo_inputs[...])  # batch [K]
         log_weights = jnp.full((self.num_pseudo_inputs,), -math.log(self.num_pseudo_inputs))
-        return log_weights, components
-
-    def log_prob(self, z: Array, *, encoder: Encoder | None = None) -> Array:
-        return _mixture_log_prob(z, *self._parts(encoder))
-
-    def sample(self, key: Array, n: int, *, encoder: Encoder | None = None) -> Array:
-        return _mixture_sample(key, n, *self._parts(encoder))
+        return Mixture(log_weights, components)

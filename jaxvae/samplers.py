@@ -1,7 +1,7 @@
 r"""Sampling from a trained VAE: tempered prior samples, ex-post Gaussian-mixture density estimation, VampPrior
 samples, latent interpolation and latent traversals.
 
-All functions are pure and take explicit PRNG keys; the model is a :class:`~jaxvae.model.PureVAE` (hashable, so
+All functions are pure and take explicit PRNG keys; the model is a :class:`~jaxvae.model.PureModel` (hashable, so
 it is a static argument of the jitted internals) and ``params`` its parameter dict.
 
 * **Reduced temperature** (Kingma & Dhariwal 2018, "Glow", Section 5): sample with the prior's standard
@@ -34,9 +34,9 @@ import jax.numpy as jnp
 from jax.scipy.linalg import solve_triangular
 
 from jaxvae import priors as priors_lib
+from jaxvae.distributions import DiagonalGaussian, Mixture
 from jaxvae.errors import ConfigError
-from jaxvae.model import VAE, Params, PureVAE
-from jaxvae.posteriors import DiagonalGaussian
+from jaxvae.model import VAE, Params, PureModel
 
 Array = jax.Array
 
@@ -66,47 +66,32 @@ __all__ = [
 # Prior structure
 
 
-def _mixture_parts(vae: VAE) -> tuple[Array, DiagonalGaussian] | None:
-    """``(log_weights [K], components [K, D])`` for the mixture priors, else ``None``."""
-    prior = vae.prior
-    if isinstance(prior, priors_lib.VampPrior):
-        components = vae.encoder(prior.pseudo_inputs[...])  # [K, D]
-        k = prior.num_pseudo_inputs
-        return jnp.full((k,), -math.log(k), components.loc.dtype), components
-    if isinstance(prior, priors_lib.MixtureOfGaussians):
-        return (jax.nn.log_softmax(prior.logits[...]),
-                DiagonalGaussian(prior.loc[...], prior.log_scale[...]))
-    return None
-
-
-def _diagonal_prior(vae: VAE) -> DiagonalGaussian | None:
-    as_diag = getattr(vae.prior, "as_diagonal_gaussian", None)
-    return None if as_diag is None else as_diag()
+def _prior_parts(model: PureModel, params: Params) -> DiagonalGaussian | Mixture:
+    """The model's prior distribution when it is one whose tempering and moments are known (a diagonal Gaussian,
+    or a mixture of diagonal Gaussians), else a clear error."""
+    p = model.prior_distribution(params)
+    if isinstance(p, DiagonalGaussian) or (isinstance(p, Mixture) and isinstance(p.components, DiagonalGaussian)):
+        return p
+    what = "no single unconditional prior (a hierarchy?)" if p is None else f"the prior {type(p).__name__}"
+    raise ConfigError(f"This sampler needs a diagonal Gaussian or Gaussian-mixture prior; the model has {what}. "
+                      "Supported: StandardNormal, LearnedGaussian, MixtureOfGaussians, VampPrior. Sample the "
+                      "model as it is with temperature=1.0 (model.prior_sample).")
 
 
 @functools.partial(jax.jit, static_argnums=(0,))
-def _prior_moments(model: PureVAE, params: Params) -> tuple[Array, Array]:
-    vae = model.merge(params)
-    p = _diagonal_prior(vae)
-    if p is not None:
+def _prior_moments(model: PureModel, params: Params) -> tuple[Array, Array]:
+    p = _prior_parts(model, params)
+    if isinstance(p, DiagonalGaussian):
         return p.loc, p.scale
-    parts = _mixture_parts(vae)
-    if parts is None:
-        raise ConfigError(f"prior_moments does not know the prior {type(vae.prior).__name__}; supported: "
-                          "StandardNormal, LearnedGaussian, MixtureOfGaussians, VampPrior.")
-    log_w, comps = parts
-    w = jnp.exp(log_w)[:, None]  # [K, 1]
-    mean = jnp.sum(w * comps.loc, axis=0)
-    second = jnp.sum(w * (comps.variance + jnp.square(comps.loc)), axis=0)
-    return mean, jnp.sqrt(jnp.maximum(second - jnp.square(mean), 0.0))
+    return p.mean(), jnp.sqrt(p.variance())
 
 
-def prior_moments(model: PureVAE, params: Params) -> tuple[Array, Array]:
+def prior_moments(model: PureModel, params: Params) -> tuple[Array, Array]:
     r"""The prior's per-dimension mean and standard deviation, two ``[D]`` arrays.
 
     For a diagonal Gaussian prior these are its :math:`\mu` and :math:`\sigma`; for a mixture
-    :math:`\sum_k \pi_k \mathcal{N}(\mu_k, \mathrm{diag}\,\sigma_k^2)` (MixtureOfGaussians, VampPrior) the marginal
-    moments
+    :math:`\sum_k \pi_k \mathcal{N}(\mu_k, \mathrm{diag}\,\sigma_k^2)` (MixtureOfGaussians, VampPrior) the
+    marginal moments (:meth:`jaxvae.distributions.Mixture.variance`)
 
     .. math:: m = \sum_k \pi_k \mu_k, \qquad s^2 = \sum_k \pi_k (\sigma_k^2 + \mu_k^2) - m^2.
     """
@@ -118,28 +103,21 @@ def prior_moments(model: PureVAE, params: Params) -> tuple[Array, Array]:
 
 
 @functools.partial(jax.jit, static_argnums=(0, 3, 4))
-def _prior_samples(model: PureVAE, params: Params, key: Array, n: int, plain: bool, temperature: Array) -> Array:
-    vae = model.merge(params)
-    p = _diagonal_prior(vae)
-    if p is not None:
+def _prior_samples(model: PureModel, params: Params, key: Array, n: int, plain: bool, temperature: Array) -> Array:
+    if plain:
+        return model.prior_sample(params, key, n)
+    p = _prior_parts(model, params)
+    if isinstance(p, DiagonalGaussian):
         eps = jax.random.normal(key, (n, p.loc.shape[-1]), p.loc.dtype)
         return p.loc + temperature * p.scale * eps
-    parts = _mixture_parts(vae)
-    if parts is not None:
-        log_w, comps = parts
-        k_key, z_key = jax.random.split(key)
-        idx = jax.random.categorical(k_key, log_w, shape=(n,))  # [n]
-        loc, scale = comps.loc[idx], comps.scale[idx]  # [n, D]
-        eps = jax.random.normal(z_key, loc.shape, loc.dtype)
-        return loc + temperature * scale * eps
-    if plain:
-        return vae.prior_sample(key, n)
-    raise ConfigError(f"prior_samples cannot apply a temperature to the prior {type(vae.prior).__name__}; "
-                      "supported: StandardNormal, LearnedGaussian, MixtureOfGaussians, VampPrior "
-                      "(use temperature=1.0 to sample it as is).")
+    k_key, z_key = jax.random.split(key)
+    idx = jax.random.categorical(k_key, p.log_weights, shape=(n,))  # [n]
+    loc, scale = p.components.loc[idx], p.components.scale[idx]  # [n, D]
+    eps = jax.random.normal(z_key, loc.shape, loc.dtype)
+    return loc + temperature * scale * eps
 
 
-def prior_samples(model: PureVAE, params: Params, key: Array, n: int, *, temperature: float = 1.0) -> Array:
+def prior_samples(model: PureModel, params: Params, key: Array, n: int, *, temperature: float = 1.0) -> Array:
     r"""``n`` latents from the prior at a temperature, ``[n, D]``.
 
     Reduced-temperature sampling (Kingma & Dhariwal 2018, "Glow: Generative Flow with Invertible 1x1
@@ -176,7 +154,7 @@ def prior_samples(model: PureVAE, params: Params, key: Array, n: int, *, tempera
         raise
 
 
-def vamp_samples(model: PureVAE, params: Params, key: Array, n: int) -> Array:
+def vamp_samples(model: PureModel, params: Params, key: Array, n: int) -> Array:
     r"""``n`` latents from the model's VampPrior (Tomczak & Welling 2018), ``[n, D]``.
 
     .. math:: k \sim \mathcal{U}\{1, \dots, K\}, \qquad z \sim q(z \mid u_k)
@@ -184,7 +162,8 @@ def vamp_samples(model: PureVAE, params: Params, key: Array, n: int) -> Array:
     with :math:`u_k` the learned pseudo-inputs. Raises :class:`~jaxvae.errors.ConfigError` when the model's prior
     is not a :class:`~jaxvae.priors.VampPrior`.
     """
-    prior = model.merge(params).prior
+    module = model.merge(params)
+    prior = module.prior if isinstance(module, VAE) else None
     if not isinstance(prior, priors_lib.VampPrior):
         raise ConfigError(f"vamp_samples needs a model whose prior is a VampPrior, but its prior is "
                           f"{type(prior).__name__}; build the VAE with prior=VampPrior(...) (config: "
@@ -193,7 +172,7 @@ def vamp_samples(model: PureVAE, params: Params, key: Array, n: int) -> Array:
 
 
 @functools.partial(jax.jit, static_argnums=(0, 3))
-def _vamp_samples(model: PureVAE, params: Params, key: Array, n: int) -> Array:
+def _vamp_samples(model: PureModel, params: Params, key: Array, n: int) -> Array:
     return model.prior_sample(params, key, n)
 
 
@@ -541,12 +520,12 @@ _INTERPOLATORS = {"slerp": slerp, "lerp": lerp}
 
 
 @functools.partial(jax.jit, static_argnums=(0, 4, 5))
-def _interpolate(model: PureVAE, params: Params, x0: Array, x1: Array, num: int, method: str) -> Array:
-    loc = model.encode(params, jnp.stack([x0, x1])).loc  # [2, D]
+def _interpolate(model: PureModel, params: Params, x0: Array, x1: Array, num: int, method: str) -> Array:
+    loc = model.encode(params, jnp.stack([x0, x1])).loc  # [2, D] (flat: all latent groups)
     return model.decode_mean(params, _INTERPOLATORS[method](loc[0], loc[1], num))
 
 
-def interpolate(model: PureVAE, params: Params, x0: Array, x1: Array, num: int, *,
+def interpolate(model: PureModel, params: Params, x0: Array, x1: Array, num: int, *,
                 method: str = "slerp") -> Array:
     r"""Decoded interpolation between two examples, ``[num, *E]``.
 
@@ -596,14 +575,14 @@ def traversal_latents(z: Array, dims: Sequence[int], num: int = 9, span: float =
 
 
 @functools.partial(jax.jit, static_argnums=(0, 3, 4))
-def _traversals(model: PureVAE, params: Params, x: Array, dims: tuple[int, ...], num: int, span: Array) -> Array:
+def _traversals(model: PureModel, params: Params, x: Array, dims: tuple[int, ...], num: int, span: Array) -> Array:
     z = model.encode(params, x[None]).loc[0]  # [D]
     loc, scale = _prior_moments(model, params)
     lat = _traversal_latents(z, dims, num, span, loc, scale)  # [M, num, D]
     return model.decode_mean(params, lat)  # [M, num, *E]
 
 
-def traversals(model: PureVAE, params: Params, x: Array, *, dims: Sequence[int] | None = None, num: int = 9,
+def traversals(model: PureModel, params: Params, x: Array, *, dims: Sequence[int] | None = None, num: int = 9,
                span: float = 3.0) -> Array:
     r"""Decoded latent traversals of one example ``x [*E]``: ``[len(dims), num, *E]``.
 

@@ -21,8 +21,8 @@ import jax.numpy as jnp
 import optax
 
 from jaxvae import sharding
-from jaxvae.builders import Objective
-from jaxvae.model import Params, PureVAE
+from jaxvae.model import Params, PureModel
+from jaxvae.objectives import Objective
 
 Array = jax.Array
 Metrics = dict[str, Array]
@@ -53,7 +53,7 @@ class TrainState(NamedTuple):
     nonfinite_consecutive: Array
 
 
-def init_train_state(model: PureVAE, optimizer: optax.GradientTransformation, objective: Objective,
+def init_train_state(model: PureModel, optimizer: optax.GradientTransformation, objective: Objective,
                      key: Array) -> TrainState:
     """A fresh state: parameters from ``fold_in(key, 0)``, the per-step stream from ``fold_in(key, 1)``."""
     params = model.init(jax.random.fold_in(key, 0))
@@ -62,7 +62,7 @@ def init_train_state(model: PureVAE, optimizer: optax.GradientTransformation, ob
                       zero(), zero())
 
 
-def make_train_step(model: PureVAE, objective: Objective, optimizer: optax.GradientTransformation, *,
+def make_train_step(model: PureModel, objective: Objective, optimizer: optax.GradientTransformation, *,
                     dynamic_binarization: bool = False
                     ) -> Callable[[TrainState, Array], tuple[TrainState, Metrics]]:
     """The (unjitted) train step ``(state, batch [B, *E]) -> (state, metrics)``; jit or scan it."""
@@ -75,7 +75,7 @@ def make_train_step(model: PureVAE, objective: Objective, optimizer: optax.Gradi
     return train_step
 
 
-def make_train_step_with_hyper(model: PureVAE, objective: Objective, optimizer: optax.GradientTransformation, *,
+def make_train_step_with_hyper(model: PureModel, objective: Objective, optimizer: optax.GradientTransformation, *,
                                dynamic_binarization: bool = False
                                ) -> Callable[[TrainState, Array, dict[str, Array]], tuple[TrainState, Metrics]]:
     """The train step with the scheduled weights passed in: ``(state, batch, hyper) -> (state, metrics)``.
@@ -182,14 +182,3 @@ def jit_train_chunk(chunk: Callable[[TrainState, Array, Array, Array], tuple[Tra
     rep = sharding.replicated(mesh)
     return jax.jit(chunk, in_shardings=(state_shardings, rep, rep, rep), out_shardings=(state_shardings, rep),
                    donate_argnums=0)
-
-
-def make_eval_step(model: PureVAE, *, analytic_kl: bool = True) -> Callable[[Params, Array, Array], Metrics]:
-    """``(params, batch, key) -> per-example {'elbo', 'recon', 'kl'} [B]`` (true ELBO, one sample). Jit it."""
-    from jaxvae import objectives
-
-    def eval_step(params: Params, batch: Array, key: Array) -> Metrics:
-        _, out = objectives.elbo(model, params, batch, key, analytic_kl=analytic_kl)
-        return {"elbo": out.elbo, "recon": out.recon, "kl": out.kl}
-
-    return eval_step

@@ -127,6 +127,7 @@ def test_cli_presets_and_config_show():
     assert json.loads(result.stdout)["model"]["latent_dim"] == 7
 
 
+@pytest.mark.slow
 def test_cli_diagnose_and_samplers_on_a_trained_run(tmp_path):
     workdir = tmp_path / "run"
     cfg = config.apply_overrides(config.get_preset("digits"), FAST)
@@ -148,6 +149,7 @@ def test_cli_diagnose_and_samplers_on_a_trained_run(tmp_path):
     assert result.returncode == 2 and "VampPrior" in result.stderr
 
 
+@pytest.mark.slow
 def test_sigterm_checkpoints_and_the_rerun_ends_bitwise_identical(tmp_path):
     import signal
     import time
@@ -177,3 +179,23 @@ def test_sigterm_checkpoints_and_the_rerun_ends_bitwise_identical(tmp_path):
     assert resumed["params_sha256"] == straight["params_sha256"]
     steps = [r["step"] for r in writers.read_metrics(workdir) if "split" not in r]
     assert steps == list(range(20, 3001, 20))
+
+
+def test_progress_line_shows_the_current_record_and_checkpoints_follow_the_grid(tmp_path, capsys):
+    """The line printed at step N shows the loss/KL of the record of step N and the validation ELBO of step N (it
+    showed the previous ones); checkpoints of a resumed run stay on multiples of train.checkpoint_every."""
+    cfg = config.apply_overrides(config.get_preset("digits"), [
+        *FAST[:2], "train.steps=50", "train.log_every=10", "train.eval_every=10", "train.checkpoint_every=20",
+        "train.keep_checkpoints=10", "eval.num_samples=4", "eval.max_examples=20", "monitor.every=0"])
+    loop.fit(cfg, tmp_path, progress=True, log=lambda _: None)
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("step ")]
+    records = writers.read_metrics(tmp_path)
+    train = {r["step"]: r for r in records if "split" not in r}
+    valid = {r["step"]: r for r in records if r.get("split") == "valid"}
+    assert len(lines) >= 5
+    for line in lines:
+        step = int(line.split()[1].split("/")[0].replace(",", ""))
+        fields = dict(f.split("=") for f in line.split() if "=" in f)
+        assert fields["loss"] == f"{train[step]['loss']:.2f}" and fields["kl"] == f"{train[step]['kl']:.2f}"
+        assert fields["valid_elbo"] == f"{valid[step]['elbo']:.2f}"
+    assert sorted(int(p.name) for p in (tmp_path / "checkpoints").iterdir() if p.name.isdigit()) == [20, 40, 50]

@@ -2,6 +2,7 @@
 gradients at extreme parameters, data validation and jit/vmap compatibility."""
 
 import dataclasses
+import decimal
 import functools
 import math
 
@@ -143,6 +144,54 @@ def test_continuous_bernoulli_log_normalizer_matches_direct_formula():
     np.testing.assert_allclose(at_half, math.log(2), rtol=1e-7)
 
 
+def _cb_log_normalizer_oracle(logit):
+    """Value and derivative of log C = log(l / tanh(l/2)) to ~40 significant digits (stdlib ``decimal``), via
+    C = l (e^l + 1) / (e^l - 1) and d/dl log C = 1/l - 1/sinh(l); the limits log 2 and 0 at l = 0."""
+    d = decimal.Decimal(float(logit))  # exact binary value of the float64 input
+    if d == 0:
+        return math.log(2.0), 0.0
+    with decimal.localcontext() as ctx:
+        # e^l - e^-l cancels ~|log10 l| digits and 1/l - 1/sinh(l) ~ l/6 ~2 |log10 l| more: carry them.
+        ctx.prec = 50 + max(0, -3 * abs(d).adjusted())
+        e, e_inv = d.exp(), (-d).exp()
+        return float((d * (e + 1) / (e - 1)).ln()), float(1 / d - 2 / (e - e_inv))
+
+
+# |l| in [0, 2], dense around the series/closed-form switch at |l| = 1, and both signs.
+_CB_GRID = np.concatenate([[0.0, 1e-300, 1e-8, 1e-4, 1e-2], np.linspace(0.02, 2.0, 100),
+                           1.0 - np.array([2**-53, 1e-12, 1e-9, 1e-6, 1e-4, 1e-3, 1e-2]),
+                           1.0 + np.array([2**-52, 1e-12, 1e-6, 1e-3, 1e-2])])
+_CB_GRID = np.concatenate([_CB_GRID, -_CB_GRID])
+
+
+def test_continuous_bernoulli_log_normalizer_float64_value_and_gradient_near_switch():
+    """In float64, log C and d log C / dl agree with a 50-digit oracle to 1e-12 relative on |l| <= 2, also just
+    below the Taylor-series switch at |l| = 1 (a 5-term series was off by 2e-8 in value, 1e-6 in gradient)."""
+    ref = np.array([_cb_log_normalizer_oracle(v) for v in _CB_GRID])  # [N, 2]
+    with jax.enable_x64(True):
+        fn = jax.jit(jax.vmap(jax.value_and_grad(L.continuous_bernoulli_log_normalizer)))
+        value, grad = fn(jnp.asarray(_CB_GRID, jnp.float64))
+        assert value.dtype == grad.dtype == jnp.float64
+        value, grad = np.asarray(value), np.asarray(grad)
+    np.testing.assert_allclose(value, ref[:, 0], rtol=1e-12, atol=0)
+    # The derivative is ~l/6 near 0 (and exactly 0 at l = 0): relative tolerance, with a floor far below it.
+    np.testing.assert_allclose(grad, ref[:, 1], rtol=1e-12, atol=1e-300)
+    np.testing.assert_array_equal(grad[_CB_GRID == 0], 0.0)
+
+
+def test_continuous_bernoulli_log_normalizer_float32_near_zero_and_switch():
+    """float32 stays finite and accurate to float32 rounding around l = 0 and the switch at |l| = 1."""
+    grid = _CB_GRID.astype(np.float32)
+    ref = np.array([_cb_log_normalizer_oracle(v) for v in grid.astype(np.float64)])
+    value, grad = jax.jit(jax.vmap(jax.value_and_grad(L.continuous_bernoulli_log_normalizer)))(jnp.asarray(grid))
+    assert value.dtype == grad.dtype == jnp.float32
+    value, grad = np.asarray(value, np.float64), np.asarray(grad, np.float64)
+    assert np.all(np.isfinite(value)) and np.all(np.isfinite(grad))
+    np.testing.assert_allclose(value, ref[:, 0], rtol=3e-7, atol=0)
+    # Gradient ~l/6: float32 closed form loses ~eps/|l| absolutely just above the switch, the series does not.
+    np.testing.assert_allclose(grad, ref[:, 1], rtol=2e-6, atol=1e-7)
+
+
 def test_discretized_logistic_mixture_sums_to_one():
     rng = np.random.default_rng(1)
     m, n = 5, 64
@@ -155,6 +204,48 @@ def test_discretized_logistic_mixture_sums_to_one():
     lp = _elements(L.DiscretizedLogisticMixture(m), jnp.asarray(out[:, None], jnp.float32), jnp.arange(256.0))
     assert lp.shape == (n, 256)
     np.testing.assert_allclose(np.exp(np.asarray(lp, np.float64)).sum(-1), 1.0, atol=1e-4)
+
+
+def _dlm_edge_case_outputs(m=3):
+    """Decoder outputs [N, 3M] with components centred near and beyond 0 and 255 (mu ~ -1 or +1), where the
+    clipped ``127.5 (sum_m pi_m mu_m + 1)`` is far from E[x], plus random and extreme ones."""
+    rng = np.random.default_rng(12)
+    n = 48
+    logits = 2 * rng.normal(size=(n, m))
+    loc = np.where(rng.uniform(size=(n, m)) < 0.5, -1.0, 1.0) + rng.uniform(-0.3, 0.3, (n, m))
+    loc[:12] = rng.uniform(-1.2, 1.2, (12, m))
+    log_s = rng.uniform(-7.0, 0.5, (n, m))
+    out = np.concatenate([logits, loc, log_s], -1)
+    out[0] = [0, 0, 0, -1, -1, -1, 0, 0, 0]  # all mass near 0 with s = 1 (~127 grey levels)
+    out[1] = [0, 0, 0, 1, 1, 1, 0, 0, 0]
+    out[2] = [5, -5, 0, -1.02, 0.4, 1.0, -2.0, -7.0, -1.0]
+    out[3] = [0, 0, 0, -50, 50, 0.3, -9, -9, -9]  # far outside [-1, 1], scale below the floor
+    out[4] = [0, 0, 0, 0.2, -0.7, 3.0, 100, 100, 100]  # enormous scale: E[x] -> 127.5
+    return out
+
+
+def test_discretized_logistic_mixture_mean_is_expectation():
+    """mean() is E[x] = sum_v v p(v) of the discretized distribution (edge bins absorbing the tails), also for
+    components centred near 0 and 255, and lies in [0, 255]."""
+    m = 3
+    lik = L.DiscretizedLogisticMixture(m)
+    out = _dlm_edge_case_outputs(m)
+    values = np.arange(256.0)
+    # Brute force from the float64 scipy reference pmf and from this module's own float32 log_prob.
+    pmf_ref = np.exp(_dlm_ref(out[:, None, :], values, m))  # [N, 256]
+    np.testing.assert_allclose(pmf_ref.sum(-1), 1.0, rtol=1e-12)
+    want = pmf_ref @ values
+    lp = _elements(lik, jnp.asarray(out[:, None], jnp.float32), jnp.asarray(values, jnp.float32))  # [N, 256]
+    from_log_prob = np.exp(np.asarray(lp, np.float64)) @ values
+    np.testing.assert_allclose(from_log_prob, want, atol=2e-3)
+    got = np.asarray(_mean(lik, jnp.asarray(out, jnp.float32)), np.float64)  # [N]
+    assert got.shape == (len(out),) and np.all((got >= 0) & (got <= 255))
+    np.testing.assert_allclose(got, want, rtol=0, atol=2e-3)
+    np.testing.assert_allclose(got[4], 127.5, atol=1e-4)
+    # float64: the same sum, exact to rounding.
+    with jax.enable_x64(True):
+        got64 = np.asarray(jax.jit(lik.mean)(jnp.asarray(out, jnp.float64)))
+    np.testing.assert_allclose(got64, want, rtol=0, atol=1e-9)
 
 
 def test_categorical256_sums_to_one():

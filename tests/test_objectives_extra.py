@@ -293,7 +293,7 @@ def test_info_vae_loss_formula_and_true_elbo():
     key_q, key_p = jax.random.split(key)
     fwd = jax.jit(model.forward)(params, x, key_q)
     z_p = jax.jit(model.prior_sample, static_argnums=2)(params, key_p, 8)
-    np.testing.assert_allclose(m["mmd"], mmd(fwd.z[0], z_p, kernel="rbf", scale=0.7), rtol=1e-5)
+    np.testing.assert_allclose(m["mmd"], mmd(fwd.z["z"][0], z_p, kernel="rbf", scale=0.7), rtol=1e-5)
     # The output's ELBO is the true (analytic-KL) ELBO on the posterior samples.
     _, out_elbo = elbo(model, params, x, key_q)
     np.testing.assert_allclose(out.elbo, out_elbo.elbo, rtol=1e-6)
@@ -308,7 +308,7 @@ def test_info_vae_default_kernel_scale_is_one_and_num_samples_pools_all_samples(
     key = jax.random.key(6)
     _, out = info_vae(model, params, x, key, num_samples=3)  # kernel="imq", kernel_scale=None
     key_q, key_p = jax.random.split(key)
-    z = jax.jit(model.forward, static_argnums=3)(params, x, key_q, 3).z.reshape(18, 2)
+    z = jax.jit(model.forward, static_argnums=3)(params, x, key_q, 3).z["z"].reshape(18, 2)
     z_p = jax.jit(model.prior_sample, static_argnums=2)(params, key_p, 18)
     np.testing.assert_allclose(out.metrics["mmd"], mmd(z, z_p, kernel="imq", scale=1.0), rtol=1e-5)
     with pytest.raises(ValueError, match="kernel"):

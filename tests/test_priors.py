@@ -10,7 +10,7 @@ from jaxvae import nets, priors
 
 
 def test_standard_normal():
-    p = priors.StandardNormal(3)
+    p = priors.StandardNormal(3)()
     z = jax.random.normal(jax.random.key(0), (5, 3)) * 2
     np.testing.assert_allclose(p.log_prob(z), stats.norm.logpdf(np.asarray(z)).sum(-1), rtol=1e-5)
     s = p.sample(jax.random.key(1), 50_000)
@@ -22,6 +22,7 @@ def test_learned_gaussian_matches_scipy_and_samples():
     p = priors.LearnedGaussian(2)
     p.loc[...] = jnp.array([1.0, -1.0])
     p.log_scale[...] = jnp.log(jnp.array([0.5, 3.0]))
+    p = p()
     z = jnp.array([[0.0, 0.0], [1.0, 2.0]])
     np.testing.assert_allclose(
         p.log_prob(z), stats.norm.logpdf(np.asarray(z), [1.0, -1.0], [0.5, 3.0]).sum(-1), rtol=1e-5
@@ -44,9 +45,13 @@ def test_mixture_of_gaussians_density_and_samples():
         )
         for k in range(3)
     )
-    np.testing.assert_allclose(p.log_prob(z), np.log(dens), rtol=1e-4)
-    s = p.sample(jax.random.key(2), 200_000)
+    dist = p()
+    np.testing.assert_allclose(dist.log_prob(z), np.log(dens), rtol=1e-4)
+    s = dist.sample(jax.random.key(2), 200_000)
     np.testing.assert_allclose(s.mean(0), w @ np.asarray(p.loc[...]), atol=0.03)
+    # The closed-form marginal moments of the mixture against the samples.
+    np.testing.assert_allclose(dist.mean(), s.mean(0), atol=0.03)
+    np.testing.assert_allclose(np.sqrt(dist.variance()), s.std(0), rtol=0.01)
 
 
 def test_vamp_prior_is_uniform_mixture_of_encoder_posteriors():
@@ -56,11 +61,11 @@ def test_vamp_prior_is_uniform_mixture_of_encoder_posteriors():
     comps = enc(p.pseudo_inputs[...])
     z = jax.random.normal(jax.random.key(3), (5, 2))
     expected = special.logsumexp(np.asarray(comps.log_prob(z[:, None, :])), axis=-1) - np.log(4)
-    np.testing.assert_allclose(p.log_prob(z, encoder=enc), expected, rtol=1e-5)
-    s = p.sample(jax.random.key(4), 100_000, encoder=enc)
+    np.testing.assert_allclose(p(enc).log_prob(z), expected, rtol=1e-5)
+    s = p(enc).sample(jax.random.key(4), 100_000)
     np.testing.assert_allclose(s.mean(0), comps.loc.mean(0), atol=0.03)
     try:
-        p.log_prob(z)
+        p()
     except ValueError as e:
         assert "encoder" in str(e)
     else:

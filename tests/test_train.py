@@ -98,15 +98,22 @@ def test_dynamic_binarization_is_resampled_each_step_and_reproducible():
     np.testing.assert_array_equal(a, c)  # the same step from the same state: the same binarization
 
 
-def test_chunk_boundaries_hit_every_epoch_end_with_few_distinct_lengths():
+def test_chunk_boundaries_are_the_multiples_of_each_interval_and_the_epoch_ends():
+    """Records, checkpoints and validation fall on multiples of the global step (they fell at 20, 37, 57 ... when
+    the log interval was counted from each epoch start), and every epoch end is a boundary."""
     from jaxvae.loop import chunk_end
 
-    spe, log_every, total = 78, 50, 1000
+    spe, log_every, ckpt_every, total = 78, 50, 120, 1000
     ends, step = [], 0
     while step < total:
-        step = chunk_end(step, spe, log_every, total)
+        step = chunk_end(step, spe, log_every, total, every=(ckpt_every, 0))
         ends.append(step)
-    lengths = {b - a for a, b in zip([0, *ends[:-1]], ends)}
-    assert ends[-1] == total
-    assert all(e in ends for e in range(spe, total, spe))  # every epoch end is a boundary
-    assert lengths == {50, 28, 14}  # log_every, the epoch remainder 78 - 50, the final 1000 - 936 - 50
+    expected = sorted({*range(log_every, total, log_every), *range(ckpt_every, total, ckpt_every),
+                       *range(spe, total, spe), total})
+    assert ends == expected
+    # Resuming from any boundary continues on the same grid.
+    resumed, step = [], 240
+    while step < total:
+        step = chunk_end(step, spe, log_every, total, every=(ckpt_every, 0))
+        resumed.append(step)
+    assert resumed == [e for e in expected if e > 240]

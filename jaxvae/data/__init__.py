@@ -11,7 +11,7 @@ Files are looked up in ``data_dir``, ``$JAXVAE_DATA_DIR``, the cache ``~/.cache/
 against its published checksum (see :mod:`jaxvae.data.locate`).
 """
 
-from jaxvae.data.batching import epoch_permutation, iterate_batches, steps_per_epoch
+from jaxvae.data.batching import epoch_permutation, iterate_batches, random_subset, steps_per_epoch
 from jaxvae.data.dataset import SUPPORTS, Dataset, binarize
 from jaxvae.data.loading import load_dataset
 from jaxvae.data.locate import find_data_dir
@@ -27,5 +27,6 @@ __all__ = [
     "find_data_dir",
     "iterate_batches",
     "load_dataset",
+    "random_subset",
     "steps_per_epoch",
 ]

@@ -21,6 +21,17 @@ def epoch_permutation(seed: int, epoch: int, n: int) -> np.ndarray:
     return np.random.default_rng([seed, epoch]).permutation(n)
 
 
+def random_subset(n: int, size: int | None, seed: int) -> np.ndarray:
+    """Sorted indices of a random subset of ``range(n)`` of ``min(n, size)`` examples, without replacement
+    (``np.random.default_rng(seed).choice``); all of ``range(n)`` when ``size`` is None or at least ``n``.
+
+    The one way jaxvae picks evaluation and diagnostic subsets: sorted, so a subset of a class-sorted split (the
+    binarized-MNIST test split) is still spread over all classes and keeps the split's order."""
+    if size is None or size >= n:
+        return np.arange(n)
+    return np.sort(np.random.default_rng(seed).choice(n, size, replace=False))
+
+
 def steps_per_epoch(n: int, batch_size: int, drop_remainder: bool = True) -> int:
     """Number of batches in an epoch of ``n`` examples."""
     _check_batch_size(batch_size, n, drop_remainder)

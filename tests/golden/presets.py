@@ -1,0 +1,123 @@
+"""Short runs of every preset that trains offline, and their final ``params_sha256``: the golden file that proves
+a change to the core leaves results bitwise unchanged (``tests/test_golden.py``).
+
+Each preset trains ``STEPS`` steps exactly as configured, on synthetic data of the preset's shape (always
+available) and, where ``../shared/data`` has it, on the real dataset. Only the evaluation is shrunk (it does not
+touch the parameters).
+
+Regenerate (only when a change of results is intended, and say why in the commit)::
+
+    .venv/bin/python -m tests.golden.presets --write            # synthetic-data runs
+    .venv/bin/python -m tests.golden.presets --write --real     # plus the real-data runs
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+GOLDEN = Path(__file__).with_name("params_sha256.json")
+SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "data"
+STEPS = 200
+EVAL = ["eval.num_samples=4", "eval.max_examples=64"]
+
+# preset -> (synthetic event shape, kind of values) ; kinds: grey (uint8 0..255), binary (0/1)
+SYNTHETIC = {
+    "digits": None,  # the embedded dataset itself
+    "mnist": ((28, 28), "grey"),
+    "binarized-mnist": ((28, 28), "binary"),
+    "mnist-dynamic": ((28, 28), "grey"),
+    "fashion-mnist": ((28, 28, 1), "grey"),
+    "frey": ((28, 20), "grey"),
+    "cifar10": ((32, 32, 3), "grey"),
+}
+REAL = {
+    "mnist": "mnist",
+    "binarized-mnist": "binarized_mnist",
+    "mnist-dynamic": "mnist",
+    "frey": "frey_faces",
+}
+
+
+def versions() -> dict[str, str]:
+    import flax
+    import jax
+    import jaxlib
+    import optax
+
+    return {"jax": jax.__version__, "jaxlib": jaxlib.__version__, "flax": flax.__version__,
+            "optax": optax.__version__, "numpy": np.__version__, "machine": platform.machine()}
+
+
+def synthetic_npz(path: Path, shape: tuple[int, ...], kind: str, seed: int = 0) -> Path:
+    """Smooth random blobs (not noise, so the models have something to learn), uint8, 1200/200/200 examples."""
+    rng = np.random.default_rng(seed)
+    n = 1600
+    h, w = shape[0], shape[1]
+    yy, xx = np.mgrid[0:h, 0:w]
+    cy, cx = rng.uniform(0.2, 0.8, (2, n, 1, 1)) * np.array([h, w])[:, None, None, None]
+    r = rng.uniform(2.0, min(h, w) / 3, (n, 1, 1))
+    img = np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * r**2))  # [n, h, w]
+    if len(shape) == 3:
+        img = np.stack([img * rng.uniform(0.3, 1.0, (n, 1, 1)) for _ in range(shape[2])], axis=-1)
+    x = (img > 0.5).astype(np.uint8) if kind == "binary" else np.round(255 * img).astype(np.uint8)
+    np.savez(path, train=x[:1200], valid=x[1200:1400], test=x[1400:])
+    return path
+
+
+def run_preset(preset: str, workdir: Path, data_name: str | None = None, data_dir: str | None = None) -> str:
+    import jaxvae as jv
+
+    overrides = [f"train.steps={STEPS}", *EVAL]
+    if data_name is not None:
+        overrides.append(f"data.name={data_name}")
+    if data_dir is not None:
+        overrides.append(f"data.dir={data_dir}")
+    cfg = jv.config.apply_overrides(jv.config.get_preset(preset), overrides)
+    summary = jv.fit(cfg, workdir, progress=False, log=lambda _: None)
+    return summary["params_sha256"]
+
+
+def synthetic_hash(preset: str, tmp: Path) -> str:
+    spec = SYNTHETIC[preset]
+    if spec is None:
+        return run_preset(preset, tmp / preset)
+    data = synthetic_npz(tmp / f"{preset}.npz", *spec)
+    return run_preset(preset, tmp / preset, data_name=str(data))
+
+
+def real_hash(preset: str, tmp: Path) -> str:
+    return run_preset(preset, tmp / f"{preset}-real", data_dir=str(SHARED / REAL[preset]))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--write", action="store_true", help="write the golden file (else print)")
+    parser.add_argument("--real", action="store_true", help="also the real-data runs from ../shared/data")
+    parser.add_argument("--only", nargs="*", help="presets to run")
+    args = parser.parse_args(argv)
+    out = {"versions": versions(), "steps": STEPS, "synthetic": {}, "real": {}}
+    if GOLDEN.exists():
+        old = json.loads(GOLDEN.read_text())
+        out["synthetic"], out["real"] = old.get("synthetic", {}), old.get("real", {})
+    with tempfile.TemporaryDirectory() as tmp:
+        for preset in args.only or SYNTHETIC:
+            out["synthetic"][preset] = synthetic_hash(preset, Path(tmp))
+            print(f"synthetic {preset}: {out['synthetic'][preset]}", flush=True)
+            if args.real and preset in REAL:
+                out["real"][preset] = real_hash(preset, Path(tmp))
+                print(f"real {preset}: {out['real'][preset]}", flush=True)
+    if args.write:
+        GOLDEN.write_text(json.dumps(out, indent=2, sort_keys=True) + "\n")
+        print(f"wrote {GOLDEN}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
