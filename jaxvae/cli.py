@@ -141,6 +141,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     import numpy as np
 
     from jaxvae import evaluate, loop
+    from jaxvae.likelihoods import bits_per_dim
     from jaxvae.writers import atomic_write_json
 
     ctx, params = loop.restore_run(args.workdir)
@@ -164,7 +165,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     result = {"split": args.split, "step": int(ctx.state.step), "num_examples": int(data.shape[0]),
               "elbo": terms["elbo"], "recon": terms["recon"], "kl": terms["kl"],
               "nll_iwae": -est.mean, "nll_iwae_stderr": est.standard_error, "nll_num_samples": est.num_samples,
-              "bits_per_dim": -est.mean / (num_dims * np.log(2.0))}
+              "bits_per_dim": bits_per_dim(-est.mean, num_dims)}
     if jax.process_index() != 0:
         return 0  # process 0 writes and reports
     atomic_write_json(Path(args.workdir) / "eval.json", result)

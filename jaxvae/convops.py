@@ -1,9 +1,8 @@
 """Convolutions written as matrix multiplications, for backends whose native convolutions are slow.
 
 XLA:CPU's native convolutions are slow for a VAE decoder, above all its strided transposed convolutions
-(input-dilated convolutions): for the conv VAE at batch 128, the two stride-2 transposed convolutions took 43 and
-152 ms per training step (forward and backward) on a 2-core CPU, against 9.5 and 31.8 ms as matrix
-multiplications (the per-layer profile in ``benchmarks/RESULTS.md``, 2026-11-27). The functions here compute
+(input-dilated convolutions); the same layers written as matrix multiplications are several times faster on a CPU
+(the per-layer profile and the training throughput are in ``benchmarks/RESULTS.md``). The functions here compute
 exactly what :func:`jax.lax.conv_general_dilated` / :func:`jax.lax.conv_transpose` compute with ``'SAME'``
 padding, NHWC inputs and HWIO kernels (the layout of :class:`flax.nnx.Conv` and :class:`flax.nnx.ConvTranspose`),
 so the parameters, checkpoints and results are the same up to float rounding; only the program differs:

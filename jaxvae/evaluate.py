@@ -28,18 +28,16 @@ from jaxvae.model import Params, PureModel
 
 Array = jax.Array
 
-# Decoder evaluations (importance samples x examples) per inner step by default. On a 2-core CPU, 2.5k-5k rows ran
-# at 31-33 images/s for an MLP 784-512-256-32 with k=5000, 10k rows at 26 and 40k at 17 (best of 4, interleaved):
-# the activations must stay cache-sized (2.5k x 784 float32 is 7.8 MB). Accelerators want larger steps. Either way
-# memory is bounded independently of K.
+# Decoder evaluations (importance samples x examples) per inner step by default: on a CPU the activations must stay
+# cache-sized (2.5k x 784 float32 is 7.8 MB; the step-size measurements are in benchmarks/RESULTS.md);
+# accelerators want larger steps. Either way memory is bounded independently of K.
 CPU_ROWS_PER_STEP, ACCELERATOR_ROWS_PER_STEP = 2_500, 100_000
 
 
-# XLA:CPU (jaxlib 0.10) compiles the IWAE step's three decoder matmuls, the per-pixel log-density and its row
-# sum into one YNNPACK library fusion: the whole step took 20.5-21.8 ms per 2,500 decoder passes of an MLP
-# 784-512-256-32 with the default options and 15.9-16.3 ms with YNNPACK fusions off (XLA:CPU's own emitters and
-# dot runtime), with the same values (profile in benchmarks/RESULTS.md). Only the evaluation programs get the
-# option: MLP and conv training steps were not faster with it there.
+# XLA:CPU (jaxlib 0.10) compiles the IWAE step's decoder matmuls, the per-pixel log-density and its row sum into
+# one YNNPACK library fusion, which is slower than XLA:CPU's own emitters and dot runtime for this step, with the
+# same values (profile in benchmarks/RESULTS.md). Only the evaluation programs get the option: MLP and conv
+# training steps were not faster with it.
 _CPU_EVAL_OPTIONS = {"xla_cpu_experimental_ynn_fusion_type": ""}
 
 

@@ -49,6 +49,7 @@ from jaxvae.errors import (
     TrainingDivergedError,
     TrainingPreempted,
 )
+from jaxvae.likelihoods import bits_per_dim
 from jaxvae.model import Params, PureModel, count_params
 from jaxvae.train import (
     TrainState,
@@ -225,9 +226,9 @@ def _choose_loop(cfg: Config, dataset: data_lib.Dataset) -> str:
     if cfg.train.loop != "auto":
         return cfg.train.loop
     if cfg.model.network == "conv" and cfg.model.conv_impl == "xla" and jax.default_backend() == "cpu":
-        # XLA:CPU runs its native convolutions inside a scanned loop far slower than as separate jitted steps:
-        # 133 vs 569 examples/s for the conv VAE at batch 128 on a 2-core CPU (benchmarks/RESULTS.md). The
-        # matmul convolutions (conv_impl=auto on CPU) do not have that problem, and there scan is the faster loop.
+        # XLA:CPU runs its native convolutions inside a scanned loop far slower than as separate jitted steps
+        # (benchmarks/RESULTS.md). The matmul convolutions (conv_impl=auto on CPU) do not have that problem, and
+        # there scan is the faster loop.
         return "host"
     return "scan" if dataset.train.nbytes <= cfg.train.device_data_limit_mb * 2**20 else "host"
 
@@ -496,7 +497,7 @@ def final_report(ctx: RunContext, state: TrainState, *, log: Callable[[str], Non
         "nll_num_samples": nll.num_samples,
         "nll_num_examples": int(nll_data.shape[0]),
         "nll_seconds": nll_seconds,
-        "test_bits_per_dim": -nll.mean / (num_dims * math.log(2.0)),
+        "test_bits_per_dim": bits_per_dim(-nll.mean, num_dims),
         "kl_per_dim": elbo_terms.get("kl_per_dim"),
         "active_units": latent["active_units"],
         "mutual_information": latent["mutual_information"],
