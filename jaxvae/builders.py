@@ -67,15 +67,11 @@ def _mlp(cfg: Config, event_shape, likelihood, prior, rngs) -> VAE:
                    rngs=rngs)
 
 
-def _check_conv_shape(event_shape: tuple[int, ...]) -> None:
+def _conv(cfg: Config, event_shape, likelihood, prior, rngs) -> VAE:
+    m = cfg.model
     if len(event_shape) != 3 or event_shape[0] % 4 or event_shape[1] % 4:
         raise ConfigError(f"model.network=conv needs images (H, W, C) with H and W divisible by 4; the data has "
                           f"event shape {event_shape}. Use model.network=mlp.")
-
-
-def _conv(cfg: Config, event_shape, likelihood, prior, rngs) -> VAE:
-    m = cfg.model
-    _check_conv_shape(event_shape)
     return VAE.conv(event_shape, m.latent_dim, likelihood, channels=m.channels, hidden=m.conv_hidden,
                     activation=m.activation, conv_impl=m.conv_impl, prior=prior, rngs=rngs)
 
@@ -150,13 +146,8 @@ def model_builder(cfg: Config, event_shape: tuple[int, ...], builder: ModelBuild
         user = builder
         return lambda rngs: user(event_shape, m.latent_dim, likelihood, rngs)
     network = NETWORKS[m.network]
-    if m.network == "conv":  # shape errors at configuration time, not while tracing
-        _check_conv_shape(event_shape)
     make_prior = PRIORS[m.prior]
     return lambda rngs: network(cfg, event_shape, likelihood, make_prior(cfg, event_shape, rngs), rngs)
-
-
-vae_builder = model_builder  # the name before user models
 
 
 def build_model(cfg: Config, event_shape: tuple[int, ...], builder: ModelBuilder | None = None) -> PureModel:

@@ -355,19 +355,12 @@ def _get(cfg: Config, key: str) -> Any:
     return getattr(getattr(cfg, section), field)
 
 
-def _component_choices() -> dict[str, tuple[str, ...]]:
-    """Choices owned by the component registries (imported lazily: the registries import this module)."""
-    from jaxvae import builders
-
-    return {"model.prior": tuple(builders.PRIORS)}
-
-
 def validate(cfg: Config) -> Config:
     """Checks ranges and choices; raises :class:`ConfigError` naming the key and the fix. Returns ``cfg``."""
-    network = cfg.model.network
-    if ":" not in network:
-        from jaxvae import builders
+    from jaxvae import builders
 
+    network = cfg.model.network
+    if not builders.is_builder_reference(network):
         if network not in builders.NETWORKS:
             raise ConfigError(f"model.network={network!r} is not valid.{_closest(network, builders.NETWORKS)} "
                               f"Choose one of: {', '.join(builders.NETWORKS)}, or give your own model builder as "
@@ -376,7 +369,8 @@ def validate(cfg: Config) -> Config:
             not all(p.isidentifier() for p in network.split(":")[0].split(".")):
         raise ConfigError(f"model.network={network!r}: a user model builder is MODULE:FUNCTION, e.g. "
                           "model.network=mymodels:build (a module importable from the working directory).")
-    for key, choices in {**_CHOICES, **_component_choices()}.items():
+    # model.prior's choices are the registry's (imported here: the registries import this module).
+    for key, choices in {**_CHOICES, "model.prior": tuple(builders.PRIORS)}.items():
         value = _get(cfg, key)
         if value not in choices:
             raise ConfigError(f"{key}={value!r} is not valid.{_closest(str(value), choices)} "

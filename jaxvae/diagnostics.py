@@ -35,7 +35,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxvae import kl as kl_lib
-from jaxvae.data import random_subset
+from jaxvae.data import pad_to_multiple, random_subset
 from jaxvae.discrepancy import mmd
 from jaxvae.distributions import DiagonalGaussian, gaussian_log_prob_per_dim
 from jaxvae.model import Params, PureModel
@@ -58,9 +58,7 @@ def encode_dataset(model: PureModel, params: Params, data: np.ndarray, *,
     """
     key = jax.random.key(0) if key is None else key
     encode = jax.jit(model.encode)
-    n = data.shape[0]
-    pad = (-n) % batch_size
-    padded = np.concatenate([data, np.repeat(data[-1:], pad, axis=0)]) if pad else data
+    padded, n = pad_to_multiple(data, batch_size)
     parts = [encode(params, padded[i:i + batch_size], jax.random.fold_in(key, i // batch_size))
              for i in range(0, padded.shape[0], batch_size)]
     loc = np.concatenate([np.asarray(p.loc) for p in parts])[:n]
@@ -438,9 +436,7 @@ def model_kl_per_group(model: PureModel, params: Params, data: np.ndarray, key: 
             return {"total": jnp.mean(out.log_qz_x - out.log_pz, axis=0)}
         return per_group
 
-    n = data.shape[0]
-    pad = (-n) % batch_size
-    padded = np.concatenate([data, np.repeat(data[-1:], pad, axis=0)]) if pad else data
+    padded, n = pad_to_multiple(data, batch_size)
     parts = [batch_kl(params, padded[i:i + batch_size], jax.random.fold_in(key, i // batch_size))
              for i in range(0, padded.shape[0], batch_size)]
     return {g: float(np.concatenate([np.asarray(p[g]) for p in parts])[:n].mean()) for g in parts[0]}

@@ -166,10 +166,6 @@ class DiagonalGaussian(Distribution):
     def entropy(self) -> Array:
         return jnp.sum(self.entropy_per_dim(), axis=-1)
 
-    def tempered(self, temperature: float | Array) -> DiagonalGaussian:
-        """The same means with the standard deviations scaled by ``temperature`` (Kingma & Dhariwal 2018)."""
-        return DiagonalGaussian(self.loc, self.log_scale + jnp.log(temperature))
-
 
 @jax.tree_util.register_dataclass
 @dataclasses.dataclass(frozen=True)
@@ -222,10 +218,6 @@ class Mixture(Distribution):
         mean = jnp.sum(w * means, axis=0)
         second = jnp.sum(w * (self.components.variance() + jnp.square(means)), axis=0)
         return jnp.maximum(second - jnp.square(mean), 0.0)
-
-    def tempered(self, temperature: float | Array) -> Mixture:
-        """Each component tempered (see :meth:`DiagonalGaussian.tempered`); the weights are unchanged."""
-        return Mixture(self.log_weights, self.components.tempered(temperature))  # type: ignore[attr-defined]
 
 
 # ------------------------------------------------------------------------------------------------ KL registry

@@ -24,6 +24,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxvae.data import pad_to_multiple
 from jaxvae.model import Params, PureModel
 
 Array = jax.Array
@@ -71,15 +72,6 @@ class LogLikelihoodEstimate(NamedTuple):
     mean: float  # mean log p(x) over examples
     standard_error: float  # sample standard error of that mean over examples (std with ddof=1 / sqrt(N))
     num_samples: int
-
-
-def _pad_batches(data: np.ndarray, batch_size: int) -> tuple[np.ndarray, int]:
-    """Pads ``data`` with copies of its last example up to a multiple of ``batch_size`` (one compiled shape)."""
-    n = data.shape[0]
-    pad = (-n) % batch_size
-    if pad:
-        data = np.concatenate([data, np.repeat(data[-1:], pad, axis=0)])
-    return data, n
 
 
 def make_iwae_fn(model: PureModel, num_samples: int, sample_chunk: int, *,
@@ -144,7 +136,7 @@ def make_iwae_evaluator(model: PureModel, *, num_samples: int = 5000, batch_size
         to_device = lambda x: sharding.make_global_batch(x[rows], x_sharding, batch_size)
 
     def estimate(params: Params, data: np.ndarray, key: Array) -> LogLikelihoodEstimate:
-        padded, n = _pad_batches(np.asarray(data), batch_size)
+        padded, n = pad_to_multiple(data, batch_size)
         keys = [jax.random.fold_in(key, i // batch_size) for i in range(0, padded.shape[0], batch_size)]
         if mesh is not None:  # replicated global keys (every process holds the same key)
             keys = [jax.random.wrap_key_data(jax.make_array_from_process_local_data(
@@ -189,14 +181,13 @@ def make_elbo_evaluator(model: PureModel, *, batch_size: int = 100
 
     @jax.jit
     def step(params, x, key):
-        _, out = objectives.elbo(model, params, x, key)
-        per_dim = out.kl_per_dim if out.kl_per_dim is not None else jnp.zeros((x.shape[0], 0))
-        # The same pass again (same key: XLA computes it once) for the per-group KL.
-        per_group = model.forward(params, x, key).kl_per_group() or {}
-        return out.elbo, out.recon, out.kl, per_dim, per_group
+        fwd = model.forward(params, x, key)  # one pass: the terms of jv.elbo and the per-group KL
+        recon, kl, per_dim = objectives.elbo_terms(fwd)
+        per_dim = per_dim if per_dim is not None else jnp.zeros((x.shape[0], 0))
+        return -(recon + kl), recon, kl, per_dim, fwd.kl_per_group() or {}
 
     def evaluate(params: Params, data: np.ndarray, key: Array) -> dict[str, Any]:
-        padded, n = _pad_batches(np.asarray(data), batch_size)
+        padded, n = pad_to_multiple(data, batch_size)
         parts = [step(params, padded[i:i + batch_size], jax.random.fold_in(key, i // batch_size))
                  for i in range(0, padded.shape[0], batch_size)]
         elbo, recon, kl, per_dim = (np.asarray(jnp.concatenate(p))[:n] for p in list(zip(*parts))[:4])

@@ -34,6 +34,10 @@ from jaxvae.model import ModelOutput, Params, PureModel, flatten_latents
 
 Array = jax.Array
 
+__all__ = ["KLDecomposition", "Objective", "ObjectiveOutput", "beta_tcvae", "capacity", "elbo", "elbo_terms",
+           "free_bits", "free_bits_kl", "info_vae", "iwae", "iwae_bound_from_log_weights", "kl_decomposition",
+           "mmd"]
+
 
 class ObjectiveOutput(NamedTuple):
     """Per-example terms of an objective (nats), plus scalar metrics specific to it.
@@ -70,8 +74,10 @@ class Objective(NamedTuple):
     update: Callable[..., Any]
 
 
-def _terms(fwd: ModelOutput, analytic_kl: bool) -> tuple[Array, Array, Array | None]:
-    """``(recon [B], kl [B], kl_per_dim [B, D] | None)`` from a forward pass (all latent groups)."""
+def elbo_terms(fwd: ModelOutput, analytic_kl: bool = True) -> tuple[Array, Array, Array | None]:
+    """``(recon [B], kl [B], kl_per_dim [B, D] | None)`` from a forward pass (all latent groups); the ELBO is
+    ``-(recon + kl)``. The KL is analytic where every group has a closed form and ``analytic_kl``, else the Monte
+    Carlo estimate on the pass's samples."""
     recon = -jnp.mean(fwd.log_px_z, axis=0)  # [B]
     kl_per_dim = fwd.kl_per_dim()  # [B, D] or None
     if analytic_kl and kl_per_dim is not None:
@@ -125,7 +131,7 @@ def elbo(model: PureModel, params: Params, x: Array, key: Array, *, beta: float 
       analytic_kl: closed-form KL where the prior allows it.
     """
     fwd = model.forward(params, x, key, num_samples)
-    recon, kl, kl_per_dim = _terms(fwd, analytic_kl)
+    recon, kl, kl_per_dim = elbo_terms(fwd, analytic_kl)
     loss = jnp.mean(recon + beta * kl)
     return loss, _output(recon, kl, kl_per_dim, fwd, beta=beta)
 
@@ -150,7 +156,7 @@ def iwae(model: PureModel, params: Params, x: Array, key: Array, *,
     """
     fwd = model.forward(params, x, key, num_samples)
     bound = iwae_bound_from_log_weights(fwd.log_weights)  # [B]
-    recon, kl, kl_per_dim = _terms(fwd, analytic_kl=False)
+    recon, kl, kl_per_dim = elbo_terms(fwd, analytic_kl=False)
     loss = -jnp.mean(bound)
     return loss, _output(recon, kl, kl_per_dim, fwd, iwae=jnp.mean(bound))
 
@@ -189,7 +195,7 @@ def free_bits(model: PureModel, params: Params, x: Array, key: Array, *, thresho
     Needs a per-dimension KL (a diagonal Gaussian prior).
     """
     fwd = model.forward(params, x, key, num_samples)
-    recon, kl, kl_per_dim = _terms(fwd, analytic_kl=True)
+    recon, kl, kl_per_dim = elbo_terms(fwd, analytic_kl=True)
     if kl_per_dim is None:
         raise ConfigError("free bits need a per-dimension analytic KL in every latent group (a diagonal Gaussian "
                           "posterior and prior: model.prior=standard_normal or learned_gaussian); for other "
@@ -211,7 +217,7 @@ def capacity(model: PureModel, params: Params, x: Array, key: Array, *, capacity
     :math:`C` (nats) is usually increased linearly during training (:func:`jaxvae.schedules.capacity_schedule`).
     """
     fwd = model.forward(params, x, key, num_samples)
-    recon, kl, kl_per_dim = _terms(fwd, analytic_kl)
+    recon, kl, kl_per_dim = elbo_terms(fwd, analytic_kl)
     loss = jnp.mean(recon) + gamma * jnp.abs(jnp.mean(kl) - capacity)
     return loss, _output(recon, kl, kl_per_dim, fwd, capacity=capacity, gamma=gamma)
 
@@ -340,17 +346,13 @@ def beta_tcvae(model: PureModel, params: Params, x: Array, key: Array, *, datase
                           f"the model's prior is {type(prior).__name__}. Use a standard normal or learned "
                           f"Gaussian prior (model.prior=standard_normal or learned_gaussian). {alternative}")
     terms = kl_decomposition(q, fwd.z[group], prior, dataset_size=dataset_size, estimator=estimator)
-    recon, kl, kl_per_dim = _terms(fwd, analytic_kl=True)
+    recon, kl, kl_per_dim = elbo_terms(fwd, analytic_kl=True)
     loss = jnp.mean(recon + alpha * terms.mi + beta * terms.tc + gamma * terms.dimwise_kl)
     return loss, _output(recon, kl, kl_per_dim, fwd, mi=jnp.mean(terms.mi), tc=jnp.mean(terms.tc),
                          dimwise_kl=jnp.mean(terms.dimwise_kl), alpha=alpha, beta=beta, gamma=gamma)
 
 
 # ------------------------------------------------------------------------------------------------- InfoVAE
-
-
-__all__ = ["KLDecomposition", "Objective", "ObjectiveOutput", "beta_tcvae", "capacity", "elbo", "free_bits",
-           "free_bits_kl", "info_vae", "iwae", "iwae_bound_from_log_weights", "kl_decomposition", "mmd"]
 
 
 def info_vae(model: PureModel, params: Params, x: Array, key: Array, *, alpha: float | Array = 0.0,
@@ -374,7 +376,7 @@ def info_vae(model: PureModel, params: Params, x: Array, key: Array, *, alpha: f
     scale = 1.0 if kernel_scale is None else kernel_scale
     key_q, key_p = jax.random.split(key)
     fwd = model.forward(params, x, key_q, num_samples)
-    recon, kl, kl_per_dim = _terms(fwd, analytic_kl=True)
+    recon, kl, kl_per_dim = elbo_terms(fwd, analytic_kl=True)
     z_flat = flatten_latents(fwd.z, model.groups)  # [K, B, D] (all groups)
     z_q = z_flat.reshape(-1, z_flat.shape[-1])  # [K * B, D]
     z_p = model.prior_sample(params, key_p, z_q.shape[0])  # [K * B, D]

@@ -54,6 +54,7 @@ def test_conv_transpose_matches_lax_same_padding(hw, kernel, stride):
         _check_value_and_grads(ref, lambda x, k: convops.conv_transpose_polyphase(x, k, (stride, stride)), x, k)
 
 
+@pytest.mark.slow
 def test_conv_networks_compute_the_same_function_with_either_implementation():
     """Same parameters, same outputs and gradients: the choice changes the program, never the model."""
     shape = (12, 8, 2)
@@ -92,7 +93,7 @@ def test_config_reaches_the_networks_and_picks_the_loop():
 
     for impl in ("auto", "xla", "matmul"):
         cfg = config.apply_overrides(config.get_preset("fashion-mnist"), [f"model.conv_impl={impl}"])
-        vae = builders.vae_builder(cfg, (28, 28, 1))(nnx.Rngs(0))
+        vae = builders.model_builder(cfg, (28, 28, 1))(nnx.Rngs(0))
         assert vae.encoder.conv_impl == vae.decoder.conv_impl == impl
         small = SimpleNamespace(train=np.zeros((8, 28, 28, 1), np.float32))  # far below device_data_limit_mb
         expected = "host" if impl == "xla" and jax.default_backend() == "cpu" else "scan"

@@ -17,7 +17,8 @@ def _library_example() -> str:
 def test_readme_library_example_runs_and_is_short():
     code = _library_example()
     assert len([line for line in code.splitlines() if line.strip()]) <= 24
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600)
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            timeout=3600)  # a hang guard, not a time limit
     assert result.returncode == 0, result.stderr
     elbo = float(re.search(r"ELBO (-?[\d.]+) nats", result.stdout).group(1))
     iwae = float(re.search(r"IWAE-50 bound (-?[\d.]+) nats", result.stdout).group(1))

@@ -28,6 +28,7 @@ def test_pi_controller_brings_kl_to_its_set_point(tmp_path):
     assert all(0.0 <= b <= 1.0 for b in betas) and betas[-1] < 0.9  # the controller lowered beta, in bounds
 
 
+@pytest.mark.slow
 def test_free_bits_keep_every_dimension_at_its_floor(tmp_path):
     _, plain = _train(tmp_path, "plain", ["train.steps=1000"])
     _, fb = _train(tmp_path, "fb", ["objective.name=free_bits", "objective.free_bits=0.5", "train.steps=1000"])

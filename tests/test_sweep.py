@@ -13,6 +13,7 @@ FAST = ["model.hidden=32", "model.latent_dim=4", "train.steps=60", "train.log_ev
         "train.checkpoint_every=0", "eval.num_samples=10", "eval.max_examples=100"]
 
 
+@pytest.mark.slow
 def test_sweep_equals_separate_runs_and_kl_decreases_with_beta(tmp_path):
     base = config.apply_overrides(config.get_preset("digits"), FAST)
     over = {"objective.beta": ["0.25", "1", "4", "16"]}

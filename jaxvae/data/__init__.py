@@ -11,7 +11,13 @@ Files are looked up in ``data_dir``, ``$JAXVAE_DATA_DIR``, the cache ``~/.cache/
 against its published checksum (see :mod:`jaxvae.data.locate`).
 """
 
-from jaxvae.data.batching import epoch_permutation, iterate_batches, random_subset, steps_per_epoch
+from jaxvae.data.batching import (
+    epoch_permutation,
+    iterate_batches,
+    pad_to_multiple,
+    random_subset,
+    steps_per_epoch,
+)
 from jaxvae.data.dataset import SUPPORTS, Dataset, binarize
 from jaxvae.data.loading import load_dataset
 from jaxvae.data.locate import find_data_dir
@@ -27,6 +33,7 @@ __all__ = [
     "find_data_dir",
     "iterate_batches",
     "load_dataset",
+    "pad_to_multiple",
     "random_subset",
     "steps_per_epoch",
 ]

@@ -21,6 +21,17 @@ def epoch_permutation(seed: int, epoch: int, n: int) -> np.ndarray:
     return np.random.default_rng([seed, epoch]).permutation(n)
 
 
+def pad_to_multiple(data: np.ndarray, batch_size: int) -> tuple[np.ndarray, int]:
+    """``(data padded with copies of its last example to a multiple of batch_size, original N)``: evaluation in
+    batches of one shape (one compiled program); trim results to ``[:N]``."""
+    data = np.asarray(data)
+    n = data.shape[0]
+    pad = (-n) % batch_size
+    if pad:
+        data = np.concatenate([data, np.repeat(data[-1:], pad, axis=0)])
+    return data, n
+
+
 def random_subset(n: int, size: int | None, seed: int) -> np.ndarray:
     """Sorted indices of a random subset of ``range(n)`` of ``min(n, size)`` examples, without replacement
     (``np.random.default_rng(seed).choice``); all of ``range(n)`` when ``size`` is None or at least ``n``.
