@@ -78,7 +78,7 @@ def check_model(model: Model, x: Array, *, key: Array | None = None, num_samples
     np.testing.assert_allclose(eager.log_weights, out.log_weights, rtol=1e-4, atol=1e-4,
                                err_msg="forward gives different numbers under jax.jit")
     keys = jax.random.split(key, 2)
-    batched = jax.vmap(lambda kk: pure.forward(params, x, kk, k).log_weights)(keys)
+    batched = jax.jit(jax.vmap(lambda kk: pure.forward(params, x, kk, k).log_weights))(keys)
     np.testing.assert_allclose(batched[0], pure.forward(params, x, keys[0], k).log_weights, rtol=1e-4,
                                atol=1e-4, err_msg="forward gives different numbers under jax.vmap")
     again = forward(params, x + 0.0, jax.random.fold_in(key, 1), k)  # new data and key: no recompilation
@@ -91,7 +91,7 @@ def check_model(model: Model, x: Array, *, key: Array | None = None, num_samples
         o = pure.forward(p, x, key, 1)
         return jnp.mean(o.log_px_z + o.log_pz - o.log_qz_x)
 
-    _finite(jax.grad(elbo)(params), "the gradient of the ELBO with respect to the parameters")
+    _finite(jax.jit(jax.grad(elbo))(params), "the gradient of the ELBO with respect to the parameters")
 
     z = jax.jit(pure.prior_sample_groups, static_argnums=2)(params, jax.random.fold_in(key, 2), 4)
     for g, d in pure.groups:

@@ -99,9 +99,9 @@ def _train(model, params, objective, data, steps=150):
     return params, losses
 
 
-@pytest.mark.parametrize("objective", [lambda m, p, x, k: jv.elbo(m, p, x, k),
-                                       lambda m, p, x, k: jv.iwae(m, p, x, k, num_samples=5)],
-                         ids=["elbo", "iwae"])
+@pytest.mark.parametrize("objective", [
+    pytest.param(lambda m, p, x, k: jv.elbo(m, p, x, k), id="elbo"),
+    pytest.param(lambda m, p, x, k: jv.iwae(m, p, x, k, num_samples=5), id="iwae", marks=pytest.mark.slow)])
 def test_two_layer_model_trains_evaluates_and_reports_per_group_kl(digits, objective):
     train, test = digits
     model, params = jv.split(_toy())
@@ -135,11 +135,13 @@ def test_one_group_features_refuse_a_two_group_model_with_a_clear_message(digits
 # ------------------------------------------------------------------------------------- library components
 
 
-# Every prior with the MLP, the conv network with the standard normal; the other conv pairings in the slow tier.
+# Default tier: the MLP with the standard normal and the VampPrior, the conv network with the standard normal;
+# every other network x prior pairing in the slow tier.
 @pytest.mark.parametrize("network, prior", [
-    *[("mlp", p) for p in ("standard_normal", "learned_gaussian", "mixture", "vamp")],
-    ("conv", "standard_normal"),
-    *[pytest.param("conv", p, marks=pytest.mark.slow) for p in ("learned_gaussian", "mixture", "vamp")],
+    ("mlp", "standard_normal"), ("mlp", "vamp"), ("conv", "standard_normal"),
+    *[pytest.param(n, p, marks=pytest.mark.slow) for n, p in (
+        ("mlp", "learned_gaussian"), ("mlp", "mixture"), ("conv", "learned_gaussian"), ("conv", "mixture"),
+        ("conv", "vamp"))],
 ])
 def test_builtin_models_pass_the_contract(network, prior, digits):
     cfg = jv.config.apply_overrides(jv.get_preset("digits"), [

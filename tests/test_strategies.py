@@ -18,6 +18,7 @@ def _train(tmp_path, name, overrides):
     return summary, [r for r in records if "split" not in r]
 
 
+@pytest.mark.slow
 def test_pi_controller_brings_kl_to_its_set_point(tmp_path):
     summary, records = _train(tmp_path, "pi", ["objective.controller=pi", "objective.kl_target=6",
                                                "objective.pi_kp=0.05", "objective.pi_ki=0.002",
@@ -37,6 +38,7 @@ def test_free_bits_keep_every_dimension_at_its_floor(tmp_path):
     assert fb[-1]["free_bits"] == 0.5 and "free_bits_kl" in fb[-1]
 
 
+@pytest.mark.slow
 def test_geco_moves_reconstruction_toward_its_tolerance(tmp_path):
     # Unconstrained, digits reaches a reconstruction loss of about 20 nats; ask for 17.
     _, records = _train(tmp_path, "geco", ["objective.controller=geco", "objective.geco_tolerance=17",
