@@ -79,7 +79,7 @@ def check_model(model: Model, x: Array, *, key: Array | None = None, num_samples
                                err_msg="forward gives different numbers under jax.jit")
     keys = jax.random.split(key, 2)
     batched = jax.jit(jax.vmap(lambda kk: pure.forward(params, x, kk, k).log_weights))(keys)
-    np.testing.assert_allclose(batched[0], pure.forward(params, x, keys[0], k).log_weights, rtol=1e-4,
+    np.testing.assert_allclose(batched[0], forward(params, x, keys[0], k).log_weights, rtol=1e-4,
                                atol=1e-4, err_msg="forward gives different numbers under jax.vmap")
     again = forward(params, x + 0.0, jax.random.fold_in(key, 1), k)  # new data and key: no recompilation
     _finite(again.log_weights, "forward's output for a second key")

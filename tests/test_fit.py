@@ -55,6 +55,7 @@ def test_cli_train_writes_complete_run_directory_and_evaluate_and_sample_work(tm
     assert (workdir / "samples-prior-t0.8-seed0.png").is_file()
 
 
+@pytest.mark.slow
 def test_interrupted_run_resumes_exactly(tmp_path, monkeypatch):
     cfg = config.apply_overrides(config.get_preset("digits"), FAST)
     full = loop.fit(cfg, tmp_path / "full", progress=False, log=lambda _: None)
