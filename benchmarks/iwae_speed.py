@@ -45,10 +45,10 @@ def flops_per_image(num_samples: int) -> int:
 def test_images(n: int, data_dir: str | None) -> tuple[np.ndarray, str]:
     """The first ``n`` statically binarized MNIST test images when the files exist, else random binary images."""
     if data_dir and Path(data_dir).exists():
-        from jaxvae import config, loop
+        from jaxvae import config, runs
 
         cfg = config.apply_overrides(config.get_preset("binarized-mnist"), [f"data.dir={data_dir}"])
-        return np.asarray(loop.load_run_dataset(cfg).split("test")[:n], np.float32), "binarized MNIST test"
+        return np.asarray(runs.load_run_dataset(cfg).split("test")[:n], np.float32), "binarized MNIST test"
     rng = np.random.default_rng(0)
     return (rng.uniform(size=(n, 28, 28, 1)) > 0.5).astype(np.float32), "random binary 28x28 images"
 

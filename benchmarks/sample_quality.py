@@ -26,7 +26,7 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
     if not (Path(args.data_dir) / "train-images-idx3-ubyte.gz").exists():
         sys.exit(f"MNIST not found in {args.data_dir}; pass --data-dir.")
-    from jaxvae import data, diagnostics, frechet, loop, samplers
+    from jaxvae import data, diagnostics, frechet, runs, samplers
 
     ds = data.load_dataset("mnist", args.data_dir)
     clf = frechet.train_classifier(ds.train, ds.labels["train"], epochs=5)
@@ -46,7 +46,7 @@ def main(argv: list[str] | None = None) -> None:
             out = subprocess.run(cmd, capture_output=True, text=True)
             if out.returncode != 0:
                 raise RuntimeError(out.stderr[-3000:])
-            ctx, params = loop.restore_run(workdir)
+            ctx, params = runs.restore_run(workdir)
             key = jax.random.key(0)
             decode = jax.jit(ctx.model.decode_mean)
 

@@ -20,9 +20,9 @@ STRATEGIES = {
     "linear warm-up (10 epochs)": ["objective.beta_schedule=linear", "objective.warmup_steps=3900"],
     "cyclical (M=4, R=0.5)": ["objective.beta_schedule=cyclical", "objective.num_cycles=4",
                               "objective.cycle_ratio=0.5"],
-    "free bits (0.25/dim)": ["objective.name=free_bits", "objective.free_bits=0.25"],
-    "PI control (KL=30)": ["objective.controller=pi", "objective.kl_target=30", "objective.pi_kp=0.01",
-                           "objective.pi_ki=0.0005"],
+    "free bits (0.25/dim)": ["objective.name=free_bits", "objective.free_bits.nats=0.25"],
+    "PI control (KL=30)": ["objective.controller=pi", "objective.pi.kl_target=30", "objective.pi.kp=0.01",
+                           "objective.pi.ki=0.0005"],
 }
 
 

@@ -6,6 +6,7 @@ Submodules (``jv.likelihoods``, ``jv.priors``, ``jv.objectives``, ...) hold the 
 
 from jaxvae import (
     builders,
+    chunks,
     config,
     controllers,
     data,
@@ -16,11 +17,15 @@ from jaxvae import (
     evaluate,
     kl,
     likelihoods,
+    loop,
     model,
     nets,
     objectives,
     posteriors,
     priors,
+    progress,
+    results,
+    runs,
     samplers,
     schedules,
     sharding,
@@ -51,7 +56,6 @@ from jaxvae.likelihoods import (
     Likelihood,
     bits_per_dim,
 )
-from jaxvae.loop import LoadedRun, fit, load_run
 from jaxvae.model import VAE, Model, ModelOutput, PureModel, PureVAE, count_params, split
 from jaxvae.nets import ConvDecoder, ConvEncoder, MLPDecoder, MLPEncoder
 from jaxvae.objectives import (
@@ -69,6 +73,7 @@ from jaxvae.objectives import (
     mmd,
 )
 from jaxvae.priors import LearnedGaussian, MixtureOfGaussians, Prior, StandardNormal, VampPrior
+from jaxvae.runs import LoadedRun, fit, load_run
 from jaxvae.samplers import fit_gmm, gmm_sample, interpolate, prior_samples, slerp, traversals
 from jaxvae.schedules import (
     capacity_schedule,

@@ -6,11 +6,14 @@ of steps), so the training loop contains no construction logic and a researcher 
 
 from __future__ import annotations
 
+import dataclasses
+import difflib
 import importlib
+import inspect
 import os
 import sys
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Iterator
+from typing import Any, Generic, NamedTuple, TypeVar
 
 import jax
 import jax.numpy as jnp
@@ -24,49 +27,113 @@ from jaxvae.model import VAE, Model, PureModel
 from jaxvae.objectives import Objective
 
 Array = jax.Array
+T = TypeVar("T")
+
+
+@dataclasses.dataclass(frozen=True)
+class Spec(Generic[T]):
+    """One registered component: its constructor and what the rest of the engine needs to know about it."""
+
+    build: T
+    doc: str = ""
+    controllable: bool = False  # objectives: a KL controller may set their beta
+    needs_factorized_prior: bool = False  # objectives: need a KL per latent dimension
+    factorized: bool = False  # priors: a product over dimensions (a KL per dimension exists)
+    sweepable: tuple[str, ...] = ()  # objectives: their settings that only change traced weights (see sweep)
+
+
+class Registry(Generic[T]):
+    """The components of one kind, by name: the single list of choices of the config key ``key``.
+
+    ``REGISTRY[name]`` is the constructor; ``REGISTRY.spec(name)`` its :class:`Spec`; iterating gives the names.
+    Add a component with ``@REGISTRY.register("name", ...)``; the config then accepts it.
+    """
+
+    def __init__(self, key: str):
+        self.key = key
+        self._specs: dict[str, Spec[T]] = {}
+
+    def register(self, name: str, **meta: Any) -> Callable[[T], T]:
+        def add(build: T) -> T:
+            self._specs[name] = Spec(build, doc=inspect.getdoc(build) or "", **meta)
+            return build
+
+        return add
+
+    def spec(self, name: str) -> Spec[T]:
+        if name not in self._specs:
+            close = difflib.get_close_matches(name, list(self._specs), n=1, cutoff=0.5)
+            hint = f" Did you mean {close[0]!r}?" if close else ""
+            raise ConfigError(f"{self.key}={name!r} is not valid.{hint} Choose one of: {', '.join(self._specs)}.")
+        return self._specs[name]
+
+    def __getitem__(self, name: str) -> T:
+        return self.spec(name).build
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._specs
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._specs)
+
+    def __len__(self) -> int:
+        return len(self._specs)
 
 
 # ------------------------------------------------------------------------------------------------- model
 
+LIKELIHOODS: Registry[Callable[[Config], likelihoods.Likelihood]] = Registry("model.likelihood")
+
+
+def _scale(text: str) -> float | str:
+    try:
+        return float(text)
+    except ValueError:
+        return text  # "learned", "per_pixel", "optimal"
+
+
+for _name in likelihoods.names():
+    LIKELIHOODS.register(_name)(lambda cfg, _name=_name: likelihoods.get(_name))
+del _name
+LIKELIHOODS.register("gaussian")(lambda cfg: likelihoods.get("gaussian", sigma=_scale(cfg.model.likelihood_scale)))
+LIKELIHOODS.register("laplace")(lambda cfg: likelihoods.get("laplace", scale=_scale(cfg.model.likelihood_scale)))
+LIKELIHOODS.register("discretized_logistic_mixture")(
+    lambda cfg: likelihoods.get("discretized_logistic_mixture", num_mixtures=cfg.model.num_mixtures))
+
+
 def build_likelihood(cfg: Config) -> likelihoods.Likelihood:
-    m = cfg.model
-    name = m.likelihood
-    if name in ("gaussian", "laplace"):
-        scale: float | str = m.likelihood_scale
-        try:
-            scale = float(scale)
-        except ValueError:
-            pass
-        return likelihoods.get(name, **({"sigma": scale} if name == "gaussian" else {"scale": scale}))
-    if name == "discretized_logistic_mixture":
-        return likelihoods.get(name, num_mixtures=m.num_mixtures)
-    return likelihoods.get(name)
+    """The decoder's likelihood of ``model.likelihood`` (:data:`LIKELIHOODS`)."""
+    return LIKELIHOODS[cfg.model.likelihood](cfg)
 
 
 # A model builder is ``(event_shape, latent_dim, likelihood, rngs) -> Model``: the signature of user builders
 # given as `model.network=MODULE:FUNCTION` or `jv.fit(..., model=builder)`.
 ModelBuilder = Callable[..., Model]
 
-# Built-in priors and networks: name -> constructor. Adding one here adds it to `model.prior` / `model.network`
-# (the config validates against these tables).
-PRIORS: dict[str, Callable[[Config, tuple[int, ...], nnx.Rngs], priors.Prior]] = {
-    "standard_normal": lambda cfg, event_shape, rngs: priors.StandardNormal(cfg.model.latent_dim),
-    "learned_gaussian": lambda cfg, event_shape, rngs: priors.LearnedGaussian(cfg.model.latent_dim),
-    "mixture": lambda cfg, event_shape, rngs: priors.MixtureOfGaussians(
-        cfg.model.latent_dim, cfg.model.prior_components, rngs=rngs),
-    "vamp": lambda cfg, event_shape, rngs: priors.VampPrior(
-        cfg.model.latent_dim, cfg.model.prior_components, event_shape,
-        init_mean=127.5 if cfg.data.scale == "uint8" else 0.5,
-        init_scale=0.05 * (255.0 if cfg.data.scale == "uint8" else 1.0), rngs=rngs),
-}
+# Built-in priors and networks: `model.prior` / `model.network` (the config validates against these registries).
+PRIORS: Registry[Callable[[Config, tuple[int, ...], nnx.Rngs], priors.Prior]] = Registry("model.prior")
+PRIORS.register("standard_normal", factorized=True)(
+    lambda cfg, event_shape, rngs: priors.StandardNormal(cfg.model.latent_dim))
+PRIORS.register("learned_gaussian", factorized=True)(
+    lambda cfg, event_shape, rngs: priors.LearnedGaussian(cfg.model.latent_dim))
+PRIORS.register("mixture")(lambda cfg, event_shape, rngs: priors.MixtureOfGaussians(
+    cfg.model.latent_dim, cfg.model.prior_components, rngs=rngs))
+PRIORS.register("vamp")(lambda cfg, event_shape, rngs: priors.VampPrior(
+    cfg.model.latent_dim, cfg.model.prior_components, event_shape,
+    init_mean=127.5 if cfg.data.scale == "uint8" else 0.5,
+    init_scale=0.05 * (255.0 if cfg.data.scale == "uint8" else 1.0), rngs=rngs))
+
+NETWORKS: Registry[Callable[..., VAE]] = Registry("model.network")
 
 
+@NETWORKS.register("mlp")
 def _mlp(cfg: Config, event_shape, likelihood, prior, rngs) -> VAE:
     m = cfg.model
     return VAE.mlp(event_shape, m.latent_dim, likelihood, hidden=m.hidden, activation=m.activation, prior=prior,
                    rngs=rngs)
 
 
+@NETWORKS.register("conv")
 def _conv(cfg: Config, event_shape, likelihood, prior, rngs) -> VAE:
     m = cfg.model
     if len(event_shape) != 3 or event_shape[0] % 4 or event_shape[1] % 4:
@@ -74,9 +141,6 @@ def _conv(cfg: Config, event_shape, likelihood, prior, rngs) -> VAE:
                           f"event shape {event_shape}. Use model.network=mlp.")
     return VAE.conv(event_shape, m.latent_dim, likelihood, channels=m.channels, hidden=m.conv_hidden,
                     activation=m.activation, conv_impl=m.conv_impl, prior=prior, rngs=rngs)
-
-
-NETWORKS: dict[str, Callable[..., VAE]] = {"mlp": _mlp, "conv": _conv}
 
 
 def is_builder_reference(network: str) -> bool:
@@ -158,100 +222,188 @@ def build_model(cfg: Config, event_shape: tuple[int, ...], builder: ModelBuilder
 
 # --------------------------------------------------------------------------------------------- optimizer
 
+LR_SCHEDULES: Registry[Callable[[Config, int], optax.Schedule]] = Registry("optimizer.schedule")
+LR_SCHEDULES.register("constant")(lambda cfg, total: optax.constant_schedule(cfg.optimizer.learning_rate))
+LR_SCHEDULES.register("cosine")(
+    lambda cfg, total: optax.cosine_decay_schedule(cfg.optimizer.learning_rate, max(total, 1)))
+LR_SCHEDULES.register("warmup_cosine")(lambda cfg, total: optax.warmup_cosine_decay_schedule(
+    0.0, cfg.optimizer.learning_rate, cfg.optimizer.warmup_steps, max(total, 1)))
+
+OPTIMIZERS: Registry[Callable[[Config, optax.Schedule], optax.GradientTransformation]] = Registry("optimizer.name")
+OPTIMIZERS.register("adam")(lambda cfg, lr: optax.adam(lr, b1=cfg.optimizer.b1, b2=cfg.optimizer.b2,
+                                                       eps=cfg.optimizer.eps))
+OPTIMIZERS.register("adamw")(lambda cfg, lr: optax.adamw(lr, b1=cfg.optimizer.b1, b2=cfg.optimizer.b2,
+                                                         eps=cfg.optimizer.eps,
+                                                         weight_decay=cfg.optimizer.weight_decay))
+
+
 def learning_rate_schedule(cfg: Config, total_steps: int) -> optax.Schedule:
-    o = cfg.optimizer
-    if o.schedule == "constant":
-        return optax.constant_schedule(o.learning_rate)
-    if o.schedule == "cosine":
-        return optax.cosine_decay_schedule(o.learning_rate, max(total_steps, 1))
-    return optax.warmup_cosine_decay_schedule(0.0, o.learning_rate, o.warmup_steps, max(total_steps, 1))
+    """``optimizer.schedule`` (:data:`LR_SCHEDULES`) over ``total_steps``."""
+    return LR_SCHEDULES[cfg.optimizer.schedule](cfg, total_steps)
 
 
 def build_optimizer(cfg: Config, total_steps: int) -> optax.GradientTransformation:
-    """Adam/AdamW with the configured learning-rate schedule, after optional global-norm clipping."""
+    """``optimizer.name`` (:data:`OPTIMIZERS`) with its learning-rate schedule, after optional global-norm
+    clipping."""
     o = cfg.optimizer
-    lr = learning_rate_schedule(cfg, total_steps)
-    if o.name == "adam":
-        opt = optax.adam(lr, b1=o.b1, b2=o.b2, eps=o.eps)
-    else:
-        opt = optax.adamw(lr, b1=o.b1, b2=o.b2, eps=o.eps, weight_decay=o.weight_decay)
+    opt = OPTIMIZERS[o.name](cfg, learning_rate_schedule(cfg, total_steps))
     return optax.chain(optax.clip_by_global_norm(o.grad_clip_norm), opt) if o.grad_clip_norm > 0 else opt
 
 
 # --------------------------------------------------------------------------------------------- objective
 
+BETA_SCHEDULES: Registry[Callable[[Config, int], optax.Schedule]] = Registry("objective.beta_schedule")
+BETA_SCHEDULES.register("constant")(lambda cfg, total: schedules.constant_schedule(cfg.objective.beta))
+BETA_SCHEDULES.register("cyclical")(lambda cfg, total: schedules.cyclical_schedule(
+    total, num_cycles=cfg.objective.num_cycles, ratio=cfg.objective.cycle_ratio,
+    init_value=cfg.objective.beta_start, end_value=cfg.objective.beta))
+
+
+def _ramp(factory: Callable[..., optax.Schedule]) -> Callable[[Config, int], optax.Schedule]:
+    def build(cfg: Config, total: int) -> optax.Schedule:
+        ob = cfg.objective
+        if ob.warmup_steps <= 0:
+            raise ConfigError(f"objective.beta_schedule={ob.beta_schedule} needs objective.warmup_steps > 0 "
+                              "(the length of the ramp in steps).")
+        return factory(init_value=ob.beta_start, end_value=ob.beta, transition_steps=ob.warmup_steps)
+
+    return build
+
+
+BETA_SCHEDULES.register("linear")(_ramp(schedules.linear_schedule))
+BETA_SCHEDULES.register("sigmoid")(_ramp(schedules.sigmoid_schedule))
+BETA_SCHEDULES.register("cosine")(_ramp(schedules.cosine_schedule))
+
+
 def beta_schedule(cfg: Config, total_steps: int) -> optax.Schedule:
-    ob = cfg.objective
-    if ob.beta_schedule == "constant":
-        return schedules.constant_schedule(ob.beta)
-    if ob.beta_schedule == "cyclical":
-        return schedules.cyclical_schedule(total_steps, num_cycles=ob.num_cycles, ratio=ob.cycle_ratio,
-                                           init_value=ob.beta_start, end_value=ob.beta)
-    factory = {"linear": schedules.linear_schedule, "sigmoid": schedules.sigmoid_schedule,
-               "cosine": schedules.cosine_schedule}[ob.beta_schedule]
-    if ob.warmup_steps <= 0:
-        raise ConfigError(f"objective.beta_schedule={ob.beta_schedule} needs objective.warmup_steps > 0 "
-                          "(the length of the ramp in steps).")
-    return factory(init_value=ob.beta_start, end_value=ob.beta, transition_steps=ob.warmup_steps)
+    """``objective.beta_schedule`` (:data:`BETA_SCHEDULES`) over ``total_steps``."""
+    return BETA_SCHEDULES[cfg.objective.beta_schedule](cfg, total_steps)
+
+
+CONTROLLERS: Registry[Callable[[Config], controllers.KLController | None]] = Registry("objective.controller")
+CONTROLLERS.register("none")(lambda cfg: None)
+CONTROLLERS.register("geco")(lambda cfg: controllers.geco(
+    cfg.objective.geco.tolerance, alpha=cfg.objective.geco.alpha, step_size=cfg.objective.geco.step_size))
+CONTROLLERS.register("pi")(lambda cfg: controllers.pi_controller(
+    cfg.objective.pi.kl_target, kp=cfg.objective.pi.kp, ki=cfg.objective.pi.ki, beta_min=cfg.objective.beta_start,
+    beta_max=cfg.objective.beta))
 
 
 def build_controller(cfg: Config) -> controllers.KLController | None:
-    """The configured KL controller (GECO or PI), or ``None`` when beta follows ``objective.beta_schedule``."""
-    ob = cfg.objective
-    if ob.controller == "geco":
-        return controllers.geco(ob.geco_tolerance, alpha=ob.geco_alpha, step_size=ob.geco_step_size)
-    if ob.controller == "pi":
-        return controllers.pi_controller(ob.kl_target, kp=ob.pi_kp, ki=ob.pi_ki, beta_min=ob.beta_start,
-                                         beta_max=ob.beta)
-    return None
+    """The configured KL controller (:data:`CONTROLLERS`), or ``None`` when beta follows
+    ``objective.beta_schedule``."""
+    return CONTROLLERS[cfg.objective.controller](cfg)
 
 
 def _f32(value: Any) -> Array:
     return jnp.asarray(value, jnp.float32)
 
 
+class ObjectiveParts(NamedTuple):
+    """What an objective's builder returns: the per-step traced weights and the loss that reads them."""
+
+    hyper: Callable[[Array], dict[str, Array]]  # step -> {name: weight}
+    loss: Callable[..., tuple[Array, objectives.ObjectiveOutput]]  # (params, state, x, key, step, hyper)
+
+
+class ObjectiveContext(NamedTuple):
+    """What an objective's builder may use besides the config."""
+
+    model: PureModel
+    beta: optax.Schedule  # objective.beta_schedule
+    num_samples: int
+    dataset_size: int | None
+
+
+# An objective's builder: (cfg, context) -> ObjectiveParts. `sweepable` names the settings (keys under
+# `objective.`) that only change the traced weights of `hyper`, so models that differ in them share a program.
+OBJECTIVES: Registry[Callable[[Config, ObjectiveContext], ObjectiveParts]] = Registry("objective.name")
+
+
+@OBJECTIVES.register("elbo", controllable=True)
+def _elbo(cfg: Config, c: ObjectiveContext) -> ObjectiveParts:
+    """The (beta-weighted) ELBO (Kingma & Welling 2014; Higgins et al. 2017)."""
+    return ObjectiveParts(lambda step: {"beta": c.beta(step)},
+                          lambda params, state, x, key, step, hp: objectives.elbo(
+                              c.model, params, x, key, beta=hp["beta"], num_samples=c.num_samples,
+                              analytic_kl=cfg.objective.analytic_kl))
+
+
+@OBJECTIVES.register("iwae")
+def _iwae(cfg: Config, c: ObjectiveContext) -> ObjectiveParts:
+    """The importance-weighted bound with objective.num_samples samples (Burda et al. 2016)."""
+    return ObjectiveParts(lambda step: {}, lambda params, state, x, key, step, hp: objectives.iwae(
+        c.model, params, x, key, num_samples=c.num_samples))
+
+
+@OBJECTIVES.register("free_bits", controllable=True, needs_factorized_prior=True, sweepable=("free_bits.nats",))
+def _free_bits(cfg: Config, c: ObjectiveContext) -> ObjectiveParts:
+    """The ELBO with a KL floor per group of dimensions (Kingma et al. 2016)."""
+    fb = cfg.objective.free_bits
+    return ObjectiveParts(lambda step: {"beta": c.beta(step), "free_bits": _f32(fb.nats)},
+                          lambda params, state, x, key, step, hp: objectives.free_bits(
+                              c.model, params, x, key, threshold=hp["free_bits"], beta=hp["beta"],
+                              group_size=fb.group, num_samples=c.num_samples))
+
+
+@OBJECTIVES.register("capacity", sweepable=("capacity.nats", "capacity.steps", "capacity.gamma"))
+def _capacity(cfg: Config, c: ObjectiveContext) -> ObjectiveParts:
+    """gamma |KL - C(t)| with a growing capacity C (Burgess et al. 2018)."""
+    cap = cfg.objective.capacity
+    capacity = schedules.capacity_schedule(cap.nats, cap.steps)
+    return ObjectiveParts(lambda step: {"capacity": capacity(step), "gamma": _f32(cap.gamma)},
+                          lambda params, state, x, key, step, hp: objectives.capacity(
+                              c.model, params, x, key, capacity=hp["capacity"], gamma=hp["gamma"],
+                              num_samples=c.num_samples, analytic_kl=cfg.objective.analytic_kl))
+
+
+@OBJECTIVES.register("beta_tcvae", needs_factorized_prior=True, sweepable=("beta_tcvae.alpha", "beta_tcvae.gamma"))
+def _beta_tcvae(cfg: Config, c: ObjectiveContext) -> ObjectiveParts:
+    """The KL decomposed into index-code MI, total correlation and dimension-wise KL (Chen et al. 2018)."""
+    tc = cfg.objective.beta_tcvae
+    if not c.dataset_size:
+        raise ValueError("beta_tcvae needs dataset_size (the number of training examples).")
+    return ObjectiveParts(
+        lambda step: {"beta": c.beta(step), "tc_alpha": _f32(tc.alpha), "tc_gamma": _f32(tc.gamma)},
+        lambda params, state, x, key, step, hp: objectives.beta_tcvae(
+            c.model, params, x, key, dataset_size=c.dataset_size, alpha=hp["tc_alpha"], beta=hp["beta"],
+            gamma=hp["tc_gamma"], num_samples=c.num_samples))
+
+
+@OBJECTIVES.register("info_vae", sweepable=("info_vae.alpha", "info_vae.mmd_weight"))
+def _info_vae(cfg: Config, c: ObjectiveContext) -> ObjectiveParts:
+    """The InfoVAE / MMD-VAE objective (Zhao et al. 2019)."""
+    iv = cfg.objective.info_vae
+    return ObjectiveParts(lambda step: {"mmd_alpha": _f32(iv.alpha), "mmd_lambda": _f32(iv.mmd_weight)},
+                          lambda params, state, x, key, step, hp: objectives.info_vae(
+                              c.model, params, x, key, alpha=hp["mmd_alpha"], lambda_=hp["mmd_lambda"],
+                              kernel=iv.kernel, num_samples=c.num_samples))
+
+
+# The settings every objective's KL weighting shares, also sweepable.
+SWEEPABLE_COMMON = ("objective.beta", "objective.beta_start", "objective.beta_schedule", "objective.warmup_steps",
+                    "objective.num_cycles", "objective.cycle_ratio")
+
+
+def sweepable_keys() -> tuple[str, ...]:
+    """Every key that may vary within one sweep: the shared KL-weight settings, every objective's ``sweepable``
+    settings, and ``train.seed``."""
+    own = [f"objective.{k}" for name in OBJECTIVES for k in OBJECTIVES.spec(name).sweepable]
+    return (*SWEEPABLE_COMMON, *own, "train.seed")
+
+
 def build_objective(cfg: Config, model: PureModel, total_steps: int, *, dataset_size: int | None = None
                     ) -> Objective:
-    """The configured objective as an :class:`Objective`.
+    """The configured objective (:data:`OBJECTIVES`) as an :class:`Objective`, with its controller
+    (:data:`CONTROLLERS`) if one is set.
 
     ``dataset_size`` (the number of training examples) is needed by beta-TCVAE's minibatch-weighted sampling.
     """
     ob = cfg.objective
-    beta = beta_schedule(cfg, total_steps)
+    parts = OBJECTIVES[ob.name](cfg, ObjectiveContext(model, beta_schedule(cfg, total_steps), ob.num_samples,
+                                                      dataset_size))
+    hyper, loss = parts.hyper, parts.loss
     controller = build_controller(cfg)
-    k = ob.num_samples
-
-    if ob.name == "elbo":
-        hyper = lambda step: {"beta": beta(step)}
-        loss = lambda params, state, x, key, step, hp: objectives.elbo(
-            model, params, x, key, beta=hp["beta"], num_samples=k, analytic_kl=ob.analytic_kl)
-    elif ob.name == "iwae":
-        hyper = lambda step: {}
-        loss = lambda params, state, x, key, step, hp: objectives.iwae(model, params, x, key, num_samples=k)
-    elif ob.name == "free_bits":
-        hyper = lambda step: {"beta": beta(step), "free_bits": _f32(ob.free_bits)}
-        loss = lambda params, state, x, key, step, hp: objectives.free_bits(
-            model, params, x, key, threshold=hp["free_bits"], beta=hp["beta"], group_size=ob.free_bits_group,
-            num_samples=k)
-    elif ob.name == "capacity":
-        capacity = schedules.capacity_schedule(ob.capacity, ob.capacity_steps)
-        hyper = lambda step: {"capacity": capacity(step), "gamma": _f32(ob.gamma)}
-        loss = lambda params, state, x, key, step, hp: objectives.capacity(
-            model, params, x, key, capacity=hp["capacity"], gamma=hp["gamma"], num_samples=k,
-            analytic_kl=ob.analytic_kl)
-    elif ob.name == "beta_tcvae":
-        if not dataset_size:
-            raise ValueError("beta_tcvae needs dataset_size (the number of training examples).")
-        hyper = lambda step: {"beta": beta(step), "tc_alpha": _f32(ob.tc_alpha), "tc_gamma": _f32(ob.tc_gamma)}
-        loss = lambda params, state, x, key, step, hp: objectives.beta_tcvae(
-            model, params, x, key, dataset_size=dataset_size, alpha=hp["tc_alpha"], beta=hp["beta"],
-            gamma=hp["tc_gamma"], num_samples=k)
-    else:
-        hyper = lambda step: {"mmd_alpha": _f32(ob.mmd_alpha), "mmd_lambda": _f32(ob.mmd_lambda)}
-        loss = lambda params, state, x, key, step, hp: objectives.info_vae(
-            model, params, x, key, alpha=hp["mmd_alpha"], lambda_=hp["mmd_lambda"], kernel=ob.mmd_kernel,
-            num_samples=k)
-
     if controller is None:
         return Objective(init=lambda params: {}, hyper=hyper, loss=loss,
                          update=lambda state, out, step, hp: state)
@@ -265,3 +417,7 @@ def build_objective(cfg: Config, model: PureModel, total_steps: int, *, dataset_
 
     scheduled = lambda step: {k: v for k, v in hyper(step).items() if k != "beta"}
     return Objective(init=lambda params: controller.init(), hyper=scheduled, loss=controlled_loss, update=update)
+
+
+# Every registry, for the config's validation of choices.
+REGISTRIES = (LIKELIHOODS, PRIORS, NETWORKS, LR_SCHEDULES, OPTIMIZERS, BETA_SCHEDULES, CONTROLLERS, OBJECTIVES)

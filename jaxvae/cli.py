@@ -54,11 +54,17 @@ def _data_name(overrides: list[str]) -> str | None:
 
 
 def _default_preset(overrides: list[str]) -> str:
-    """``digits``; ``user-data`` when ``data.name`` is user data (a path, not a registered dataset name)."""
+    """The preset of a command without ``--preset``: the preset named like the dataset of ``data.name`` (``--set
+    data.name=mnist`` starts from the ``mnist`` preset), ``user-data`` when ``data.name`` is user data (a path,
+    not a registered dataset name), else ``digits``."""
     from jaxvae.data import DATASETS
 
     name = _data_name(overrides)
-    return USER_DATA_PRESET if name and name not in DATASETS else DEFAULT_PRESET
+    if not name:
+        return DEFAULT_PRESET
+    if name in config_lib.PRESETS:
+        return name
+    return USER_DATA_PRESET if name not in DATASETS else DEFAULT_PRESET
 
 
 def _config_from_args(args: argparse.Namespace) -> config_lib.Config:
@@ -68,15 +74,19 @@ def _config_from_args(args: argparse.Namespace) -> config_lib.Config:
 
 
 def _preset_note(args: argparse.Namespace, cfg: config_lib.Config) -> str | None:
-    """Which preset a run without ``--preset`` started from, when it is not the usual default (user data)."""
-    if args.preset or cfg.preset != USER_DATA_PRESET or _default_preset(args.set or []) != USER_DATA_PRESET:
+    """Which preset a run without ``--preset`` started from, when ``data.name`` chose it (not ``digits``)."""
+    chosen = _default_preset(args.set or [])
+    if args.preset or chosen == DEFAULT_PRESET or cfg.preset != chosen:
         return None  # chosen with --preset, or read from a run directory's config.json (resume)
-    return (f"Preset: {cfg.preset} (data.name={cfg.data.name} is not a registered dataset, so the general-purpose "
-            f"{cfg.preset!r} preset is the starting point; pass --preset to choose another).")
+    if chosen == USER_DATA_PRESET:
+        return (f"Preset: {cfg.preset} (data.name={cfg.data.name} is not a registered dataset, so the "
+                f"general-purpose {cfg.preset!r} preset is the starting point; pass --preset to choose another).")
+    return (f"Preset: {cfg.preset} (the preset of data.name={cfg.data.name}; pass --preset to choose another "
+            "starting point).")
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from jaxvae import loop
+    from jaxvae import runs
 
     if args.workdir:
         workdir = Path(args.workdir)
@@ -107,7 +117,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             print(note, flush=True)
         print(f"Run directory: {workdir}", flush=True)
     try:
-        loop.fit(cfg, workdir, force=args.force, progress=not args.no_progress)
+        runs.fit(cfg, workdir, force=args.force, progress=not args.no_progress)
     except JaxvaeError:
         if created and workdir.is_dir() and not any(workdir.iterdir()):
             workdir.rmdir()  # bad input found before anything was written: leave no empty run directory
@@ -140,23 +150,20 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     import jax
     import numpy as np
 
-    from jaxvae import evaluate, loop
+    from jaxvae import evaluate, runs, sharding
+    from jaxvae.data import random_subset
     from jaxvae.likelihoods import bits_per_dim
     from jaxvae.writers import atomic_write_json
 
-    ctx, params = loop.restore_run(args.workdir)
+    ctx, params = runs.restore_run(args.workdir)
     data = ctx.dataset.split(args.split)
-    if args.max_examples and data.shape[0] > args.max_examples:
-        idx = np.sort(np.random.default_rng(args.seed).choice(data.shape[0], args.max_examples, replace=False))
-        data = data[idx]
+    data = data[random_subset(data.shape[0], args.max_examples or None, args.seed)]
     key = jax.random.key(args.seed)
-    host_params = loop.host_params(params)  # multi-process: each process evaluates its own copy
+    host_params = sharding.host_local(params)  # multi-process: each process evaluates its own copy
     terms = evaluate.evaluate_elbo(ctx.model, host_params, data, key, batch_size=args.batch_size)
     mesh = ctx.mesh if ctx.mesh is not None and ctx.mesh.devices.size > 1 else None
     batch = args.batch_size
     if mesh is not None:  # examples split over the mesh's data axis: a batch that divides evenly
-        from jaxvae import sharding
-
         n_data = sharding.data_axis_size(mesh)
         batch = -(-batch // n_data) * n_data
     est = evaluate.iwae_log_likelihood(ctx.model, params, data, jax.random.fold_in(key, 1),
@@ -181,9 +188,10 @@ def cmd_sample(args: argparse.Namespace) -> int:
     import jax
     import numpy as np
 
-    from jaxvae import diagnostics, loop, report, samplers
+    from jaxvae import diagnostics, report, runs, samplers
+    from jaxvae.data import random_subset
 
-    ctx, params = loop.restore_run(args.workdir)
+    ctx, params = runs.restore_run(args.workdir)
     model = ctx.model
     key = jax.random.key(args.seed)
     if args.sampler == "prior":
@@ -192,7 +200,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
         z = samplers.vamp_samples(model, params, key, args.num)
     else:  # ex-post mixture fitted to the training set's posterior means (Ghosh et al. 2020)
         data = ctx.dataset.train
-        idx = np.sort(np.random.default_rng(args.seed).choice(data.shape[0], min(10_000, data.shape[0]), False))
+        idx = random_subset(data.shape[0], 10_000, args.seed)
         q = diagnostics.encode_dataset(model, params, data[idx])
         fit = samplers.fit_gmm(jax.random.fold_in(key, 1), q.loc, min(args.components, len(idx)))
         z = samplers.gmm_sample(fit.gmm, jax.random.fold_in(key, 2), args.num)
@@ -284,8 +292,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("sweep", help="train a grid of models (beta, schedules, free bits, seeds) as one program")
     _add_config_args(p)
-    p.add_argument("--over", action="append", metavar="KEY=V1,V2,...",
-                   help="values of a sweepable key, e.g. --over objective.beta=0.1,0.5,1,2 (repeatable: grid)")
+    p.add_argument("--over", action="extend", nargs="+", metavar="KEY=V1,V2,...",
+                   help="values of a sweepable key, e.g. --over objective.beta=0.1,0.5,1,2; several keys make a "
+                   "grid: --over objective.beta=1,4 objective.free_bits.nats=0,0.5 (several after one --over; "
+                   "--over may be repeated)")
     p.add_argument("--seeds", type=int, default=1, help="seeds per grid point (train.seed, +1, ...)")
     p.add_argument("--workdir", help="sweep directory (default: runs/sweep-<preset>-<timestamp>)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")

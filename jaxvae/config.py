@@ -21,6 +21,7 @@ import typing
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from jaxvae import meshspec
 from jaxvae.errors import ConfigError
 
 
@@ -55,10 +56,66 @@ class ModelConfig:
 
 
 @dataclasses.dataclass(frozen=True)
-class ObjectiveConfig:
-    """The loss and its KL weighting (see :mod:`jaxvae.objectives` and :mod:`jaxvae.schedules`)."""
+class FreeBitsConfig:
+    """``objective.name=free_bits``: a KL floor per group of dimensions (Kingma et al. 2016)."""
 
-    name: str = "elbo"  # elbo, iwae, free_bits, capacity, beta_tcvae, info_vae
+    nats: float = 0.0  # the floor, nats per group
+    group: int = 1  # dimensions per group (must divide model.latent_dim)
+
+
+@dataclasses.dataclass(frozen=True)
+class CapacityConfig:
+    """``objective.name=capacity``: gamma |KL - C(t)| with C rising linearly to ``nats`` (Burgess et al. 2018)."""
+
+    nats: float = 25.0  # capacity reached at the end of `steps`
+    steps: int = 10_000
+    gamma: float = 1000.0  # weight of |KL - C|
+
+
+@dataclasses.dataclass(frozen=True)
+class BetaTCVAEConfig:
+    """``objective.name=beta_tcvae``: the KL split into index-code MI, total correlation and dimension-wise KL
+    (Chen et al. 2018); ``objective.beta`` weights the total correlation."""
+
+    alpha: float = 1.0  # weight of the index-code mutual information
+    gamma: float = 1.0  # weight of the dimension-wise KL
+
+
+@dataclasses.dataclass(frozen=True)
+class InfoVAEConfig:
+    """``objective.name=info_vae``: (1 - alpha) KL + (alpha + lambda - 1) MMD(q(z), p(z)) (Zhao et al. 2019)."""
+
+    alpha: float = 0.0
+    mmd_weight: float = 1000.0  # lambda of the paper
+    kernel: str = "imq"  # imq or rbf (jaxvae.discrepancy.KERNELS)
+
+
+@dataclasses.dataclass(frozen=True)
+class GecoConfig:
+    """``objective.controller=geco``: a Lagrange multiplier on the reconstruction constraint (Rezende & Viola
+    2018)."""
+
+    tolerance: float = 30.0  # accepted reconstruction loss (nats per example)
+    alpha: float = 0.99  # moving-average rate of the constraint
+    step_size: float = 1e-2  # multiplier update speed
+
+
+@dataclasses.dataclass(frozen=True)
+class PIConfig:
+    """``objective.controller=pi``: a PI controller that holds the KL at a set point (ControlVAE, Shao et al.
+    2020); beta stays in [objective.beta_start, objective.beta]."""
+
+    kl_target: float = 10.0  # KL set point (nats per example)
+    kp: float = 0.01
+    ki: float = 1e-4
+
+
+@dataclasses.dataclass(frozen=True)
+class ObjectiveConfig:
+    """The loss, its KL weighting (see :mod:`jaxvae.objectives` and :mod:`jaxvae.schedules`), and one settings
+    section per objective or controller that has settings of its own (``objective.capacity.nats``, ...)."""
+
+    name: str = "elbo"  # see jaxvae.builders.OBJECTIVES: elbo, iwae, free_bits, capacity, beta_tcvae, info_vae
     controller: str = "none"  # none, geco, pi: a stateful controller sets beta instead of beta_schedule
     beta: float = 1.0  # final KL weight (the upper bound of beta for the PI controller)
     beta_schedule: str = "constant"  # constant, linear, sigmoid, cosine, cyclical
@@ -68,22 +125,34 @@ class ObjectiveConfig:
     cycle_ratio: float = 0.5  # cyclical: share of each cycle spent increasing
     num_samples: int = 1  # posterior samples per example (IWAE k)
     analytic_kl: bool = True
-    free_bits: float = 0.0  # nats per group (objective free_bits)
-    free_bits_group: int = 1
-    capacity: float = 25.0  # nats reached at the end of capacity_steps (objective capacity)
-    capacity_steps: int = 10_000
-    gamma: float = 1000.0  # capacity objective: weight of |KL - C|
-    geco_tolerance: float = 30.0  # GECO: accepted reconstruction loss (nats per example)
-    geco_alpha: float = 0.99  # GECO: moving-average rate of the constraint
-    geco_step_size: float = 1e-2  # GECO: multiplier update speed
-    kl_target: float = 10.0  # PI controller: KL set point (nats per example)
-    pi_kp: float = 0.01
-    pi_ki: float = 1e-4
-    tc_alpha: float = 1.0  # beta-TCVAE: weight of the index-code MI (beta weights the total correlation)
-    tc_gamma: float = 1.0  # beta-TCVAE: weight of the dimension-wise KL
-    mmd_alpha: float = 0.0  # InfoVAE: alpha
-    mmd_lambda: float = 1000.0  # InfoVAE: lambda
-    mmd_kernel: str = "imq"  # InfoVAE: imq or rbf
+    free_bits: FreeBitsConfig = FreeBitsConfig()
+    capacity: CapacityConfig = CapacityConfig()
+    beta_tcvae: BetaTCVAEConfig = BetaTCVAEConfig()
+    info_vae: InfoVAEConfig = InfoVAEConfig()
+    geco: GecoConfig = GecoConfig()
+    pi: PIConfig = PIConfig()
+
+
+# The flat names of the objective settings before they moved into per-objective sections (config.json files of
+# older runs, and commands written for them, keep working).
+LEGACY_KEYS = {
+    "objective.free_bits": "objective.free_bits.nats",
+    "objective.free_bits_group": "objective.free_bits.group",
+    "objective.capacity": "objective.capacity.nats",
+    "objective.capacity_steps": "objective.capacity.steps",
+    "objective.gamma": "objective.capacity.gamma",
+    "objective.tc_alpha": "objective.beta_tcvae.alpha",
+    "objective.tc_gamma": "objective.beta_tcvae.gamma",
+    "objective.mmd_alpha": "objective.info_vae.alpha",
+    "objective.mmd_lambda": "objective.info_vae.mmd_weight",
+    "objective.mmd_kernel": "objective.info_vae.kernel",
+    "objective.geco_tolerance": "objective.geco.tolerance",
+    "objective.geco_alpha": "objective.geco.alpha",
+    "objective.geco_step_size": "objective.geco.step_size",
+    "objective.kl_target": "objective.pi.kl_target",
+    "objective.pi_kp": "objective.pi.kp",
+    "objective.pi_ki": "objective.pi.ki",
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -284,26 +353,51 @@ def _field_types(cls: type) -> dict[str, Any]:
     return typing.get_type_hints(cls)
 
 
+def _is_section(annotation: Any) -> bool:
+    return dataclasses.is_dataclass(annotation)
+
+
+def canonical_key(key: str) -> str:
+    """``key`` with an older flat name replaced by its current one (see :data:`LEGACY_KEYS`)."""
+    return LEGACY_KEYS.get(key.strip(), key.strip())
+
+
+def _replace_path(node: Any, path: list[str], value: Any, key: str) -> Any:
+    """``node`` (a config dataclass) with the field at ``path`` set to ``value`` (strings parsed by type)."""
+    types_ = _field_types(type(node))
+    name = path[0]
+    if name not in types_:
+        where = f"'{key.rsplit('.', len(path))[0]}'" if len(path) < len(key.split(".")) else "the config"
+        raise ConfigError(f"Unknown config key {key!r}.{_closest(key, all_keys())} "
+                          f"Valid keys in {where}: {', '.join(types_)}.")
+    annotation = types_[name]
+    if len(path) > 1:
+        if not _is_section(annotation):
+            raise ConfigError(f"Unknown config key {key!r}: {name} is a setting, not a section.")
+        return dataclasses.replace(node, **{name: _replace_path(getattr(node, name), path[1:], value, key)})
+    if _is_section(annotation):
+        fields = ", ".join(f"{key}.{f.name}" for f in dataclasses.fields(annotation))
+        raise ConfigError(f"{key} is a section of settings, not a setting; set its keys: {fields}.")
+    if isinstance(value, str):
+        value = _parse_value(value, annotation, key)
+    return dataclasses.replace(node, **{name: value})
+
+
 def apply_overrides(cfg: Config, overrides: Iterable[str] | Mapping[str, Any]) -> Config:
     """Returns ``cfg`` with ``"section.key=value"`` overrides applied (strings parsed by field type).
 
-    A mapping ``{"section.key": value}`` with already-typed values is accepted too. The result is validated.
+    Keys are dotted paths (``model.latent_dim``, ``objective.capacity.nats``); the older flat names of
+    :data:`LEGACY_KEYS` are accepted. A mapping ``{"section.key": value}`` with already-typed values is accepted
+    too. The result is validated.
     """
     items = overrides.items() if isinstance(overrides, Mapping) else (_split_override(o) for o in overrides)
     for key, value in items:
-        section, _, field = key.partition(".")
-        sections = {f.name for f in dataclasses.fields(Config) if f.name != "preset"}
-        if section not in sections or not field:
+        key = canonical_key(key)
+        path = key.split(".")
+        if len(path) < 2 or path[0] == "preset" or not all(path):
             raise ConfigError(f"Unknown config key {key!r}.{_closest(key, all_keys())} "
                               "Keys look like 'model.latent_dim'; see `jaxvae config show` for all of them.")
-        sub = getattr(cfg, section)
-        types_ = _field_types(type(sub))
-        if field not in types_:
-            raise ConfigError(f"Unknown config key {key!r}.{_closest(key, all_keys())} "
-                              f"Valid keys in '{section}': {', '.join(types_)}.")
-        if isinstance(value, str):
-            value = _parse_value(value, types_[field], key)
-        cfg = dataclasses.replace(cfg, **{section: dataclasses.replace(sub, **{field: value})})
+        cfg = _replace_path(cfg, path, value, key)
     validate(cfg)
     return cfg
 
@@ -315,44 +409,42 @@ def _split_override(text: str) -> tuple[str, str]:
     return key.strip(), value.strip()
 
 
+def _keys(cls: type, prefix: str) -> list[str]:
+    out = []
+    for f in dataclasses.fields(cls):
+        annotation = _field_types(cls)[f.name]
+        out += _keys(annotation, f"{prefix}{f.name}.") if _is_section(annotation) else [f"{prefix}{f.name}"]
+    return out
+
+
 def all_keys() -> list[str]:
-    """Every dotted config key, e.g. ``['data.name', 'data.dir', ...]``."""
-    return [f"{s.name}.{f.name}" for s in dataclasses.fields(Config) if s.name != "preset"
-            for f in dataclasses.fields(_field_types(Config)[s.name])]
+    """Every dotted config key, e.g. ``['data.name', 'data.dir', ..., 'objective.capacity.nats', ...]``."""
+    return [k for k in _keys(Config, "") if k != "preset"]
 
 
 # ----------------------------------------------------------------------------------------- validation
 
+# Choices that no component registry owns (the registries of jaxvae.builders own the others).
 _CHOICES = {
     "model.conv_impl": ("auto", "xla", "matmul"),
-    "objective.name": ("elbo", "iwae", "free_bits", "capacity", "beta_tcvae", "info_vae"),
-    "objective.controller": ("none", "geco", "pi"),
-    "objective.mmd_kernel": ("imq", "rbf"),
-    "objective.beta_schedule": ("constant", "linear", "sigmoid", "cosine", "cyclical"),
-    "optimizer.name": ("adam", "adamw"),
-    "optimizer.schedule": ("constant", "cosine", "warmup_cosine"),
     "train.loop": ("auto", "scan", "host"),
     "data.scale": ("unit", "uint8"),
-    "mesh.params": ("replicated", "fsdp"),
+    "mesh.params": meshspec.PARAM_MODES,
 }
+# Numeric settings must be >= 0; these must be > 0.
 _POSITIVE = ("model.latent_dim", "model.conv_hidden", "model.num_mixtures", "model.prior_components",
-             "objective.num_samples", "objective.num_cycles", "objective.free_bits_group",
-             "optimizer.learning_rate",
-             "train.batch_size", "train.epochs", "train.log_every", "train.keep_checkpoints",
-             "eval.num_samples", "eval.batch_size", "objective.capacity_steps", "monitor.batch_size")
-_NON_NEGATIVE = ("objective.beta", "objective.beta_start", "objective.warmup_steps", "objective.free_bits",
-                 "objective.capacity", "objective.gamma", "optimizer.warmup_steps", "optimizer.weight_decay",
-                 "optimizer.grad_clip_norm", "train.eval_every", "train.checkpoint_every", "train.seed",
-                 "eval.num_images", "optimizer.max_consecutive_nonfinite", "train.device_data_limit_mb",
-                 "objective.kl_target", "objective.pi_kp", "objective.pi_ki", "objective.geco_step_size",
-                 "objective.tc_alpha", "objective.tc_gamma", "objective.mmd_alpha", "objective.mmd_lambda",
-                 "monitor.every", "monitor.active_threshold", "monitor.min_active_units", "monitor.min_kl",
-                 "monitor.min_mi")
+             "objective.num_samples", "objective.num_cycles", "objective.free_bits.group",
+             "objective.capacity.steps", "optimizer.learning_rate", "train.batch_size", "train.epochs",
+             "train.log_every", "train.keep_checkpoints", "eval.num_samples", "eval.batch_size",
+             "monitor.batch_size")
 
 
-def _get(cfg: Config, key: str) -> Any:
-    section, field = key.split(".")
-    return getattr(getattr(cfg, section), field)
+def get_value(cfg: Config, key: str) -> Any:
+    """The value of the dotted key ``key`` (e.g. ``"objective.capacity.nats"``) in ``cfg``."""
+    node: Any = cfg
+    for part in canonical_key(key).split("."):
+        node = getattr(node, part)
+    return node
 
 
 def validate(cfg: Config) -> Config:
@@ -369,18 +461,21 @@ def validate(cfg: Config) -> Config:
             not all(p.isidentifier() for p in network.split(":")[0].split(".")):
         raise ConfigError(f"model.network={network!r}: a user model builder is MODULE:FUNCTION, e.g. "
                           "model.network=mymodels:build (a module importable from the working directory).")
-    # model.prior's choices are the registry's (imported here: the registries import this module).
-    for key, choices in {**_CHOICES, "model.prior": tuple(builders.PRIORS)}.items():
-        value = _get(cfg, key)
-        if value not in choices:
-            raise ConfigError(f"{key}={value!r} is not valid.{_closest(str(value), choices)} "
-                              f"Choose one of: {', '.join(choices)}.")
-    for key in _POSITIVE:
-        if _get(cfg, key) <= 0:
-            raise ConfigError(f"{key} must be positive; got {_get(cfg, key)}.")
-    for key in _NON_NEGATIVE:
-        if _get(cfg, key) < 0:
-            raise ConfigError(f"{key} must be >= 0; got {_get(cfg, key)}.")
+    # model.network is checked above (a registered name or a user builder's reference).
+    choices = {**_CHOICES, **{r.key: tuple(r) for r in builders.REGISTRIES if r is not builders.NETWORKS}}
+    for key, options in choices.items():
+        value = get_value(cfg, key)
+        if value not in options:
+            raise ConfigError(f"{key}={value!r} is not valid.{_closest(str(value), options)} "
+                              f"Choose one of: {', '.join(options)}.")
+    for key in all_keys():
+        value = get_value(cfg, key)
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            continue
+        if key in _POSITIVE and value <= 0:
+            raise ConfigError(f"{key} must be positive; got {value}.")
+        if value < 0:
+            raise ConfigError(f"{key} must be >= 0; got {value}.")
     if cfg.train.steps is not None and cfg.train.steps <= 0:
         raise ConfigError(f"train.steps must be positive (or 'none' to train for train.epochs); "
                           f"got {cfg.train.steps}.")
@@ -391,20 +486,22 @@ def validate(cfg: Config) -> Config:
     if cfg.model.network == "conv" and len(cfg.model.channels) < 2:
         raise ConfigError(f"model.network=conv needs at least two model.channels (two stride-2 layers, e.g. "
                           f"model.channels=32,64); got {cfg.model.channels}.")
-    if cfg.model.latent_dim % cfg.objective.free_bits_group:
-        raise ConfigError(f"objective.free_bits_group={cfg.objective.free_bits_group} must divide "
+    ob = cfg.objective
+    if cfg.model.latent_dim % ob.free_bits.group:
+        raise ConfigError(f"objective.free_bits.group={ob.free_bits.group} must divide "
                           f"model.latent_dim={cfg.model.latent_dim}.")
-    if cfg.objective.controller != "none" and cfg.objective.name not in ("elbo", "free_bits"):
-        raise ConfigError(f"objective.controller={cfg.objective.controller} sets the KL weight of the elbo or "
-                          f"free_bits objectives; objective.name={cfg.objective.name} has its own weights.")
-    if not 0.0 < cfg.objective.geco_alpha < 1.0:
-        raise ConfigError(f"objective.geco_alpha must be in (0, 1); got {cfg.objective.geco_alpha}.")
-    if cfg.objective.name == "beta_tcvae" and cfg.model.prior not in ("standard_normal", "learned_gaussian"):
-        raise ConfigError("objective.name=beta_tcvae needs a factorized prior: use model.prior=standard_normal "
-                          "or learned_gaussian.")
-    if cfg.objective.name == "free_bits" and cfg.model.prior not in ("standard_normal", "learned_gaussian"):
-        raise ConfigError("objective.name=free_bits needs a per-dimension KL: use model.prior=standard_normal "
-                          "or learned_gaussian.")
+    if not 0.0 < ob.geco.alpha < 1.0:
+        raise ConfigError(f"objective.geco.alpha must be in (0, 1); got {ob.geco.alpha}.")
+    spec = builders.OBJECTIVES.spec(ob.name)
+    if ob.controller != "none" and not spec.controllable:
+        controllable = [n for n in builders.OBJECTIVES if builders.OBJECTIVES.spec(n).controllable]
+        raise ConfigError(f"objective.controller={ob.controller} sets the KL weight of the "
+                          f"{' or '.join(controllable)} objectives; objective.name={ob.name} has its own weights.")
+    factorized = [n for n in builders.PRIORS if builders.PRIORS.spec(n).factorized]
+    if spec.needs_factorized_prior and not builders.is_builder_reference(cfg.model.network) and \
+            cfg.model.prior not in factorized:
+        raise ConfigError(f"objective.name={ob.name} needs a factorized prior (a KL per dimension): use "
+                          f"model.prior={' or '.join(factorized)}.")
     _validate_mesh(cfg)
     return cfg
 
@@ -412,13 +509,11 @@ def validate(cfg: Config) -> Config:
 def _validate_mesh(cfg: Config) -> None:
     """The mesh shape's syntax, its axis names, and (for an explicit shape) that the batch splits over ``data``;
     the device count is checked when the mesh is built (:func:`jaxvae.sharding.make_mesh`)."""
-    from jaxvae import sharding
-
-    dims = sharding.parse_mesh_shape(cfg.mesh.shape)
+    dims = meshspec.parse_mesh_shape(cfg.mesh.shape)
     if dims is None:
         return
-    names = sharding.mesh_axis_names(dims, cfg.mesh.axis_names)
-    data = dims[names.index(sharding.DATA_AXIS)]
+    names = meshspec.mesh_axis_names(dims, cfg.mesh.axis_names)
+    data = dims[names.index(meshspec.DATA_AXIS)]
     bs = cfg.train.batch_size
     if bs % data:
         lower, upper = (bs // data) * data, (bs // data + 1) * data
@@ -442,14 +537,21 @@ def from_dict(d: Mapping[str, Any]) -> Config:
     """Inverse of :func:`to_dict` (lists become tuples); unknown keys raise :class:`ConfigError`."""
     cfg = get_preset(d.get("preset", "digits")) if d.get("preset") in PRESETS else Config()
     cfg = dataclasses.replace(cfg, preset=d.get("preset", cfg.preset))
-    flat = {}
+    flat: dict[str, Any] = {}
+
+    def walk(prefix: str, values: Mapping[str, Any]) -> None:
+        for field, value in values.items():
+            if isinstance(value, Mapping):
+                walk(f"{prefix}{field}.", value)
+            else:
+                flat[f"{prefix}{field}"] = tuple(value) if isinstance(value, list) else value
+
     for section, values in d.items():
         if section == "preset":
             continue
         if not isinstance(values, Mapping):
             raise ConfigError(f"Config section {section!r} must be a mapping.")
-        for field, value in values.items():
-            flat[f"{section}.{field}"] = tuple(value) if isinstance(value, list) else value
+        walk(f"{section}.", values)
     return apply_overrides(cfg, flat)
 
 
@@ -457,7 +559,7 @@ def diff(a: Config, b: Config) -> list[str]:
     """Human-readable differences ``'key: a -> b'`` between two configs."""
     out = []
     for key in all_keys():
-        va, vb = _get(a, key), _get(b, key)
+        va, vb = get_value(a, key), get_value(b, key)
         if va != vb:
             out.append(f"{key}: {va!r} -> {vb!r}")
     return out

@@ -16,16 +16,17 @@ from typing import Any
 import jax
 import numpy as np
 
-from jaxvae import diagnostics, loop, report, samplers
+from jaxvae import diagnostics, report, runs, samplers
+from jaxvae.data import random_subset
 from jaxvae.posteriors import DiagonalGaussian
 from jaxvae.writers import atomic_write_json
 
 
-def _images(ctx: loop.RunContext, x: np.ndarray) -> np.ndarray | None:
+def _images(ctx: runs.RunContext, x: np.ndarray) -> np.ndarray | None:
     return report.to_images(np.asarray(x), ctx.dataset.event_shape, scale=report.value_scale(ctx.cfg.data.scale))
 
 
-def _grid_png(ctx: loop.RunContext, x: np.ndarray, ncols: int = 8) -> bytes | None:
+def _grid_png(ctx: runs.RunContext, x: np.ndarray, ncols: int = 8) -> bytes | None:
     images = _images(ctx, x)
     return None if images is None else report.png_bytes(report.image_grid(images, ncols=ncols))
 
@@ -36,7 +37,7 @@ def run_diagnose(workdir: str | Path, *, max_examples: int = 2000, gmm_component
     """Computes the latent report of the run in ``workdir`` and writes diagnostics.json and report.html."""
     workdir = Path(workdir)
     t0 = time.perf_counter()
-    ctx, params = loop.restore_run(workdir)
+    ctx, params = runs.restore_run(workdir)
     model, ds = ctx.model, ctx.dataset
     key = jax.random.key(seed)
     result = diagnostics.latent_report(model, params, ds.train, ds.test if ds.test.shape[0] else None,
@@ -44,8 +45,7 @@ def run_diagnose(workdir: str | Path, *, max_examples: int = 2000, gmm_component
                                        active_threshold=ctx.cfg.monitor.active_threshold)
 
     # Ex-post density estimation (Ghosh et al. 2020): a GMM fitted to the training set's posterior means.
-    rng = np.random.default_rng(seed)
-    fit_idx = np.sort(rng.choice(ds.train.shape[0], min(max_examples * 5, ds.train.shape[0]), replace=False))
+    fit_idx = random_subset(ds.train.shape[0], max_examples * 5, seed)
     q_train = diagnostics.encode_dataset(model, params, ds.train[fit_idx])
     k = min(gmm_components, len(fit_idx))
     fit = samplers.fit_gmm(jax.random.fold_in(key, 1), q_train.loc, k, covariance=gmm_covariance)

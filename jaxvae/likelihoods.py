@@ -506,6 +506,11 @@ _REGISTRY: dict[str, type[Likelihood]] = {
 }
 
 
+def names() -> tuple[str, ...]:
+    """The names :func:`get` accepts."""
+    return tuple(_REGISTRY)
+
+
 def get(name: str, **kwargs) -> Likelihood:
     """Constructs a likelihood by name, e.g. ``get("gaussian", sigma="optimal")``.
 

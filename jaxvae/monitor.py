@@ -86,7 +86,7 @@ class CollapseMonitor:
         dims = ", ".join(map(str, inactive)) if inactive else "none individually"
         text = (f"WARNING posterior collapse at step {step}: {'; '.join(reasons)}. Collapsed dimensions: {dims}. "
                 "The decoder is ignoring the latent code. Remedies: free bits (--set objective.name=free_bits "
-                "--set objective.free_bits=0.25), KL annealing (--set objective.beta_schedule=linear --set "
+                "--set objective.free_bits.nats=0.25), KL annealing (--set objective.beta_schedule=linear --set "
                 "objective.warmup_steps=5000, or cyclical), a smaller objective.beta, or a weaker decoder.")
         return record, text
 

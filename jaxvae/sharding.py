@@ -28,13 +28,16 @@ import jax
 import numpy as np
 
 from jaxvae.errors import ConfigError
+from jaxvae.meshspec import (
+    DATA_AXIS,
+    PARAM_MODES,
+    mesh_axis_names,
+    parse_mesh_shape,
+)
 
 P = jax.sharding.PartitionSpec
 NamedSharding = jax.sharding.NamedSharding
 Mesh = jax.sharding.Mesh
-
-DATA_AXIS = "data"
-PARAM_MODES = ("replicated", "fsdp")
 
 # Logical axis -> mesh axis (None: replicated). A logical axis whose mesh axis is absent from the mesh is
 # replicated, so one table serves 1-D (``data``) and 2-D (``data`` x ``model``) meshes.
@@ -49,39 +52,6 @@ LOGICAL_AXIS_RULES: Mapping[str, str | None] = {
 
 
 # ------------------------------------------------------------------------------------------------ meshes
-
-def parse_mesh_shape(shape: str) -> tuple[int, ...] | None:
-    """``"auto"`` -> ``None``; ``"8"`` -> ``(8,)``; ``"4x2"`` -> ``(4, 2)``. Raises :class:`ConfigError`."""
-    text = str(shape).strip().lower()
-    if text == "auto":
-        return None
-    try:
-        dims = tuple(int(p) for p in text.replace(",", "x").split("x"))
-    except ValueError:
-        dims = ()
-    if not dims or any(d < 1 for d in dims):
-        raise ConfigError(f"mesh.shape={shape!r} is not a mesh shape. Use 'auto' (all devices on the data axis), "
-                          "one number such as mesh.shape=8, or sizes joined by 'x' such as mesh.shape=4x2.")
-    return dims
-
-
-def mesh_axis_names(shape: Sequence[int], axis_names: Sequence[str]) -> tuple[str, ...]:
-    """The axis names for a mesh of ``shape``: ``axis_names`` when they match; the default ``("data",)`` grows
-    to ``("data", "model")`` for a 2-D shape. Raises :class:`ConfigError` naming the fix otherwise."""
-    names = tuple(axis_names)
-    if len(shape) == 2 and names == (DATA_AXIS,):
-        names = (DATA_AXIS, "model")
-    if len(names) != len(shape):
-        raise ConfigError(f"mesh.shape={'x'.join(map(str, shape))} has {len(shape)} axes but mesh.axis_names="
-                          f"{','.join(names)} names {len(names)}; give one name per axis, e.g. "
-                          f"mesh.axis_names={','.join([DATA_AXIS, 'model', 'extra'][:len(shape)])}.")
-    if DATA_AXIS not in names:
-        raise ConfigError(f"mesh.axis_names={','.join(names)} has no '{DATA_AXIS}' axis; the batch is split over "
-                          f"'{DATA_AXIS}', so name one axis '{DATA_AXIS}'.")
-    if len(set(names)) != len(names):
-        raise ConfigError(f"mesh.axis_names={','.join(names)} repeats a name; axis names must be distinct.")
-    return names
-
 
 def make_mesh(shape: str = "auto", axis_names: Sequence[str] = (DATA_AXIS,), *,
               devices: Sequence[Any] | None = None) -> Mesh:
@@ -259,6 +229,12 @@ def to_host(tree: Any) -> Any:
 
         return multihost_utils.process_allgather(tree, tiled=True)
     return jax.device_get(tree)
+
+
+def host_local(params: Any) -> Any:
+    """Parameters for host-side evaluations (validation, monitor, images): as they are in one process; as numpy
+    copies in a multi-process run, so that each process evaluates locally without cross-process calls."""
+    return to_host(params) if jax.process_count() > 1 else params
 
 
 def is_main_process() -> bool:

@@ -30,25 +30,22 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxvae import config as config_lib
-from jaxvae import data as data_lib
-from jaxvae import diagnostics, evaluate, report, sharding
-from jaxvae.builders import build_model, build_objective, build_optimizer
+from jaxvae import report, results, sharding
+from jaxvae.builders import ModelBuilder, build_model, build_objective, build_optimizer, sweepable_keys
 from jaxvae.checkpoint import Checkpointer
+from jaxvae.chunks import ChunkLoop, due, make_scan_chunk
 from jaxvae.config import Config
 from jaxvae.errors import ConfigError
-from jaxvae.loop import _progress_bar, chunk_end, data_seed, load_run_dataset, params_sha256
 from jaxvae.model import count_params
+from jaxvae.progress import preempted, progress_bar, stop_on_signals
+from jaxvae.results import data_seed
+from jaxvae.runs import load_run_dataset, run_summary, steps_of, validate_data, with_builder
 from jaxvae.train import init_train_state, jit_train_chunk, make_train_chunk, make_train_step_with_hyper
 from jaxvae.writers import MetricWriter, atomic_write_json
 
 # Keys whose values only change an objective's scheduled weights (or the seed), so models that differ in them
-# can share one compiled program.
-SWEEPABLE = (
-    "objective.beta", "objective.beta_start", "objective.beta_schedule", "objective.warmup_steps",
-    "objective.num_cycles", "objective.cycle_ratio", "objective.free_bits", "objective.capacity",
-    "objective.capacity_steps", "objective.gamma", "objective.tc_alpha", "objective.tc_gamma",
-    "objective.mmd_alpha", "objective.mmd_lambda", "train.seed",
-)
+# can share one compiled program (each objective declares its own in jaxvae.builders.OBJECTIVES).
+SWEEPABLE = sweepable_keys()
 
 
 def parse_over(specs: Sequence[str]) -> dict[str, list[str]]:
@@ -58,8 +55,9 @@ def parse_over(specs: Sequence[str]) -> dict[str, list[str]]:
         if "=" not in spec:
             raise ConfigError(f"--over {spec!r} is not of the form KEY=V1,V2,... (e.g. objective.beta=0.5,1,2).")
         key, values = spec.split("=", 1)
-        out[key.strip()] = [v.strip() for v in values.split(",") if v.strip()]
-        if not out[key.strip()]:
+        key = config_lib.canonical_key(key)
+        out[key] = [v.strip() for v in values.split(",") if v.strip()]
+        if not out[key]:
             raise ConfigError(f"--over {spec!r} lists no values.")
     return out
 
@@ -72,6 +70,7 @@ def expand_grid(base: Config, over: Mapping[str, Sequence[str]], seeds: int = 1)
     """
     if seeds < 1:
         raise ConfigError(f"--seeds must be at least 1; got {seeds}.")
+    over = {config_lib.canonical_key(k): v for k, v in over.items()}
     for key in over:
         if key not in SWEEPABLE:
             hint = " (a controller's own settings are not sweepable)" if key.startswith("objective.") else ""
@@ -92,9 +91,15 @@ def expand_grid(base: Config, over: Mapping[str, Sequence[str]], seeds: int = 1)
             elif seeds > 1:
                 raise ConfigError("Use either --over train.seed=... or --seeds N, not both.")
             cfg = config_lib.apply_overrides(base, list(f"{k}={v}" for k, v in overrides.items()))
-            label = "-".join(f"{k.split('.')[-1]}{v}" for k, v in overrides.items())
+            label = "-".join(f"{_short(k)}{v}" for k, v in overrides.items())
             grid.append((label, cfg))
     return grid
+
+
+def _short(key: str) -> str:
+    """A key's name in member labels: ``objective.beta`` -> ``beta``, ``objective.capacity.nats`` ->
+    ``capacity_nats``."""
+    return "_".join(key.split(".")[1:])
 
 
 def _index(tree: Any, i: int) -> Any:
@@ -102,22 +107,33 @@ def _index(tree: Any, i: int) -> Any:
 
 
 def run_sweep(base: Config, over: Mapping[str, Sequence[str]], workdir: str | Path, *, seeds: int = 1,
-              progress: bool = True, log: Callable[[str], None] = print) -> dict[str, Any]:
-    """Trains the grid as one program, evaluates every model, writes the sweep directory; returns sweep.json."""
+              model: ModelBuilder | None = None, progress: bool = True,
+              log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Trains the grid as one program, evaluates every model, writes the sweep directory; returns sweep.json.
+
+    Args:
+      base: the config every model starts from; ``over`` ``{key: [values]}``: the grid (sweepable keys only, see
+        :data:`SWEEPABLE`); ``seeds``: seeds per grid point.
+      model: a user model builder, as in :func:`jaxvae.fit` (its reference is recorded in every member's
+        ``config.json``).
+
+    Every member folder ``models/<i>-<label>/`` is a complete run directory (``config.json``, a checkpoint of
+    the final step, ``metrics.jsonl``, ``summary.json``, images), so ``jaxvae evaluate``/``sample``/``diagnose``,
+    :func:`jaxvae.load_run` and ``jaxvae train --workdir MEMBER`` (to train it further alone) work on it.
+    """
+    base = with_builder(base, model, log)
     grid = expand_grid(base, over, seeds)
     labels, configs = [g[0] for g in grid], [g[1] for g in grid]
     base = configs[0]
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     ds = load_run_dataset(base)
-    model = build_model(base, ds.event_shape)
+    pure = build_model(base, ds.event_shape, model)
+    validate_data(pure, ds)
+    spe, total = steps_of(base, ds)
     n_train, bs = ds.train.shape[0], base.train.batch_size
-    if bs > n_train:
-        raise ConfigError(f"train.batch_size={bs} is larger than the {n_train} training examples.")
-    spe = n_train // bs
-    total = base.train.steps or base.train.epochs * spe
     optimizer = build_optimizer(base, total)
-    objectives = [build_objective(c, model, total, dataset_size=n_train) for c in configs]
+    objectives = [build_objective(c, pure, total, dataset_size=n_train) for c in configs]
     n = len(configs)
 
     if jax.process_count() > 1:
@@ -131,15 +147,16 @@ def run_sweep(base: Config, over: Mapping[str, Sequence[str]], workdir: str | Pa
     keys = jnp.stack([jax.random.key(c.train.seed) for c in configs])
     # The stacked states are created directly in their shardings (models over `data` when that divides N).
     states, state_sh = sharding.init_sharded(
-        jax.vmap(lambda k: init_train_state(model, optimizer, objectives[0], k)),
+        jax.vmap(lambda k: init_train_state(pure, optimizer, objectives[0], k)),
         lambda shapes: sharding.stacked_shardings(shapes, mesh), keys)
     ckpt = Checkpointer(workdir / "checkpoints", max_to_keep=base.train.keep_checkpoints)
     start = ckpt.latest_step() or 0
     if start:
         states = ckpt.restore(states)
         log(f"Resuming the sweep in {workdir} from step {start}/{total}.")
+    ckpt.close()
 
-    single = make_train_step_with_hyper(model, objectives[0], optimizer,
+    single = make_train_step_with_hyper(pure, objectives[0], optimizer,
                                         dynamic_binarization=ds.dynamic_binarization)
 
     def sweep_step(states, batch):
@@ -149,93 +166,93 @@ def run_sweep(base: Config, over: Mapping[str, Sequence[str]], workdir: str | Pa
         return jax.vmap(single, in_axes=(0, None, 0))(states, batch, hyper)
 
     model_dirs = [workdir / "models" / f"{i:02d}-{label}" for i, label in enumerate(labels)]
-    writers = []
     for d, c in zip(model_dirs, configs):
         d.mkdir(parents=True, exist_ok=True)
         atomic_write_json(d / "config.json", config_lib.to_dict(c))
-        writers.append(MetricWriter(d, resume_step=start if start else None, tensorboard=False))
     atomic_write_json(workdir / "sweep_config.json",
                       {"base": config_lib.to_dict(base), "over": dict(over), "seeds": seeds, "labels": labels})
     log(f"Sweep of {n} models ({count_params(_index(states.params, 0)):,} parameters each) on {ds.name}, "
         f"{total:,} steps of batch {bs}, one compiled program, {sharding.describe(mesh)}.")
-
-    train_data = jax.device_put(ds.train, sharding.replicated(mesh))
-    chunk_fns: dict[int, Callable] = {}
-    bar = _progress_bar(total, start, enabled=progress)
-    step, perm_epoch, perm = start, -1, None
     t_train = time.perf_counter()
-    log_every = base.train.log_every
+    states, steady = _train(states, state_sh, sweep_step, ds, base, workdir, model_dirs, mesh, start, total, spe,
+                            progress)
+    train_seconds = time.perf_counter() - t_train
+    return _finish(workdir, ds, pure, configs, labels, model_dirs, states, train_seconds, steady, spe, over, log)
+
+
+def _train(states, state_sh, sweep_step, ds, base, workdir, model_dirs, mesh, start, total, spe, progress):
+    """The chunk loop of :mod:`jaxvae.chunks` over the stacked states; one record per model per record step."""
+    bs = base.train.batch_size
+    run_chunk = make_scan_chunk(lambda length: jit_train_chunk(make_train_chunk(sweep_step, bs, length),
+                                                                state_sh, mesh),
+                                jax.device_put(ds.train, sharding.replicated(mesh)))
+    chunks = ChunkLoop(run_chunk, total_steps=total, steps_per_epoch=spe, batch_size=bs,
+                       log_every=base.train.log_every, every=(base.train.checkpoint_every,),
+                       data_seed=data_seed(base), num_examples=ds.train.shape[0], permutation_on_device=True)
+    writers = [MetricWriter(d, resume_step=start if start else None, tensorboard=False) for d in model_dirs]
+    ckpt = Checkpointer(workdir / "checkpoints", max_to_keep=base.train.keep_checkpoints)
+    bar = progress_bar(total, start, enabled=progress, desc="sweep")
     try:
-        while step < total:
-            end = chunk_end(step, spe, log_every, total)
-            length, epoch = end - step, step // spe
-            if epoch != perm_epoch:
-                perm = jnp.asarray(data_lib.epoch_permutation(data_seed(base), epoch, n_train).astype(np.int32))
-                perm_epoch = epoch
-            if length not in chunk_fns:
-                chunk_fns[length] = jit_train_chunk(make_train_chunk(sweep_step, bs, length), state_sh, mesh)
-            t0 = time.perf_counter()
-            states, metrics = chunk_fns[length](states, train_data, perm, jnp.int32(step % spe))
-            metrics = jax.device_get(metrics)
-            seconds = time.perf_counter() - t0
-            step = end
-            for i, w in enumerate(writers):
-                record = {"step": step, "epoch": round(step / spe, 4), **{k: v[i] for k, v in metrics.items()},
-                          "examples_per_sec": length * bs / seconds}
-                record.setdefault("beta", 1.0)
-                w.write(record)
-            bar.update(length)
-            finite_kl = metrics["kl"][np.isfinite(metrics["kl"])]
-            if finite_kl.size:
-                bar.set_postfix(kl=f"{finite_kl.min():.1f}..{finite_kl.max():.1f}")
-            if step == total or (base.train.checkpoint_every and step % base.train.checkpoint_every < length):
-                ckpt.save(states, step=step)
+        with stop_on_signals() as received:
+            for result in chunks.run(states, start):
+                states, step = result.state, result.chunk.end
+                if result.record is not None:
+                    rate = result.record.pop("examples_per_sec")
+                    for i, w in enumerate(writers):
+                        record = {"step": step, "epoch": round(step / spe, 4),
+                                  **{k: v[i] for k, v in result.record.items()}, "examples_per_sec": rate}
+                        record.setdefault("beta", 1.0)
+                        w.write(record)
+                    finite_kl = result.record["kl"][np.isfinite(result.record["kl"])]
+                    if finite_kl.size:
+                        bar.set_postfix(kl=f"{finite_kl.min():.1f}..{finite_kl.max():.1f}")
+                if due(step, base.train.checkpoint_every, total):
+                    ckpt.save(states, step=step)
+                bar.update(result.chunk.length)
+                if received and step < total:
+                    ckpt.save(states, step=step)
+                    ckpt.wait()
+                    raise preempted(received, step, total, workdir / "checkpoints")
     finally:
         bar.close()
         for w in writers:
             w.close()
         ckpt.close()
-    train_seconds = time.perf_counter() - t_train
-
-    return _finish(workdir, ds, model, configs, labels, model_dirs, states, train_seconds, base, over, log)
+    return states, chunks.steady_examples_per_sec
 
 
-def _finish(workdir, ds, model, configs, labels, model_dirs, states, train_seconds, base, over, log):
+def _finish(workdir, ds, model, configs, labels, model_dirs, states, train_seconds, steady, spe, over, log):
+    """Every member evaluated like a single run (:class:`jaxvae.results.TestEvaluation`), its final state saved
+    as its own checkpoint, its summary and images written; then sweep.json and the rate-distortion plot."""
+    base = configs[0]
     max_bad = base.optimizer.max_consecutive_nonfinite
-    evaluator = evaluate.make_elbo_evaluator(model, batch_size=base.eval.batch_size)
-    iwae = evaluate.make_iwae_evaluator(model, num_samples=base.eval.num_samples, batch_size=base.eval.batch_size)
-    test = ds.test
-    if base.eval.max_examples and test.shape[0] > base.eval.max_examples:
-        idx = np.random.default_rng(data_seed(base)).choice(test.shape[0], base.eval.max_examples, False)
-        nll_data = test[np.sort(idx)]
-    else:
-        nll_data = test
-    results = []
+    evaluation = results.TestEvaluation(model, base, ds)
+    out = []
     for i, (cfg, label, d) in enumerate(zip(configs, labels, model_dirs)):
-        params = _index(states.params, i)
-        key = jax.random.key(cfg.train.seed + 2)
-        bad = int(states.nonfinite_consecutive[i])
-        terms = evaluator(params, test, jax.random.fold_in(key, 0))
-        est = iwae(params, nll_data, jax.random.fold_in(key, 1))
-        latent = diagnostics.latent_summary(model, params, test, jax.random.fold_in(key, 2))
-        failed = bad >= max_bad or not all(math.isfinite(terms[k]) for k in ("elbo", "recon", "kl"))
-        summary = {
-            "label": label, "model_index": i, "failed": failed, "steps": int(states.step[i]),
-            "settings": {k: config_lib._get(cfg, k) for k in [*over, "train.seed"]},
-            "test_elbo": terms["elbo"], "test_recon": terms["recon"], "test_kl": terms["kl"],
-            "kl_per_dim": terms.get("kl_per_dim"),
-            "test_nll_iwae": -est.mean, "test_nll_iwae_stderr": est.standard_error,
-            "nll_num_samples": est.num_samples, "nll_num_examples": int(nll_data.shape[0]),
-            "active_units": latent["active_units"], "mutual_information": latent["mutual_information"],
-            "nonfinite_updates": int(states.nonfinite_total[i]), "params_sha256": params_sha256(params),
-            "train_seconds": train_seconds, "trained_in_sweep_of": len(configs),
-        }
+        state = _index(states, i)
+        params = state.params
+        key = results.final_key(cfg)
+        test = evaluation(params, key)
+        ckpt = Checkpointer(d / "checkpoints", max_to_keep=cfg.train.keep_checkpoints)
+        try:
+            ckpt.save(state)
+        finally:
+            ckpt.close()
+        summary = run_summary(cfg, ds, state, spe, test, params, train_seconds=train_seconds,
+                              examples_per_sec=steady, monitor_seconds=0.0)
+        failed = int(state.nonfinite_consecutive) >= max_bad or not all(
+            math.isfinite(summary[k]) for k in ("test_elbo", "test_recon", "test_kl"))
+        summary = {"label": label, "model_index": i, "failed": failed,
+                   "settings": {k: config_lib.get_value(cfg, k) for k in [*over, "train.seed"]},
+                   **summary, "trained_in_sweep_of": len(configs)}
+        if not failed:  # a failed model's parameters may decode to NaN
+            results.write_images(d, cfg, ds, model, params, key)
         atomic_write_json(d / "summary.json", summary)
-        results.append(summary)
+        out.append(summary)
     sweep = {"dataset": ds.name, "num_models": len(configs), "train_seconds": train_seconds,
-             "failed": [r["label"] for r in results if r["failed"]], "models": results}
+             "failed": [r["label"] for r in out if r["failed"]], "models": out}
     atomic_write_json(workdir / "sweep.json", sweep)
-    report.plot_rate_distortion(results, workdir / "rate_distortion.png", title=f"{ds.name}: {', '.join(over)}")
+    report.plot_rate_distortion(out, workdir / "rate_distortion.png", title=f"{ds.name}: {', '.join(over)}")
     log(format_sweep(sweep, workdir))
     return sweep
 

@@ -113,14 +113,23 @@ def test_user_data_preset_is_listed_and_general_purpose(capsys):
     assert config.get_preset("digits").train.epochs == 300  # the digits preset is unchanged
 
 
-def test_explicit_preset_or_registered_name_keeps_the_digits_default(user_npy, capsys):
+def test_explicit_preset_wins_and_a_registered_name_starts_from_its_own_preset(user_npy, capsys):
     rc, out, err = _show(capsys, "--preset", "digits", "--set", f"data.name={user_npy}")
     assert rc == 0, err
     assert json.loads(out)["preset"] == "digits" and "user-data" not in err
-    for name in ("digits", sorted(DATASETS)[0]):
+    rc, out, err = _show(capsys, "--set", "data.name=digits")
+    assert rc == 0 and json.loads(out)["preset"] == "digits" and err == ""
+    # `--set data.name=mnist` alone used to train MNIST with the digits preset's 8x8-sized MLP and 300 epochs.
+    for name in sorted(DATASETS):
         rc, out, err = _show(capsys, "--set", f"data.name={name}")
         assert rc == 0, err
-        assert json.loads(out)["preset"] == "digits"
+        shown = json.loads(out)
+        assert shown["preset"] == name and shown["data"]["name"] == name
+        assert shown == json.loads(config.to_json(config.get_preset(name)))
+        if name != "digits":
+            assert f"the preset of data.name={name}" in err
+    rc, out, err = _show(capsys, "--preset", "digits", "--set", "data.name=mnist")
+    assert rc == 0 and json.loads(out)["preset"] == "digits" and err == ""
 
 
 def test_config_show_validates_like_train(user_npy, capsys):

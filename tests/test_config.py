@@ -55,3 +55,48 @@ def test_every_key_is_listed_and_settable():
     for required in ["data.name", "data.dir", "model.latent_dim", "train.batch_size", "train.epochs",
                      "train.steps", "train.seed", "optimizer.learning_rate", "objective.beta", "mesh.shape"]:
         assert required in keys
+
+
+def test_objective_settings_live_in_their_own_sections_and_the_flat_names_still_work():
+    cfg = config.apply_overrides(config.get_preset("digits"), ["objective.capacity.nats=5",
+                                                               "objective.geco_tolerance=17"])
+    assert cfg.objective.capacity.nats == 5.0 and cfg.objective.geco.tolerance == 17.0
+    assert config.get_value(cfg, "objective.capacity.nats") == config.get_value(cfg, "objective.capacity") == 5.0
+    # A config.json written before the split (flat keys) loads to the same config.
+    flat = config.to_dict(cfg)
+    ob = flat["objective"]
+    for section in ("free_bits", "capacity", "beta_tcvae", "info_vae", "geco", "pi"):
+        ob.pop(section)
+    ob.update(free_bits=0.0, free_bits_group=1, capacity=5.0, capacity_steps=10_000, gamma=1000.0,
+              geco_tolerance=17.0, geco_alpha=0.99, geco_step_size=0.01, kl_target=10.0, pi_kp=0.01, pi_ki=1e-4,
+              tc_alpha=1.0, tc_gamma=1.0, mmd_alpha=0.0, mmd_lambda=1000.0, mmd_kernel="imq")
+    assert config.from_dict(flat) == cfg
+    assert config.from_dict(json.loads(config.to_json(cfg))) == cfg
+    with pytest.raises(ConfigError, match="is a section of settings"):
+        config.apply_overrides(cfg, ["objective.geco=3"])
+    with pytest.raises(ConfigError, match=r"objective\.geco\.alpha must be in"):
+        config.apply_overrides(cfg, ["objective.geco.alpha=1.5"])
+    with pytest.raises(ConfigError, match=r"objective\.capacity\.gamma must be >= 0"):
+        config.apply_overrides(cfg, ["objective.capacity.gamma=-1"])
+
+
+def test_choices_come_from_the_component_registries():
+    from jaxvae import builders
+
+    assert set(builders.OBJECTIVES) == {"elbo", "iwae", "free_bits", "capacity", "beta_tcvae", "info_vae"}
+    with pytest.raises(ConfigError, match="Did you mean 'capacity'"):
+        config.apply_overrides(config.Config(), ["objective.name=capacty"])
+
+    @builders.OBJECTIVES.register("elbo_copy", controllable=True)
+    def _copy(cfg, context):
+        return builders.OBJECTIVES["elbo"](cfg, context)
+
+    try:  # a registered objective is a valid choice at once, with its controller rule
+        cfg = config.apply_overrides(config.Config(), ["objective.name=elbo_copy", "objective.controller=pi"])
+        assert cfg.objective.name == "elbo_copy"
+    finally:
+        builders.OBJECTIVES._specs.pop("elbo_copy")
+    with pytest.raises(ConfigError, match="sets the KL weight of the elbo or free_bits objectives"):
+        config.apply_overrides(config.Config(), ["objective.name=iwae", "objective.controller=pi"])
+    with pytest.raises(ConfigError, match="needs a factorized prior"):
+        config.apply_overrides(config.Config(), ["objective.name=beta_tcvae", "model.prior=vamp"])

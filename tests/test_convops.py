@@ -97,7 +97,7 @@ def test_config_reaches_the_networks_and_picks_the_loop():
         assert vae.encoder.conv_impl == vae.decoder.conv_impl == impl
         small = SimpleNamespace(train=np.zeros((8, 28, 28, 1), np.float32))  # far below device_data_limit_mb
         expected = "host" if impl == "xla" and jax.default_backend() == "cpu" else "scan"
-        assert loop._choose_loop(cfg, small) == expected
+        assert loop.choose_loop(cfg, small) == expected
     with pytest.raises(ConfigError, match=r"at least two model\.channels"):
         config.apply_overrides(config.get_preset("fashion-mnist"), ["model.channels=32"])
 

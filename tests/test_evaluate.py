@@ -77,10 +77,15 @@ def test_active_units_threshold():
 
 def test_mutual_information_limits():
     n, d = 2000, 3
-    # Every example has the same posterior: z carries no information about x. The estimate is exact entropy
-    # minus a Monte Carlo mean of log q(z) over N samples, whose standard error is sqrt(D / 2 / N) = 0.027.
-    same = DiagonalGaussian(jnp.zeros((n, d)), jnp.zeros((n, d)))
-    assert abs(float(diagnostics.mutual_information(same, jax.random.key(0)))) < 0.1
+    # Every example has the same posterior (a collapsed encoder): z carries no information about x, and since
+    # log q(z_n|x_n) and log q(z_n) are evaluated at the same samples the estimate is 0 up to float rounding, for
+    # any key and dimension. With the closed-form entropy in the first term (He et al.'s estimator, used here
+    # before) it scattered by sqrt(D / 2N), about 0.18 nats at the monitor's N = 512, D = 32 (seen: 0.24, -0.22,
+    # 0.14 for keys 0, 1, 2).
+    for n_same, d_same in ((n, d), (512, 32)):
+        same = DiagonalGaussian(jnp.full((n_same, d_same), 0.3), jnp.full((n_same, d_same), -0.2))
+        for seed in range(3):
+            assert abs(float(diagnostics.mutual_information(same, jax.random.key(seed)))) < 1e-4
     # Far-apart, sharp posteriors: z identifies x, so I(x; z) reaches its maximum log N (same MC error).
     sharp = DiagonalGaussian(jax.random.normal(jax.random.key(1), (n, d)) * 100.0, jnp.full((n, d), -5.0))
     np.testing.assert_allclose(float(diagnostics.mutual_information(sharp, jax.random.key(2))), math.log(n),

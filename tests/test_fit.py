@@ -2,6 +2,7 @@
 exits non-zero with a one-paragraph message and nothing overwritten."""
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -9,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from jaxvae import config, loop, writers
+from jaxvae import config, runs, writers
 
 FAST = ["model.hidden=64", "model.latent_dim=4", "train.steps=60", "train.log_every=10",
         "train.checkpoint_every=20", "eval.num_samples=20", "eval.max_examples=100"]
@@ -58,7 +59,7 @@ def test_cli_train_writes_complete_run_directory_and_evaluate_and_sample_work(tm
 @pytest.mark.slow
 def test_interrupted_run_resumes_exactly(tmp_path, monkeypatch):
     cfg = config.apply_overrides(config.get_preset("digits"), FAST)
-    full = loop.fit(cfg, tmp_path / "full", progress=False, log=lambda _: None)
+    full = runs.fit(cfg, tmp_path / "full", progress=False, log=lambda _: None)
 
     # Crash the second run right after the record of step 50 (the last checkpoint was at step 40).
     original = writers.MetricWriter.write
@@ -70,12 +71,12 @@ def test_interrupted_run_resumes_exactly(tmp_path, monkeypatch):
 
     monkeypatch.setattr(writers.MetricWriter, "write", crashing_write)
     with pytest.raises(KeyboardInterrupt):
-        loop.fit(cfg, tmp_path / "resumed", progress=False, log=lambda _: None)
+        runs.fit(cfg, tmp_path / "resumed", progress=False, log=lambda _: None)
     monkeypatch.setattr(writers.MetricWriter, "write", original)
     assert [r["step"] for r in writers.read_metrics(tmp_path / "resumed") if "split" not in r][-1] == 50
 
     logs = []
-    resumed = loop.fit(cfg, tmp_path / "resumed", progress=False, log=logs.append)
+    resumed = runs.fit(cfg, tmp_path / "resumed", progress=False, log=logs.append)
     assert any("from the checkpoint at step 40" in line for line in logs)
     assert resumed["params_sha256"] == full["params_sha256"]  # bitwise identical to the uninterrupted run
     steps = [r["step"] for r in writers.read_metrics(tmp_path / "resumed") if "split" not in r]
@@ -87,7 +88,7 @@ def test_interrupted_run_resumes_exactly(tmp_path, monkeypatch):
 
 def test_resuming_with_a_different_config_is_refused(tmp_path):
     cfg = config.apply_overrides(config.get_preset("digits"), FAST)
-    loop.fit(cfg, tmp_path, progress=False, log=lambda _: None)
+    runs.fit(cfg, tmp_path, progress=False, log=lambda _: None)
     before = (tmp_path / "metrics.jsonl").read_text()
     result = _cli("train", "--workdir", str(tmp_path), "--set", "model.latent_dim=5",
                   *[a for s in FAST if not s.startswith("model.latent_dim") for a in ("--set", s)])
@@ -132,7 +133,7 @@ def test_cli_presets_and_config_show():
 def test_cli_diagnose_and_samplers_on_a_trained_run(tmp_path):
     workdir = tmp_path / "run"
     cfg = config.apply_overrides(config.get_preset("digits"), FAST)
-    loop.fit(cfg, workdir, progress=False, log=lambda _: None)
+    runs.fit(cfg, workdir, progress=False, log=lambda _: None)
     result = _cli("diagnose", "--workdir", str(workdir), "--max-examples", "200", "--components", "3")
     assert result.returncode == 0, result.stderr
     assert "prior holes" in result.stdout
@@ -188,7 +189,7 @@ def test_progress_line_shows_the_current_record_and_checkpoints_follow_the_grid(
     cfg = config.apply_overrides(config.get_preset("digits"), [
         *FAST[:2], "train.steps=50", "train.log_every=10", "train.eval_every=10", "train.checkpoint_every=20",
         "train.keep_checkpoints=10", "eval.num_samples=4", "eval.max_examples=20", "monitor.every=0"])
-    loop.fit(cfg, tmp_path, progress=True, log=lambda _: None)
+    runs.fit(cfg, tmp_path, progress=True, log=lambda _: None)
     lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("step ")]
     records = writers.read_metrics(tmp_path)
     train = {r["step"]: r for r in records if "split" not in r}
@@ -200,3 +201,22 @@ def test_progress_line_shows_the_current_record_and_checkpoints_follow_the_grid(
         assert fields["loss"] == f"{train[step]['loss']:.2f}" and fields["kl"] == f"{train[step]['kl']:.2f}"
         assert fields["valid_elbo"] == f"{valid[step]['elbo']:.2f}"
     assert sorted(int(p.name) for p in (tmp_path / "checkpoints").iterdir() if p.name.isdigit()) == [20, 40, 50]
+
+
+def test_console_summary_states_the_mi_cap_and_names_inactive_units():
+    from pathlib import Path
+
+    from jaxvae import results
+
+    latent = {"posterior_mean_variance": [0.5, 0.001, 0.2, 0.0, 0.3, 0.002, 0.9, 0.004],
+              "active_threshold": 0.01, "mutual_information_upper_bound": math.log(2000)}
+    summary = {"steps": 5000, "epochs": 300, "test_elbo": -30.0, "test_recon": 25.0, "test_kl": 5.0,
+               "nll_num_samples": 1000, "test_nll_iwae": 29.0, "test_nll_iwae_stderr": 0.1,
+               "nll_num_examples": 360, "active_units": 4, "mutual_information": 4.1, "train_seconds": 10.0,
+               "examples_per_sec": 1000.0, "latent": latent}
+    text = results.format_summary(summary, Path("runs/x"))
+    assert "4.100 nats (estimate capped at log N = 7.60, N = 2,000 examples)" in text
+    assert "Note: 4 of 8 latent units are inactive (dimensions 1, 3, 5, 7" in text
+    summary["active_units"] = 8
+    assert "inactive" not in results.format_summary({**summary, "latent": {**latent, "posterior_mean_variance":
+                                                                               [1.0] * 8}}, Path("runs/x"))

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from scipy.special import logsumexp
 
-from jaxvae import cli, config, loop
+from jaxvae import cli, config, runs
 
 NUM_SAMPLES = 500
 NUM_EXAMPLES = 120
@@ -49,7 +49,7 @@ def trained_digits(tmp_path_factory):
     cfg = config.apply_overrides(config.get_preset("digits"), [
         "train.steps=600", "train.checkpoint_every=600", "eval.num_samples=10", "eval.max_examples=50",
         "monitor.every=0"])
-    loop.fit(cfg, workdir, progress=False, log=lambda _: None)
+    runs.fit(cfg, workdir, progress=False, log=lambda _: None)
     return workdir
 
 
@@ -64,7 +64,7 @@ def test_evaluate_cli_agrees_with_float64_reference_loop(trained_digits, capsys)
     assert result["num_examples"] == NUM_EXAMPLES and result["nll_num_samples"] == NUM_SAMPLES
 
     # The same examples the CLI picked (it documents: a sorted random subset drawn with --seed).
-    ctx, params = loop.restore_run(workdir)
+    ctx, params = runs.restore_run(workdir)
     data = ctx.dataset.split("test")
     idx = np.sort(np.random.default_rng(0).choice(data.shape[0], NUM_EXAMPLES, replace=False))
     x = np.asarray(data[idx]).reshape(NUM_EXAMPLES, -1)

@@ -3,7 +3,7 @@ run does not; monitor records land in metrics.jsonl."""
 
 import json
 
-from jaxvae import config, loop
+from jaxvae import config, runs
 
 FAST = ["train.steps=400", "eval.num_samples=10", "eval.max_examples=100", "monitor.every=100",
         "train.checkpoint_every=0"]
@@ -12,7 +12,7 @@ FAST = ["train.steps=400", "eval.num_samples=10", "eval.max_examples=100", "moni
 def _run(tmp_path, name, overrides):
     logs = []
     cfg = config.apply_overrides(config.get_preset("digits"), [*FAST, *overrides])
-    summary = loop.fit(cfg, tmp_path / name, progress=False, log=logs.append)
+    summary = runs.fit(cfg, tmp_path / name, progress=False, log=logs.append)
     records = [json.loads(line) for line in (tmp_path / name / "metrics.jsonl").read_text().splitlines()]
     return summary, logs, [r for r in records if r.get("split") == "monitor"]
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from jaxvae import config, loop, writers
+from jaxvae import config, runs, writers
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = ["model.hidden=32", "model.latent_dim=4", "train.steps=40", "train.log_every=10",
@@ -42,7 +42,7 @@ def _snapshot(directory: Path) -> dict[str, str]:
 @pytest.fixture(scope="module")
 def trained_run(tmp_path_factory):
     workdir = tmp_path_factory.mktemp("trained") / "run"
-    loop.fit(config.apply_overrides(config.get_preset("digits"), TINY), workdir, progress=False,
+    runs.fit(config.apply_overrides(config.get_preset("digits"), TINY), workdir, progress=False,
              log=lambda _: None)
     return workdir
 
@@ -177,7 +177,7 @@ def test_skipped_updates_are_counted_and_announced(tmp_path):
     cfg = config.apply_overrides(config.get_preset("digits"), [
         *TINY[:2], "train.steps=20", *TINY[3:], "optimizer.learning_rate=1e30",
         "optimizer.max_consecutive_nonfinite=1000"])
-    summary = loop.fit(cfg, tmp_path / "run", progress=False, log=logs.append)
+    summary = runs.fit(cfg, tmp_path / "run", progress=False, log=logs.append)
     assert summary["nonfinite_updates"] > 0
     assert any("were skipped" in line for line in logs)
     records = [r for r in writers.read_metrics(tmp_path / "run") if "split" not in r]

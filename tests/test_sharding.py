@@ -46,14 +46,14 @@ def _losses(workdir: Path) -> list[float]:
 
 
 def _fit_and_dump(overrides: list[str], workdir: Path, out: Path) -> None:
-    """``loop.fit``'s steps; the final parameters (gathered to the host) and losses go to ``out`` (process 0)."""
-    from jaxvae import config, loop, sharding
+    """``runs.fit``'s steps; the final parameters (gathered to the host) and losses go to ``out`` (process 0)."""
+    from jaxvae import config, loop, runs, sharding
 
     cfg = config.apply_overrides(config.get_preset("digits"), [*FAST, *overrides])
     quiet = lambda _: None
-    ctx = loop.setup_run(cfg, workdir, log=quiet)
+    ctx = runs.setup_run(cfg, workdir, log=quiet)
     state = loop.train_loop(ctx, progress=False, log=quiet)
-    summary = loop.final_report(ctx, state, log=quiet)
+    summary = runs.final_report(ctx, state, log=quiet)
     params = sharding.to_host(state.params)
     if sharding.is_main_process():
         np.savez(out, **_params_flat(params))

@@ -6,7 +6,7 @@ import json
 import numpy as np
 import pytest
 
-from jaxvae import config, loop, sweep
+from jaxvae import config, runs, sweep
 from jaxvae.errors import ConfigError
 
 FAST = ["model.hidden=32", "model.latent_dim=4", "train.steps=60", "train.log_every=20",
@@ -28,7 +28,7 @@ def test_sweep_equals_separate_runs_and_kl_decreases_with_beta(tmp_path):
     for i in (0, 3):
         model_dir = next((tmp_path / "sweep" / "models").glob(f"{i:02d}-*"))
         cfg = config.from_dict(json.loads((model_dir / "config.json").read_text()))
-        single = loop.fit(cfg, tmp_path / f"single{i}", progress=False, log=lambda _: None)
+        single = runs.fit(cfg, tmp_path / f"single{i}", progress=False, log=lambda _: None)
         np.testing.assert_allclose(models[i]["test_elbo"], single["test_elbo"], rtol=1e-4)
         np.testing.assert_allclose(models[i]["test_kl"], single["test_kl"], rtol=1e-3, atol=1e-3)
         sweep_losses = [r["loss"] for r in _records(model_dir)]
@@ -51,6 +51,14 @@ def test_grid_expansion_and_refusals():
         sweep.expand_grid(base, {"model.latent_dim": ["2", "4"]})
     with pytest.raises(ConfigError, match="KEY=V1,V2"):
         sweep.parse_over(["objective.beta"])
+    # Settings of one objective are sweepable under their section's name (or their older flat one).
+    assert sweep.parse_over(["objective.free_bits=0,0.5"]) == {"objective.free_bits.nats": ["0", "0.5"]}
+    fb = config.apply_overrides(base, ["objective.name=free_bits"])
+    grid = sweep.expand_grid(fb, {"objective.free_bits.nats": ["0", "0.5"]})
+    assert [label for label, _ in grid] == ["free_bits_nats0-seed0", "free_bits_nats0.5-seed0"]
+    assert [c.objective.free_bits.nats for _, c in grid] == [0.0, 0.5]
+    with pytest.raises(ConfigError, match="cannot vary within one sweep"):
+        sweep.expand_grid(fb, {"objective.free_bits.group": ["1", "2"]})  # static: a different program
 
 
 def test_failed_models_are_reported_not_dropped(tmp_path):
@@ -60,3 +68,8 @@ def test_failed_models_are_reported_not_dropped(tmp_path):
     result = sweep.run_sweep(base, {"objective.beta": ["1", "2"]}, tmp_path, progress=False, log=lambda _: None)
     assert len(result["models"]) == 2
     assert result["failed"] == [m["label"] for m in result["models"]]
+    # Each member is a run directory of its own: its final state reopens, with the summary's parameters.
+    member = next((tmp_path / "models").glob("01-*"))
+    run = runs.load_run(member)
+    assert run.step == 60 and run.config.objective.beta == 2.0
+    assert runs.params_sha256(run.params) == result["models"][1]["params_sha256"]

@@ -101,7 +101,7 @@ def test_dynamic_binarization_is_resampled_each_step_and_reproducible():
 def test_chunk_boundaries_are_the_multiples_of_each_interval_and_the_epoch_ends():
     """Records, checkpoints and validation fall on multiples of the global step (they fell at 20, 37, 57 ... when
     the log interval was counted from each epoch start), and every epoch end is a boundary."""
-    from jaxvae.loop import chunk_end
+    from jaxvae.chunks import chunk_end
 
     spe, log_every, ckpt_every, total = 78, 50, 120, 1000
     ends, step = [], 0

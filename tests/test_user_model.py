@@ -117,9 +117,9 @@ def test_user_module_through_cli_interrupt_resume_evaluate_sample_diagnose_and_l
 
     run = jv.load_run(project / "run")
     assert run.step == 600 and run.config.model.network == "mymodels:build"
-    assert jv.loop.params_sha256(run.params) == summary["params_sha256"]
+    assert jv.runs.params_sha256(run.params) == summary["params_sha256"]
     earlier = jv.load_run(project / "run", step=500)
-    assert earlier.step == 500 and jv.loop.params_sha256(earlier.params) != summary["params_sha256"]
+    assert earlier.step == 500 and jv.runs.params_sha256(earlier.params) != summary["params_sha256"]
     with pytest.raises(jv.CheckpointError, match="no checkpoint of step 7"):
         jv.load_run(project / "run", step=7)
 
@@ -131,6 +131,19 @@ def test_user_module_through_cli_interrupt_resume_evaluate_sample_diagnose_and_l
     assert json.loads((project / "python" / "config.json").read_text())["model"]["network"] == "mymodels:build"
     out = run.model.forward(run.params, run.dataset.test[:4], jax.random.key(0), 2)
     assert out.log_px_z.shape == (2, 4) and np.all(np.isfinite(out.log_weights))
+
+    # The same builder in a sweep (jv.run_sweep(model=...)); its beta=1 member is the run above, and every member
+    # is diagnosable from the CLI.
+    swept = jv.run_sweep(cfg, {"objective.beta": ["1", "2"]}, project / "sweep", model=mymodels.build,
+                         progress=False, log=lambda _: None)
+    np.testing.assert_allclose(swept["models"][0]["test_elbo"], fitted["test_elbo"], rtol=1e-4)
+    member = next((project / "sweep" / "models").glob("01-*"))
+    assert json.loads((member / "config.json").read_text())["model"]["network"] == "mymodels:build"
+    result = _cli(project, "diagnose", "--workdir", str(member), "--max-examples", "200")
+    assert result.returncode == 0, result.stderr
+    assert json.loads((member / "diagnostics.json").read_text())["latent_dim"] == 3
+    result = _cli(project, "diagnose", "--workdir", "sweep")
+    assert result.returncode == 2 and "pass one of them" in result.stderr
 
     # A builder that disappeared from its module is a clear error, and nothing is written.
     (project / "mymodels.py").write_text(MYMODELS.replace("def build(", "def build_v2("))
@@ -152,4 +165,4 @@ def test_a_lambda_builder_trains_and_reopens_with_model_given(tmp_path):
     with pytest.raises(jv.ConfigError, match="<lambda>"):
         jv.load_run(tmp_path)
     run = jv.load_run(tmp_path, model=build)
-    assert jv.loop.params_sha256(run.params) == summary["params_sha256"]
+    assert jv.runs.params_sha256(run.params) == summary["params_sha256"]

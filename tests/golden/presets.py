@@ -5,10 +5,13 @@ Each preset trains ``STEPS`` steps exactly as configured, on synthetic data of t
 available) and, where ``../shared/data`` has it, on the real dataset. Only the evaluation is shrunk (it does not
 touch the parameters).
 
-Regenerate (only when a change of results is intended, and say why in the commit)::
+Hashes are bitwise properties of one XLA build on one kind of CPU, so the file holds one entry per platform
+(versions and :func:`cpu_fingerprint`); the test runs where an entry matches and skips elsewhere. Add this
+platform's entry from a checkout of the reference commit, or regenerate (only when a change of results is
+intended, and say why in the commit)::
 
-    .venv/bin/python -m tests.golden.presets --write            # synthetic-data runs
-    .venv/bin/python -m tests.golden.presets --write --real     # plus the real-data runs
+    .venv/bin/python -m tests.golden.presets --write --recorded-from COMMIT          # synthetic-data runs
+    .venv/bin/python -m tests.golden.presets --write --real --recorded-from COMMIT   # plus the real-data runs
 """
 
 from __future__ import annotations
@@ -45,6 +48,24 @@ REAL = {
 }
 
 
+_ISA_PREFIXES = ("avx", "amx", "fma", "f16c", "bmi", "sse4", "vnni", "vaes", "vpclmul", "gfni")
+
+
+def cpu_fingerprint() -> str:
+    """The CPU that XLA:CPU compiles for: vendor model, family/model numbers and its vector-ISA flags (XLA picks
+    kernels by these, so a hash holds for one such CPU only)."""
+    info: dict[str, str] = {}
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            info.setdefault(key.strip(), value.strip())
+    except OSError:
+        return platform.processor() or "unknown"
+    flags = sorted(f for f in info.get("flags", "").split() if f.startswith(_ISA_PREFIXES))
+    return (f"{info.get('vendor_id', '?')} {info.get('model name', '?')} family {info.get('cpu family', '?')} "
+            f"model {info.get('model', '?')}: {' '.join(flags)}")
+
+
 def versions() -> dict[str, str]:
     import flax
     import jax
@@ -52,7 +73,14 @@ def versions() -> dict[str, str]:
     import optax
 
     return {"jax": jax.__version__, "jaxlib": jaxlib.__version__, "flax": flax.__version__,
-            "optax": optax.__version__, "numpy": np.__version__, "machine": platform.machine()}
+            "optax": optax.__version__, "numpy": np.__version__, "machine": platform.machine(),
+            "cpu": cpu_fingerprint()}
+
+
+def platform_entry(golden: dict) -> dict | None:
+    """The golden hashes recorded on this platform (same versions and CPU), or None."""
+    now = versions()
+    return next((p for p in golden["platforms"] if p["versions"] == now), None)
 
 
 def synthetic_npz(path: Path, shape: tuple[int, ...], kind: str, seed: int = 0) -> Path:
@@ -101,11 +129,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--write", action="store_true", help="write the golden file (else print)")
     parser.add_argument("--real", action="store_true", help="also the real-data runs from ../shared/data")
     parser.add_argument("--only", nargs="*", help="presets to run")
+    parser.add_argument("--recorded-from", default="", help="the commit the hashes come from (for a new platform)")
     args = parser.parse_args(argv)
-    out = {"versions": versions(), "steps": STEPS, "synthetic": {}, "real": {}}
-    if GOLDEN.exists():
-        old = json.loads(GOLDEN.read_text())
-        out["synthetic"], out["real"] = old.get("synthetic", {}), old.get("real", {})
+    golden = json.loads(GOLDEN.read_text()) if GOLDEN.exists() else {"steps": STEPS, "platforms": []}
+    out = platform_entry(golden)
+    if out is None:
+        out = {"versions": versions(), "recorded_from": args.recorded_from, "synthetic": {}, "real": {}}
+        golden["platforms"].append(out)
     with tempfile.TemporaryDirectory() as tmp:
         for preset in args.only or SYNTHETIC:
             out["synthetic"][preset] = synthetic_hash(preset, Path(tmp))
@@ -114,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
                 out["real"][preset] = real_hash(preset, Path(tmp))
                 print(f"real {preset}: {out['real'][preset]}", flush=True)
     if args.write:
-        GOLDEN.write_text(json.dumps(out, indent=2, sort_keys=True) + "\n")
+        GOLDEN.write_text(json.dumps(golden, indent=2, sort_keys=True) + "\n")
         print(f"wrote {GOLDEN}")
     return 0
 

@@ -1,0 +1,350 @@
+"""Run directories: set a run up (data, model, state, restore), train it (:func:`fit`), reopen it
+(:func:`restore_run`, :func:`load_run`).
+
+The steps themselves run in :mod:`jaxvae.loop`; the end-of-run evaluation, images and console summary are in
+:mod:`jaxvae.results`. A run directory holds ``config.json`` (the resolved config, with the model builder's
+reference), ``checkpoints/``, ``metrics.jsonl``, ``summary.json`` and the image grids.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import jax
+import numpy as np
+
+from jaxvae import config as config_lib
+from jaxvae import data as data_lib
+from jaxvae import results, sharding
+from jaxvae.builders import (
+    ModelBuilder,
+    build_model,
+    build_objective,
+    build_optimizer,
+    builder_reference,
+    is_builder_reference,
+    reference_is_importable,
+)
+from jaxvae.checkpoint import Checkpointer
+from jaxvae.config import Config
+from jaxvae.errors import CheckpointError, ConfigError, DataError, JaxvaeError
+from jaxvae.model import Params, PureModel, count_params
+from jaxvae.results import data_seed
+from jaxvae.train import TrainState, init_train_state
+from jaxvae.writers import atomic_write_json, read_metrics
+
+__all__ = [
+    "LoadedRun",
+    "RunContext",
+    "data_seed",
+    "final_report",
+    "fit",
+    "load_run",
+    "load_run_dataset",
+    "params_sha256",
+    "restore_run",
+    "setup_run",
+]
+
+
+@dataclasses.dataclass
+class RunContext:
+    """What the loop and the final evaluation share (built once by :func:`setup_run`)."""
+
+    cfg: Config
+    workdir: Path
+    dataset: data_lib.Dataset
+    model: PureModel
+    state: TrainState
+    total_steps: int
+    steps_per_epoch: int
+    start_step: int
+    optimizer: Any
+    objective: Any
+    steady_examples_per_sec: float | None = None  # measured by train_loop, excluding compiling chunks
+    monitor_seconds: float = 0.0  # time spent in the latent-health monitor (this process)
+    train_seconds: float | None = None  # cumulative over resumes
+    mesh: jax.sharding.Mesh | None = None  # the device mesh (see jaxvae.sharding); None: one default device
+    state_shardings: Any = None  # a TrainState of NamedShardings matching `state`
+
+
+def params_sha256(params: Params) -> str:
+    """SHA-256 of the parameters' bytes, leaves in key-path order: equal hashes mean bitwise-equal models."""
+    h = hashlib.sha256()
+    for path, leaf in sorted(jax.tree_util.tree_flatten_with_path(params)[0], key=lambda kv: str(kv[0])):
+        h.update(str(path).encode())
+        h.update(np.ascontiguousarray(np.asarray(leaf)).tobytes())
+    return h.hexdigest()
+
+
+def load_run_dataset(cfg: Config) -> data_lib.Dataset:
+    d = cfg.data
+    return data_lib.load_dataset(d.name, d.dir, valid_size=d.valid_size,
+                                 dynamic_binarization=d.dynamic_binarization,
+                                 scale=d.scale, seed=data_seed(cfg), download=d.download)
+
+
+def check_workdir(workdir: Path, cfg: Config, force: bool) -> None:
+    """The run directory is writable, and any config already there is this one (unless ``force``)."""
+    try:
+        workdir.mkdir(parents=True, exist_ok=True)
+        probe = workdir / f".write-test-{os.getpid()}"  # per process: several may start in one folder
+        probe.write_text("")
+        probe.unlink()
+    except OSError as e:
+        raise ConfigError(f"Cannot write to the run directory {workdir}: {e.strerror}. "
+                          "Choose a writable --workdir.") from None
+    saved = workdir / "config.json"
+    if saved.exists():
+        try:
+            old = config_lib.from_dict(json.loads(saved.read_text()))
+        except (json.JSONDecodeError, JaxvaeError) as e:
+            raise CheckpointError(f"{saved} is not a valid jaxvae config ({e}). This folder is not a jaxvae run "
+                                  "directory, or it is damaged; use another --workdir.") from None
+        changes = config_lib.diff(old, cfg)
+        if changes and not force:
+            raise CheckpointError(
+                f"{workdir} holds a run with a different config; resuming it with this one would mix two "
+                f"experiments. Differences (saved -> requested): {'; '.join(changes)}. Use another --workdir "
+                "for a new run, or pass --force to resume with the new config.")
+
+
+def validate_data(model: PureModel, dataset: data_lib.Dataset) -> None:
+    """Every split is in the likelihood's support (dynamically binarized training data is binarized later)."""
+    for split in ("train", "valid", "test"):
+        x = dataset.split(split)
+        if split == "train" and dataset.dynamic_binarization:
+            continue  # grey levels, binarized inside the step
+        if x.shape[0]:
+            try:
+                model.likelihood.validate_data(x)
+            except DataError as e:
+                raise DataError(f"{dataset.name} {split} split: {e}") from None
+
+
+def steps_of(cfg: Config, dataset: data_lib.Dataset) -> tuple[int, int]:
+    """``(steps per epoch, total steps)``; a batch larger than the training set is a :class:`ConfigError`."""
+    n = dataset.train.shape[0]
+    if cfg.train.batch_size > n:
+        raise ConfigError(f"train.batch_size={cfg.train.batch_size} is larger than the {n} training examples of "
+                          f"{dataset.name}; use train.batch_size={min(n, 128)} or less.")
+    steps_per_epoch = n // cfg.train.batch_size
+    return steps_per_epoch, cfg.train.steps or cfg.train.epochs * steps_per_epoch
+
+
+def setup_run(cfg: Config, workdir: str | os.PathLike, *, force: bool = False,
+              log: Callable[[str], None] = print, model: ModelBuilder | None = None,
+              restore_step: int | None = None, write_config: bool = True) -> RunContext:
+    """Loads data, builds the model (``model``: a user builder, else ``cfg.model.network``), creates the state in
+    its shardings on the mesh of ``cfg.mesh``, restores the checkpoint at ``restore_step`` (default: the latest,
+    if any) and writes ``config.json`` (process 0, unless ``write_config=False``)."""
+    config_lib.validate(cfg)
+    workdir = Path(workdir)
+    if write_config:
+        check_workdir(workdir, cfg, force)
+    mesh = sharding.mesh_from_config(cfg)
+    sharding.check_batch_size(cfg.train.batch_size, mesh)
+    dataset = load_run_dataset(cfg)
+    pure = build_model(cfg, dataset.event_shape, model)
+    validate_data(pure, dataset)
+    steps_per_epoch, total_steps = steps_of(cfg, dataset)
+    optimizer = build_optimizer(cfg, total_steps)
+    objective = build_objective(cfg, pure, total_steps, dataset_size=dataset.train.shape[0])
+    # Created directly in its shardings (eval_shape, then jit with out_shardings); restored into the same ones.
+    state, state_shardings = sharding.init_sharded(
+        lambda key: init_train_state(pure, optimizer, objective, key),
+        lambda shapes: sharding.train_state_shardings(shapes, mesh, cfg.mesh.params),
+        jax.random.key(cfg.train.seed))
+    ckpt = Checkpointer(workdir / "checkpoints", max_to_keep=cfg.train.keep_checkpoints)
+    try:
+        if restore_step is not None and restore_step not in ckpt.all_steps():
+            raise CheckpointError(f"{workdir} has no checkpoint of step {restore_step}; it has steps "
+                                  f"{ckpt.all_steps() or 'none'}.")
+        start_step = (ckpt.latest_step() or 0) if restore_step is None else restore_step
+        if start_step:
+            state = _restore(ckpt, state, start_step, cfg)
+            log(f"Resuming {workdir} from the checkpoint at step {start_step}/{total_steps}.")
+    finally:
+        ckpt.close()
+    if write_config and sharding.is_main_process():
+        atomic_write_json(workdir / "config.json", config_lib.to_dict(cfg))
+    return RunContext(cfg, workdir, dataset, pure, state, total_steps, steps_per_epoch, start_step, optimizer,
+                      objective, mesh=mesh, state_shardings=state_shardings)
+
+
+def _restore(ckpt: Checkpointer, state: TrainState, step: int, cfg: Config) -> TrainState:
+    try:
+        return ckpt.restore(state, step)
+    except CheckpointError as e:
+        if not is_builder_reference(cfg.model.network):
+            raise
+        raise CheckpointError(f"{e} The model comes from the user builder model.network={cfg.model.network}: "
+                              "if that code changed since the run was created, restore the version that "
+                              "trained it.") from None
+
+
+def run_summary(cfg: Config, dataset: data_lib.Dataset, state: TrainState, steps_per_epoch: int,
+                test: dict[str, Any], params: Params, *, train_seconds: float, examples_per_sec: float | None,
+                monitor_seconds: float) -> dict[str, Any]:
+    """The fields of ``summary.json`` (a single run's and a sweep member's)."""
+    return {
+        "dataset": dataset.name,
+        "preset": cfg.preset,
+        "steps": int(state.step),
+        "epochs": round(int(state.step) / steps_per_epoch, 3),
+        **{k: v for k, v in test.items() if k != "latent"},
+        "train_seconds": train_seconds,
+        "examples_per_sec": examples_per_sec,
+        "nonfinite_updates": int(state.nonfinite_total),
+        "monitor_seconds": monitor_seconds,
+        "num_params": count_params(params),
+        "params_sha256": params_sha256(params),
+        "latent": test["latent"],
+    }
+
+
+def final_report(ctx: RunContext, state: TrainState, *, log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Evaluates on the test split, writes ``summary.json`` and the image grids (process 0), returns the summary.
+
+    The IWAE estimate is sharded over the mesh's ``data`` axis; in a multi-process run the other evaluations run
+    on each process's own copy of the parameters.
+    """
+    cfg = ctx.cfg
+    params = sharding.host_local(state.params)
+    key = results.final_key(cfg)
+    test = results.TestEvaluation(ctx.model, cfg, ctx.dataset, mesh=ctx.mesh)(
+        params, key, sharded_params=state.params)
+    history = [r for r in read_metrics(ctx.workdir) if "split" not in r]
+    steady = ctx.steady_examples_per_sec
+    if steady is None and history:
+        steady = float(np.median([r["examples_per_sec"] for r in history[1:]] or [history[0]["examples_per_sec"]]))
+    train_seconds = ctx.train_seconds if ctx.train_seconds is not None else (
+        history[-1]["elapsed_seconds"] if history else 0.0)
+    summary = run_summary(cfg, ctx.dataset, state, ctx.steps_per_epoch, test, params, train_seconds=train_seconds,
+                          examples_per_sec=steady, monitor_seconds=ctx.monitor_seconds)
+    if sharding.is_main_process():
+        results.write_images(ctx.workdir, cfg, ctx.dataset, ctx.model, params, key)
+        atomic_write_json(ctx.workdir / "summary.json", summary)
+    return summary
+
+
+def with_builder(cfg: Config, model: ModelBuilder | None, log: Callable[[str], None]) -> Config:
+    """``cfg`` with ``model.network`` set to the reference of the user builder ``model`` (if given), noting when
+    that reference cannot be imported again."""
+    if model is None:
+        return cfg
+    cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, network=builder_reference(model)))
+    if not reference_is_importable(model):
+        log(f"Note: the model builder {cfg.model.network} is not importable by that name (a lambda, a local "
+            "function or one defined in __main__), so the jaxvae CLI cannot reopen this run; reopen it with "
+            "jv.load_run(workdir, model=...) or define the builder in a module.")
+    return cfg
+
+
+def fit(cfg: Config, workdir: str | os.PathLike, *, model: ModelBuilder | None = None, force: bool = False,
+        progress: bool = True, log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Trains (or resumes) a run in ``workdir`` and writes the complete run directory; returns the summary.
+
+    Args:
+      cfg: the configuration (:func:`jaxvae.config.get_preset`, :func:`jaxvae.config.apply_overrides`).
+      workdir: the run directory; an existing one is resumed from its latest checkpoint.
+      model: a user model builder ``(event_shape, latent_dim, likelihood, rngs) -> jv.Model`` (default: the
+        built-in network named by ``cfg.model.network``). Its reference ``MODULE:QUALNAME`` is recorded as
+        ``model.network`` in ``config.json`` so that resume, ``jaxvae evaluate``/``sample``/``diagnose`` and
+        :func:`load_run` rebuild the same model; define it in an importable module for that.
+      force: resume even if ``cfg`` differs from the saved config.
+    """
+    from jaxvae import loop
+
+    if not sharding.is_main_process():  # in a multi-process run only process 0 logs and shows progress
+        log, progress = (lambda _: None), False
+    cfg = with_builder(cfg, model, log)
+    ctx = setup_run(cfg, workdir, force=force, log=log, model=model)
+    state = ctx.state
+    if ctx.start_step < ctx.total_steps:
+        state = loop.train_loop(ctx, progress=progress, log=log)
+    else:
+        log(f"{ctx.workdir} already finished its {ctx.total_steps} steps; re-evaluating.")
+    summary = final_report(ctx, state, log=log)
+    log(results.format_summary(summary, ctx.workdir))
+    return summary
+
+
+def _not_a_run(workdir: Path) -> CheckpointError:
+    message = f"{workdir} is not a jaxvae run directory (no config.json)."
+    members = sorted(p.parent for p in [*workdir.glob("*/config.json"), *workdir.glob("models/*/config.json")])
+    if not members:
+        return CheckpointError(f"{message} Train one first with `jaxvae train --workdir {workdir}`.")
+    names = [str(p.relative_to(workdir)) for p in members]
+    return CheckpointError(f"{message} It holds runs in subfolders ({', '.join(names[:4])}"
+                           f"{', ...' if len(names) > 4 else ''}); pass one of them, e.g. {workdir / names[0]}.")
+
+
+def restore_run(workdir: str | os.PathLike, *, step: int | None = None,
+                model: ModelBuilder | None = None) -> tuple[RunContext, Params]:
+    """Loads a finished or interrupted run: its config, data, model and the parameters of the checkpoint at
+    ``step`` (default: the latest). Writes nothing. ``model``: the builder, for runs whose recorded builder is
+    not importable."""
+    workdir = Path(workdir)
+    saved = workdir / "config.json"
+    if not saved.exists():
+        raise _not_a_run(workdir)
+    cfg = config_lib.from_dict(json.loads(saved.read_text()))
+    ckpt = Checkpointer(workdir / "checkpoints", max_to_keep=cfg.train.keep_checkpoints)
+    latest = ckpt.latest_step()
+    ckpt.close()
+    if latest is None:
+        sweep_dir = workdir.parent.parent
+        if (sweep_dir / "sweep_config.json").exists():
+            raise CheckpointError(f"{workdir} has no checkpoint yet: it is a member of the sweep in {sweep_dir}, "
+                                  "which has not finished; resume it with the same `jaxvae sweep` command.")
+        raise CheckpointError(f"{workdir} has no checkpoint yet; resume training with `jaxvae train --workdir "
+                              f"{workdir}`.")
+    ctx = setup_run(cfg, workdir, log=lambda _: None, model=model, restore_step=step, write_config=False)
+    return ctx, ctx.state.params
+
+
+class LoadedRun(NamedTuple):
+    """What :func:`load_run` returns.
+
+    Attributes:
+      model: the :class:`~jaxvae.model.PureModel` (``model.forward(params, x, key, k)``, ``model.encode``, ...).
+      params: the parameters of the restored checkpoint (a nested dict of arrays).
+      config: the run's resolved :class:`~jaxvae.config.Config`.
+      dataset: the run's :class:`~jaxvae.data.Dataset` (``dataset.train``, ``.valid``, ``.test``).
+      step: the step of the restored checkpoint.
+      workdir: the run directory.
+    """
+
+    model: PureModel
+    params: Params
+    config: Config
+    dataset: data_lib.Dataset
+    step: int
+    workdir: Path
+
+
+def load_run(workdir: str | os.PathLike, step: int | None = None, *,
+             model: ModelBuilder | None = None) -> LoadedRun:
+    """Opens a run directory (finished or interrupted, a single run or a sweep member) for analysis in Python;
+    writes nothing.
+
+    Example::
+
+        run = jv.load_run("runs/digits-20261201-120000")
+        out = run.model.forward(run.params, run.dataset.test[:10], jax.random.key(0), 5)
+
+    Args:
+      workdir: the run directory (``config.json`` and ``checkpoints/``).
+      step: the checkpoint to restore (default: the latest); an absent step is a clear error.
+      model: the model builder, needed only when the recorded ``model.network`` is not importable (a lambda or a
+        function defined in a notebook).
+    """
+    ctx, params = restore_run(workdir, step=step, model=model)
+    return LoadedRun(ctx.model, params, ctx.cfg, ctx.dataset, int(ctx.state.step), ctx.workdir)
