@@ -15,6 +15,7 @@ from jaxvae import (
     distributions,
     errors,
     evaluate,
+    hierarchy,
     kl,
     likelihoods,
     loop,

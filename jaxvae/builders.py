@@ -20,7 +20,7 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
-from jaxvae import controllers, likelihoods, objectives, priors, schedules
+from jaxvae import controllers, hierarchy, likelihoods, objectives, priors, schedules
 from jaxvae.config import Config
 from jaxvae.errors import ConfigError
 from jaxvae.model import VAE, Model, PureModel
@@ -143,6 +143,21 @@ def _conv(cfg: Config, event_shape, likelihood, prior, rngs) -> VAE:
                     activation=m.activation, conv_impl=m.conv_impl, prior=prior, rngs=rngs)
 
 
+# model.inference for model.network=hierarchical: event_shape, latent_dims, likelihood -> a jaxvae.hierarchy model.
+INFERENCE: Registry[Callable[..., Model]] = Registry("model.inference")
+INFERENCE.register("bottom_up")(hierarchy.BottomUpVAE)
+INFERENCE.register("ladder")(hierarchy.LadderVAE)
+
+
+@NETWORKS.register("hierarchical")
+def _hierarchical(cfg: Config, event_shape, likelihood, prior, rngs) -> Model:
+    del prior  # a hierarchy's top layer has a standard normal prior (config.validate says so)
+    m = cfg.model
+    return INFERENCE[m.inference](event_shape, m.latent_dims, likelihood, hidden=m.layer_hidden or None,
+                                  depth=m.layer_depth, activation=m.activation,
+                                  log_scale_clamp=m.log_scale_clamp or None, rngs=rngs)
+
+
 def is_builder_reference(network: str) -> bool:
     """Whether ``model.network`` names a user builder ``MODULE:FUNCTION`` rather than a built-in network."""
     return ":" in network
@@ -232,6 +247,8 @@ LR_SCHEDULES.register("warmup_cosine")(lambda cfg, total: optax.warmup_cosine_de
 OPTIMIZERS: Registry[Callable[[Config, optax.Schedule], optax.GradientTransformation]] = Registry("optimizer.name")
 OPTIMIZERS.register("adam")(lambda cfg, lr: optax.adam(lr, b1=cfg.optimizer.b1, b2=cfg.optimizer.b2,
                                                        eps=cfg.optimizer.eps))
+OPTIMIZERS.register("adamax")(lambda cfg, lr: optax.adamax(lr, b1=cfg.optimizer.b1, b2=cfg.optimizer.b2,
+                                                           eps=cfg.optimizer.eps))
 OPTIMIZERS.register("adamw")(lambda cfg, lr: optax.adamw(lr, b1=cfg.optimizer.b1, b2=cfg.optimizer.b2,
                                                          eps=cfg.optimizer.eps,
                                                          weight_decay=cfg.optimizer.weight_decay))
@@ -240,6 +257,11 @@ OPTIMIZERS.register("adamw")(lambda cfg, lr: optax.adamw(lr, b1=cfg.optimizer.b1
 def learning_rate_schedule(cfg: Config, total_steps: int) -> optax.Schedule:
     """``optimizer.schedule`` (:data:`LR_SCHEDULES`) over ``total_steps``."""
     return LR_SCHEDULES[cfg.optimizer.schedule](cfg, total_steps)
+
+
+def skip_threshold(cfg: Config) -> float | None:
+    """``optimizer.skip_threshold`` for :func:`jaxvae.train.make_train_step` (``None`` when 0: disabled)."""
+    return cfg.optimizer.skip_threshold or None
 
 
 def build_optimizer(cfg: Config, total_steps: int) -> optax.GradientTransformation:
@@ -326,7 +348,7 @@ def _elbo(cfg: Config, c: ObjectiveContext) -> ObjectiveParts:
     return ObjectiveParts(lambda step: {"beta": c.beta(step)},
                           lambda params, state, x, key, step, hp: objectives.elbo(
                               c.model, params, x, key, beta=hp["beta"], num_samples=c.num_samples,
-                              analytic_kl=cfg.objective.analytic_kl))
+                              analytic_kl=cfg.objective.analytic_kl, kl_balance=cfg.objective.kl_balance))
 
 
 @OBJECTIVES.register("iwae")
@@ -420,4 +442,5 @@ def build_objective(cfg: Config, model: PureModel, total_steps: int, *, dataset_
 
 
 # Every registry, for the config's validation of choices.
-REGISTRIES = (LIKELIHOODS, PRIORS, NETWORKS, LR_SCHEDULES, OPTIMIZERS, BETA_SCHEDULES, CONTROLLERS, OBJECTIVES)
+REGISTRIES = (LIKELIHOODS, PRIORS, NETWORKS, INFERENCE, LR_SCHEDULES, OPTIMIZERS, BETA_SCHEDULES, CONTROLLERS,
+              OBJECTIVES)

@@ -41,8 +41,8 @@ class DataConfig:
 class ModelConfig:
     """The architecture, the decoder's likelihood and the prior."""
 
-    network: str = "mlp"  # "mlp", "conv", or a user builder MODULE:FUNCTION (see README "Bring your own model")
-    latent_dim: int = 8
+    network: str = "mlp"  # mlp, conv, hierarchical, or a user builder MODULE:FUNCTION (README: "Bring your own")
+    latent_dim: int = 8  # one latent layer's units (network=hierarchical: see latent_dims)
     hidden: tuple[int, ...] = (256, 128)  # MLP encoder widths (the decoder mirrors them)
     channels: tuple[int, ...] = (32, 64)  # conv encoder channels (the decoder mirrors them)
     conv_hidden: int = 256
@@ -53,6 +53,12 @@ class ModelConfig:
     num_mixtures: int = 5  # discretized logistic mixture components
     prior: str = "standard_normal"  # standard_normal, learned_gaussian, mixture, vamp
     prior_components: int = 10  # mixture components / VampPrior pseudo-inputs
+    # network=hierarchical (jaxvae.hierarchy): several stochastic layers, MLP conditionals.
+    latent_dims: tuple[int, ...] = ()  # units per stochastic layer, bottom (next to the data) first: 100,50
+    inference: str = "bottom_up"  # bottom_up (IWAE, Burda et al. 2016) or ladder (Soenderby et al. 2016)
+    layer_hidden: tuple[int, ...] = ()  # MLP width per stochastic layer (empty: twice its units)
+    layer_depth: int = 2  # hidden layers per conditional distribution
+    log_scale_clamp: float = 0.0  # NVAE's soft clamp c*tanh(log_scale/c) on the hierarchy's Gaussians; 0 = off
 
 
 @dataclasses.dataclass(frozen=True)
@@ -125,6 +131,7 @@ class ObjectiveConfig:
     cycle_ratio: float = 0.5  # cyclical: share of each cycle spent increasing
     num_samples: int = 1  # posterior samples per example (IWAE k)
     analytic_kl: bool = True
+    kl_balance: bool = False  # NVAE's KL balancing across latent groups during the warm-up (objective elbo)
     free_bits: FreeBitsConfig = FreeBitsConfig()
     capacity: CapacityConfig = CapacityConfig()
     beta_tcvae: BetaTCVAEConfig = BetaTCVAEConfig()
@@ -157,7 +164,7 @@ LEGACY_KEYS = {
 
 @dataclasses.dataclass(frozen=True)
 class OptimizerConfig:
-    name: str = "adam"  # adam or adamw
+    name: str = "adam"  # adam, adamw or adamax (jaxvae.builders.OPTIMIZERS)
     learning_rate: float = 1e-3
     schedule: str = "constant"  # constant, cosine, warmup_cosine
     warmup_steps: int = 0
@@ -166,7 +173,9 @@ class OptimizerConfig:
     b2: float = 0.999
     eps: float = 1e-8
     grad_clip_norm: float = 0.0  # 0 disables clipping
-    max_consecutive_nonfinite: int = 20  # stop training after this many skipped (NaN/Inf) updates in a row
+    skip_threshold: float = 0.0  # skip updates whose gradient norm exceeds this (VDVAE); 0 disables
+    max_consecutive_nonfinite: int = 20  # stop training after this many skipped updates (NaN/Inf or above
+    # skip_threshold) in a row
 
 
 @dataclasses.dataclass(frozen=True)
@@ -275,6 +284,30 @@ PRESETS: dict[str, tuple[str, Config]] = {
         _preset(preset="mnist-dynamic", data=dict(name="mnist", dynamic_binarization=True),
                 model=dict(latent_dim=20, hidden=(500,)),
                 train=dict(batch_size=128, epochs=30, log_every=100, checkpoint_every=2000),
+                eval=dict(num_samples=1000, max_examples=1000)),
+    ),
+    "mnist-2layer": (
+        "The IWAE paper's two-stochastic-layer model on dynamically binarized MNIST (Burda et al. 2016): "
+        "784-(200,200)-100-(100,100)-50, tanh, bottom-up inference, IWAE bound with k=5, batch 20, Adam "
+        "(eps 1e-4) at 1e-3, 30 epochs (the paper: 3,280 epochs with a decaying learning rate). IWAE k=5000 on "
+        "1,000 test images.",
+        _preset(preset="mnist-2layer", data=dict(name="mnist", dynamic_binarization=True),
+                model=dict(network="hierarchical", latent_dims=(100, 50), layer_hidden=(200, 100), layer_depth=2,
+                           activation="tanh"),
+                objective=dict(name="iwae", num_samples=5),
+                optimizer=dict(eps=1e-4),
+                train=dict(batch_size=20, epochs=30, log_every=500, checkpoint_every=6000),
+                eval=dict(num_samples=5000, max_examples=1000)),
+    ),
+    "mnist-ladder": (
+        "A Ladder VAE on dynamically binarized MNIST (Sonderby et al. 2016): five stochastic layers 64-32-16-8-4 "
+        "with MLPs of 512-256-128-64-32 units (two hidden layers each, leaky ReLU), precision-weighted top-down "
+        "inference, ELBO with a linear KL warm-up over the first 10 epochs, batch 100, 30 epochs.",
+        _preset(preset="mnist-ladder", data=dict(name="mnist", dynamic_binarization=True),
+                model=dict(network="hierarchical", inference="ladder", latent_dims=(64, 32, 16, 8, 4),
+                           layer_hidden=(512, 256, 128, 64, 32), layer_depth=2, activation="leaky_relu"),
+                objective=dict(beta_schedule="linear", beta_start=0.0, warmup_steps=6000),
+                train=dict(batch_size=100, epochs=30, log_every=100, checkpoint_every=2000),
                 eval=dict(num_samples=1000, max_examples=1000)),
     ),
     "fashion-mnist": (
@@ -447,6 +480,11 @@ def get_value(cfg: Config, key: str) -> Any:
     return node
 
 
+def latent_size(cfg: Config) -> int:
+    """The total number of latent units of the configured built-in network (all layers of a hierarchy)."""
+    return sum(cfg.model.latent_dims) if cfg.model.network == "hierarchical" else cfg.model.latent_dim
+
+
 def validate(cfg: Config) -> Config:
     """Checks ranges and choices; raises :class:`ConfigError` naming the key and the fix. Returns ``cfg``."""
     from jaxvae import builders
@@ -483,16 +521,36 @@ def validate(cfg: Config) -> Config:
         raise ConfigError(f"objective.cycle_ratio must be in (0, 1]; got {cfg.objective.cycle_ratio}.")
     if any(h <= 0 for h in cfg.model.hidden) or any(c <= 0 for c in cfg.model.channels):
         raise ConfigError("model.hidden and model.channels must be positive widths, e.g. model.hidden=512,256.")
+    m = cfg.model
+    if m.network == "hierarchical":
+        if not m.latent_dims or any(d <= 0 for d in m.latent_dims):
+            raise ConfigError("model.network=hierarchical needs model.latent_dims, one positive size per "
+                              "stochastic layer, bottom first (e.g. model.latent_dims=100,50).")
+        if m.layer_hidden and (len(m.layer_hidden) != len(m.latent_dims) or any(h <= 0 for h in m.layer_hidden)):
+            raise ConfigError(f"model.layer_hidden={','.join(map(str, m.layer_hidden))} must give one positive "
+                              f"width per stochastic layer ({len(m.latent_dims)} for model.latent_dims="
+                              f"{','.join(map(str, m.latent_dims))}), or be empty (twice each layer's units).")
+        if m.prior != "standard_normal":
+            raise ConfigError(f"model.network=hierarchical has a standard normal prior on its top layer (the "
+                              f"layers below are conditioned on it); model.prior={m.prior} is for one-layer "
+                              "networks. Leave model.prior=standard_normal.")
+    elif m.latent_dims:
+        raise ConfigError(f"model.latent_dims={','.join(map(str, m.latent_dims))} sets the layers of "
+                          f"model.network=hierarchical; model.network={m.network} has one latent layer of "
+                          "model.latent_dim units. Set model.network=hierarchical, or model.latent_dim.")
     if cfg.model.network == "conv" and len(cfg.model.channels) < 2:
         raise ConfigError(f"model.network=conv needs at least two model.channels (two stride-2 layers, e.g. "
                           f"model.channels=32,64); got {cfg.model.channels}.")
     ob = cfg.objective
-    if cfg.model.latent_dim % ob.free_bits.group:
-        raise ConfigError(f"objective.free_bits.group={ob.free_bits.group} must divide "
-                          f"model.latent_dim={cfg.model.latent_dim}.")
+    if latent_size(cfg) % ob.free_bits.group:
+        key = "sum(model.latent_dims)" if cfg.model.network == "hierarchical" else "model.latent_dim"
+        raise ConfigError(f"objective.free_bits.group={ob.free_bits.group} must divide {key}={latent_size(cfg)}.")
     if not 0.0 < ob.geco.alpha < 1.0:
         raise ConfigError(f"objective.geco.alpha must be in (0, 1); got {ob.geco.alpha}.")
     spec = builders.OBJECTIVES.spec(ob.name)
+    if ob.kl_balance and ob.name != "elbo":
+        raise ConfigError(f"objective.kl_balance rebalances the KL gradients of objective.name=elbo (during its "
+                          f"warm-up, objective.beta_schedule); objective.name={ob.name} has its own KL weighting.")
     if ob.controller != "none" and not spec.controllable:
         controllable = [n for n in builders.OBJECTIVES if builders.OBJECTIVES.spec(n).controllable]
         raise ConfigError(f"objective.controller={ob.controller} sets the KL weight of the "

@@ -107,9 +107,15 @@ class DiagonalGaussian(Distribution):
     log_scale: Array
 
     @classmethod
-    def from_raw(cls, raw: Array) -> DiagonalGaussian:
-        """Splits an encoder output ``[..., 2D]`` into ``loc = raw[..., :D]``, ``log_scale = raw[..., D:]``."""
+    def from_raw(cls, raw: Array, *, log_scale_clamp: float | None = None) -> DiagonalGaussian:
+        """Splits an encoder output ``[..., 2D]`` into ``loc = raw[..., :D]``, ``log_scale = raw[..., D:]``.
+
+        ``log_scale_clamp`` ``c``: the soft clamp of NVAE (Vahdat & Kautz 2020), ``log_scale = c tanh(raw / c)``,
+        which keeps the scales in ``[e^-c, e^c]`` with a gradient everywhere (NVAE uses ``c = 5``).
+        """
         loc, log_scale = jnp.split(raw, 2, axis=-1)
+        if log_scale_clamp:
+            log_scale = log_scale_clamp * jnp.tanh(log_scale / log_scale_clamp)
         return cls(loc, log_scale)
 
     @classmethod

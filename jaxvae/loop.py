@@ -17,6 +17,7 @@ import jax
 
 from jaxvae import data as data_lib
 from jaxvae import evaluate, monitor, sharding
+from jaxvae.builders import skip_threshold
 from jaxvae.checkpoint import Checkpointer
 from jaxvae.chunks import ChunkLoop, due, make_host_chunk, make_scan_chunk
 from jaxvae.config import Config
@@ -46,21 +47,28 @@ def choose_loop(cfg: Config, dataset: data_lib.Dataset) -> str:
 
 
 def nonfinite_check(state: TrainState, step: int, seen: int, max_bad: int, latest_checkpoint: object,
-                    checkpoint_dir: object) -> tuple[int, str | None]:
+                    checkpoint_dir: object, *, skip_threshold: float | None = None) -> tuple[int, str | None]:
     """``(skipped updates so far, a warning or None)`` after a chunk; raises :class:`TrainingDivergedError` after
-    ``max_bad`` skipped (non-finite) updates in a row."""
+    ``max_bad`` skipped updates in a row (non-finite, or with a gradient norm above ``skip_threshold``), so that
+    skipping never freezes a run silently."""
     bad = int(state.nonfinite_consecutive)
     total = int(state.nonfinite_total)
+    why = "non-finite (NaN/Inf) loss or gradients" if skip_threshold is None else (
+        f"non-finite (NaN/Inf) loss or gradients, or a gradient norm above optimizer.skip_threshold="
+        f"{skip_threshold:g}")
     if bad >= max_bad:
+        hint = "" if skip_threshold is None else (
+            " If the gradient norms are just larger than the threshold (see grad_norm in metrics.jsonl), raise "
+            "optimizer.skip_threshold.")
         raise TrainingDivergedError(
-            f"Training stopped at step {step}: the last {bad} updates had non-finite (NaN/Inf) loss or "
-            f"gradients and were skipped. Last good checkpoint: step {latest_checkpoint or 'none'} in "
-            f"{checkpoint_dir} (nothing after it was saved). Likely causes: a learning rate that is too high (try "
-            "optimizer.learning_rate smaller, or optimizer.grad_clip_norm=1), data outside the likelihood's "
-            "support, or an unbounded decoder scale.")
+            f"Training stopped at step {step}: the last {bad} updates had {why} and were skipped. Last good "
+            f"checkpoint: step {latest_checkpoint or 'none'} in {checkpoint_dir} (nothing after it was saved). "
+            "Likely causes: a learning rate that is too high (try optimizer.learning_rate smaller, or "
+            "optimizer.grad_clip_norm=1), data outside the likelihood's support, or an unbounded decoder scale."
+            f"{hint}")
     if total > seen:
-        return total, (f"WARNING {total - seen} update(s) up to step {step} had a non-finite loss or gradient and "
-                       f"were skipped ({total} so far; training stops after {max_bad} in a row).")
+        return total, (f"WARNING {total - seen} update(s) up to step {step} had {why} and were skipped ({total} "
+                       f"so far; training stops after {max_bad} in a row).")
     return total, None
 
 
@@ -69,7 +77,7 @@ def train_loop(ctx: RunContext, *, progress: bool = True, log: Callable[[str], N
     cfg, ds = ctx.cfg, ctx.dataset
     total, spe, bs = ctx.total_steps, ctx.steps_per_epoch, cfg.train.batch_size
     train_step = make_train_step(ctx.model, ctx.objective, ctx.optimizer,
-                                 dynamic_binarization=ds.dynamic_binarization)
+                                 dynamic_binarization=ds.dynamic_binarization, skip_threshold=skip_threshold(cfg))
     if cfg.train.loop == "scan" and jax.process_count() > 1:
         log(f"train.loop=scan keeps the whole dataset on every device; with {jax.process_count()} processes each "
             "feeds only its own rows of every batch, so the host loop is used.")
@@ -105,7 +113,7 @@ def train_loop(ctx: RunContext, *, progress: bool = True, log: Callable[[str], N
         f"{ds.event_shape}) for {total:,} steps of batch {bs} ({total / spe:.1f} epochs), loop={loop}, "
         f"{sharding.describe(mesh)}, params {cfg.mesh.params}.")
 
-    health = monitor.CollapseMonitor(cfg, ctx.model.latent_dim) if cfg.monitor.every else None
+    health = monitor.CollapseMonitor(cfg, ctx.model.latent_dim, ctx.model.groups) if cfg.monitor.every else None
     if health is not None:
         monitor_fn = monitor.make_monitor_fn(ctx.model)
         monitor_x = jax.device_put(monitor.monitor_batch(ds, cfg.monitor.batch_size))
@@ -130,7 +138,7 @@ def train_loop(ctx: RunContext, *, progress: bool = True, log: Callable[[str], N
                                    beta=f"{float(record['beta']):.3g}")
                 nonfinite_seen, warning = nonfinite_check(
                     state, step, nonfinite_seen, cfg.optimizer.max_consecutive_nonfinite, ckpt.latest_step(),
-                    ctx.workdir / "checkpoints")
+                    ctx.workdir / "checkpoints", skip_threshold=skip_threshold(cfg))
                 if warning:
                     say(warning)
                 if health is not None and due(step, cfg.monitor.every, total):

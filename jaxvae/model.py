@@ -70,6 +70,8 @@ class ModelOutput(NamedTuple):
       priors: per group the prior (batch ``()`` for an unconditional group, ``[B]`` for a conditional one).
       decoder_out: the likelihood's raw parameters ``[K, B, *E, P]`` (``None`` if the model does not expose
         them).
+      log_q_groups, log_p_groups: optional per-group terms of ``log_qz_x`` and ``log_pz``, ``{name: [K, B]}``
+        (hierarchies give them, so that groups without a closed-form KL get a Monte Carlo one per group).
     """
 
     log_px_z: Array
@@ -80,6 +82,8 @@ class ModelOutput(NamedTuple):
     posteriors: Mapping[str, Distribution]
     priors: Mapping[str, Distribution]
     decoder_out: Array | None = None
+    log_q_groups: Mapping[str, Array] | None = None
+    log_p_groups: Mapping[str, Array] | None = None
 
     @property
     def log_weights(self) -> Array:
@@ -95,10 +99,17 @@ class ModelOutput(NamedTuple):
         return terms[0] if len(terms) == 1 else jnp.concatenate(terms, axis=-1)
 
     def kl_per_group(self) -> dict[str, Array] | None:
-        """Analytic KL per group, ``{name: [B]}``; ``None`` unless every group has one."""
-        if any(t is None for t in self.kl_terms.values()):
-            return None
-        return {g: jnp.sum(t, axis=-1) for g, t in self.kl_terms.items()}
+        """KL per group, ``{name: [B]}``: analytic where the group has a closed form, else the Monte Carlo mean
+        over the K samples of ``log_q_groups - log_p_groups``; ``None`` when a group has neither."""
+        out = {}
+        for g, t in self.kl_terms.items():
+            if t is not None:
+                out[g] = jnp.sum(t, axis=-1)
+            elif self.log_q_groups is not None and self.log_p_groups is not None:
+                out[g] = jnp.mean(self.log_q_groups[g] - self.log_p_groups[g], axis=0)
+            else:
+                return None
+        return out
 
 
 class Model(nnx.Module, abc.ABC):
@@ -124,6 +135,16 @@ class Model(nnx.Module, abc.ABC):
     @abc.abstractmethod
     def decode(self, z: Mapping[str, Array]) -> Array:
         """Latents ``{name: [..., D_g]}`` to the likelihood's raw parameters ``[..., *E, P]``."""
+
+    def prior_sample_tempered(self, key: Array, n: int, temperature: float = 1.0) -> Latents:
+        """``n`` draws at a sampling temperature (each conditional's scale times ``temperature``). The default
+        supports only ``temperature=1`` (plain :meth:`prior_sample`); models override it (hierarchies: ancestral
+        sampling with one temperature for every layer, or one per layer)."""
+        if temperature == 1.0:
+            return self.prior_sample(key, n)
+        raise ConfigError(f"Tempered sampling needs a diagonal Gaussian or Gaussian-mixture prior, or a model "
+                          f"that implements prior_sample_tempered; {type(self).__name__} has neither. Sample it with "
+                          "temperature 1, or implement prior_sample_tempered(key, n, temperature).")
 
     def posteriors(self, x: Array, key: Array) -> dict[str, Distribution]:
         """Per group the posterior for ``x [B, *E]`` (a conditional group: given one sample of its parents)."""
@@ -355,6 +376,10 @@ class PureModel:
     def prior_sample_groups(self, params: Params, key: Array, n: int) -> Latents:
         """``n`` latents of every group from the generative model, ``{name: [n, D_g]}``."""
         return self.merge(params).prior_sample(key, n)
+
+    def prior_sample_tempered(self, params: Params, key: Array, n: int, temperature: Any = 1.0) -> Array:
+        """Flat latents ``[n, sum_g D_g]`` from :meth:`Model.prior_sample_tempered`."""
+        return flatten_latents(self.merge(params).prior_sample_tempered(key, n, temperature), self.groups)
 
     def prior_sample(self, params: Params, key: Array, n: int) -> Array:
         """``n`` flat latents from the generative model, ``[n, sum_g D_g]``."""

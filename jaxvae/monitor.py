@@ -39,12 +39,17 @@ def make_monitor_fn(model: PureModel) -> Callable[[Params, Array, Array], dict[s
         if kl_terms is None:  # mixture priors: KL per dimension against N(0, I) as a proxy
             kl_terms = kl.kl_standard_normal_per_dim(q)
         kl_per_dim = jnp.mean(kl_terms, axis=0)
-        return {
+        result = {
             "kl_per_dim": kl_per_dim,
             "mean_variance": jnp.var(q.loc, axis=0),
             "kl": jnp.sum(kl_per_dim),
             "mi": diagnostics.mutual_information(q, key),
         }
+        per_group = out.kl_per_group()  # analytic, or Monte Carlo per layer (hierarchies)
+        if len(model.groups) > 1 and per_group is not None:
+            result["kl_per_group"] = {g: jnp.mean(v) for g, v in per_group.items()}
+            result["kl"] = sum(result["kl_per_group"].values())  # the model's own KL, not the N(0, I) proxy
+        return result
 
     return monitor
 
@@ -52,10 +57,11 @@ def make_monitor_fn(model: PureModel) -> Callable[[Params, Array, Array], dict[s
 class CollapseMonitor:
     """Host-side bookkeeping: turns monitor outputs into records and (de-duplicated) warnings."""
 
-    def __init__(self, cfg: Any, latent_dim: int):
+    def __init__(self, cfg: Any, latent_dim: int, groups: tuple[tuple[str, int], ...] | None = None):
         self.cfg = cfg.monitor
         self.latent_dim = latent_dim
-        self._last_warned: tuple[int, ...] | None = None
+        self.groups = tuple(groups) if groups else (("z", latent_dim),)
+        self._last_warned: tuple | None = None
 
     def record(self, step: int, out: dict[str, Any]) -> tuple[dict[str, Any], str | None]:
         """``(metrics record, warning text or None)`` for one monitor evaluation."""
@@ -68,6 +74,21 @@ class CollapseMonitor:
                   "active_units": int(active.sum()), "inactive_dims": inactive,
                   "kl_per_dim": kl_per_dim.tolist(), "posterior_mean_variance": variances.tolist()}
         reasons = []
+        collapsed_layers = []
+        if len(self.groups) > 1:  # per layer: active units (the IWAE paper's "16+5") and KL
+            start, per_layer = 0, {}
+            for name, d in self.groups:
+                per_layer[name] = int(active[start:start + d].sum())
+                start += d
+            record["active_units_per_group"] = per_layer
+            if "kl_per_group" in out:
+                record["kl_per_group"] = {g: float(v) for g, v in out["kl_per_group"].items()}
+            for name, d in self.groups:
+                kl_g = record.get("kl_per_group", {}).get(name)
+                if per_layer[name] == 0 and (kl_g is None or kl_g < m.min_kl):
+                    collapsed_layers.append(name)
+                    reasons.append(f"layer {name} has collapsed (0 of {d} units active"
+                                   + (f", KL {kl_g:.3f} nats)" if kl_g is not None else ")"))
         if active.sum() < m.min_active_units:
             reasons.append(f"{int(active.sum())} of {self.latent_dim} latent units are active "
                            f"(Cov_x(E_q[z_d]) > {m.active_threshold:g})")
@@ -79,13 +100,17 @@ class CollapseMonitor:
         if not reasons:
             self._last_warned = None
             return record, None
-        key = tuple(inactive)
+        key = (tuple(inactive), tuple(collapsed_layers))
         if key == self._last_warned:
             return record, None
         self._last_warned = key
         dims = ", ".join(map(str, inactive)) if inactive else "none individually"
+        ignored = (f"Layer{'s' if len(collapsed_layers) > 1 else ''} {', '.join(collapsed_layers)} carr"
+                   f"{'y' if len(collapsed_layers) > 1 else 'ies'} no information about the data"
+                   if collapsed_layers and len(collapsed_layers) < len(self.groups)
+                   else "The decoder is ignoring the latent code")
         text = (f"WARNING posterior collapse at step {step}: {'; '.join(reasons)}. Collapsed dimensions: {dims}. "
-                "The decoder is ignoring the latent code. Remedies: free bits (--set objective.name=free_bits "
+                f"{ignored}. Remedies: free bits (--set objective.name=free_bits "
                 "--set objective.free_bits.nats=0.25), KL annealing (--set objective.beta_schedule=linear --set "
                 "objective.warmup_steps=5000, or cyclical), a smaller objective.beta, or a weaker decoder.")
         return record, text

@@ -127,15 +127,17 @@ class MLPEncoder(nnx.Module):
         hidden: Sequence[int] = (512, 256),
         *,
         activation: str = "relu",
+        log_scale_clamp: float | None = None,
         rngs: nnx.Rngs,
     ):
         self.event_shape = tuple(event_shape)
+        self.log_scale_clamp = log_scale_clamp or None  # see DiagonalGaussian.from_raw
         self.mlp = MLP([math.prod(self.event_shape), *hidden, 2 * latent_dim], activation=activation, rngs=rngs)
 
     def __call__(self, x: Array) -> DiagonalGaussian:
         x, batch_shape = _flatten_batch(x, len(self.event_shape))
         raw = self.mlp(x.reshape(x.shape[0], -1))
-        return DiagonalGaussian.from_raw(raw.reshape(*batch_shape, -1))
+        return DiagonalGaussian.from_raw(raw.reshape(*batch_shape, -1), log_scale_clamp=self.log_scale_clamp)
 
 
 class MLPDecoder(nnx.Module):

@@ -115,8 +115,24 @@ def _single_diagonal_group(fwd: ModelOutput, what: str, alternative: str) -> tup
     return group, q
 
 
+def kl_balancing_coefficients(kl_groups: dict[str, Array], sizes: dict[str, int]) -> dict[str, Array]:
+    r"""NVAE's KL balancing coefficients (Vahdat & Kautz 2020, Sec. 3.2 / their ``kl_balancer``):
+
+    .. math:: c_g \propto \frac{|\overline{\mathrm{KL}}_g| + 0.01}{\alpha_g}, \qquad \frac1G \sum_g c_g = 1,
+
+    with :math:`\overline{\mathrm{KL}}_g` the batch-mean KL of group :math:`g` and :math:`\alpha_g` its share of
+    the latent units. Groups that carry more KL per unit get larger weights, so during the KL warm-up the
+    optimizer pushes down the KL of the busy groups and leaves the nearly collapsed ones alone. Returned under
+    ``stop_gradient``."""
+    total = sum(sizes.values())
+    raw = {g: (jnp.abs(jnp.mean(v)) + 0.01) / (sizes[g] / total) for g, v in kl_groups.items()}
+    mean = sum(raw.values()) / len(raw)
+    return {g: jax.lax.stop_gradient(v / mean) for g, v in raw.items()}
+
+
 def elbo(model: PureModel, params: Params, x: Array, key: Array, *, beta: float | Array = 1.0,
-         num_samples: int = 1, analytic_kl: bool = True) -> tuple[Array, ObjectiveOutput]:
+         num_samples: int = 1, analytic_kl: bool = True, kl_balance: bool = False
+         ) -> tuple[Array, ObjectiveOutput]:
     r"""The (beta-weighted) negative ELBO (Kingma & Welling 2014; Higgins et al. 2017 for :math:`\beta \ne 1`).
 
     .. math:: \mathcal{L} = \frac1B \sum_b \mathrm{recon}(x_b) + \beta \, \mathrm{kl}(x_b)
@@ -129,11 +145,30 @@ def elbo(model: PureModel, params: Params, x: Array, key: Array, *, beta: float 
       beta: KL weight (a float, or a traced scalar from a schedule).
       num_samples: posterior samples averaged in the reconstruction term.
       analytic_kl: closed-form KL where the prior allows it.
+      kl_balance: NVAE's KL balancing across latent groups while ``beta < 1`` (the warm-up): the gradient of
+        each group's KL is scaled by :func:`kl_balancing_coefficients`, through
+        ``KL + sum_g (c_g - 1) (KL_g - stop_gradient(KL_g))``: the loss value (and the reported KL) is the true
+        one and only the gradient is rebalanced (NVAE's balancer rescales the value too). A model with one group
+        is unaffected.
     """
     fwd = model.forward(params, x, key, num_samples)
     recon, kl, kl_per_dim = elbo_terms(fwd, analytic_kl)
-    loss = jnp.mean(recon + beta * kl)
-    return loss, _output(recon, kl, kl_per_dim, fwd, beta=beta)
+    metrics: dict[str, Any] = {}
+    kl_loss = kl
+    if kl_balance and len(fwd.z) > 1:
+        groups = fwd.kl_per_group()
+        if groups is None:
+            raise ConfigError("KL balancing needs a KL per latent group (closed form, or the model's "
+                              "log_q_groups/log_p_groups); this model gives neither. Turn objective.kl_balance "
+                              "off.")
+        sizes = {g: fwd.z[g].shape[-1] for g in fwd.z}
+        warming = jnp.asarray(beta) < 1.0
+        coeffs = {g: jnp.where(warming, c, 1.0) for g, c in kl_balancing_coefficients(groups, sizes).items()}
+        # Value: the KL of the bound; gradient: each group's KL gradient times its coefficient.
+        kl_loss = kl + sum((coeffs[g] - 1.0) * (v - jax.lax.stop_gradient(v)) for g, v in groups.items())
+        metrics.update({f"kl_balance_{g}": c for g, c in coeffs.items()})
+    loss = jnp.mean(recon + beta * kl_loss)
+    return loss, _output(recon, kl, kl_per_dim, fwd, beta=beta, **metrics)
 
 
 def iwae_bound_from_log_weights(log_w: Array) -> Array:

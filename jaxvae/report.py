@@ -61,6 +61,7 @@ def value_scale(data_scale: str) -> float:
 
 def reconstruction_grid(originals: np.ndarray, reconstructions: np.ndarray, ncols: int = 8) -> np.ndarray:
     """Alternating rows of originals and their reconstructions (``[N, H, W, C]`` each)."""
+    ncols = max(1, min(ncols, originals.shape[0]))  # fewer examples than columns: one row of each
     n = originals.shape[0] - originals.shape[0] % ncols
     rows = []
     for start in range(0, n, ncols):

@@ -125,10 +125,14 @@ def latent_notes(summary: dict[str, Any]) -> list[str]:
     threshold = latent.get("active_threshold", 0.01)
     inactive = [d for d, v in enumerate(latent["posterior_mean_variance"]) if v <= threshold]
     shown = ", ".join(map(str, inactive[:12])) + (", ..." if len(inactive) > 12 else "")
+    per_group = latent.get("active_units_per_group")
+    layers = ""
+    if per_group:  # a hierarchy: active units per layer, bottom first (the IWAE paper's "16+5")
+        layers = " Active per layer: " + ", ".join(f"{g} {n}" for g, n in per_group.items()) + "."
     return [f"Note: {dims - active} of {dims} latent units are inactive (dimensions {shown}: their posterior mean "
-            f"varies less than {threshold:g} over the test set, so the decoder ignores them). This is the usual "
-            "outcome when model.latent_dim exceeds what the data needs; see `jaxvae diagnose` for the per-unit "
-            "KL, and the README on posterior collapse if you expected them to be used."]
+            f"varies less than {threshold:g} over the test set, so the decoder ignores them).{layers} This is the "
+            "usual outcome when the latent space is larger than what the data needs; see `jaxvae diagnose` for "
+            "the per-unit KL, and the README on posterior collapse if you expected them to be used."]
 
 
 def format_summary(summary: dict[str, Any], workdir: Path) -> str:

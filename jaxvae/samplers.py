@@ -103,9 +103,12 @@ def prior_moments(model: PureModel, params: Params) -> tuple[Array, Array]:
 
 
 @functools.partial(jax.jit, static_argnums=(0, 3, 4))
-def _prior_samples(model: PureModel, params: Params, key: Array, n: int, plain: bool, temperature: Array) -> Array:
-    if plain:
-        return model.prior_sample(params, key, n)
+def _model_tempered_samples(model: PureModel, params: Params, key: Array, n: int, temperature: float) -> Array:
+    return model.prior_sample_tempered(params, key, n, temperature)
+
+
+@functools.partial(jax.jit, static_argnums=(0, 3))
+def _prior_samples(model: PureModel, params: Params, key: Array, n: int, temperature: Array) -> Array:
     p = _prior_parts(model, params)
     if isinstance(p, DiagonalGaussian):
         eps = jax.random.normal(key, (n, p.loc.shape[-1]), p.loc.dtype)
@@ -131,7 +134,9 @@ def prior_samples(model: PureModel, params: Params, key: Array, n: int, *, tempe
     * mixture prior :math:`\sum_k \pi_k \mathcal{N}(\mu_k, \mathrm{diag}\,\sigma_k^2)` (MixtureOfGaussians with
       its ``logits``, ``loc``, ``log_scale``; VampPrior with components ``encoder(pseudo_inputs)`` and uniform
       weights): draw :math:`k \sim \mathrm{Cat}(\pi)` then :math:`z = \mu_k + T \sigma_k \odot \epsilon`. The
-      mixing weights are kept (this is the usual component-wise tempering, not :math:`p^{1/T^2}`).
+      mixing weights are kept (this is the usual component-wise tempering, not :math:`p^{1/T^2}`);
+    * any other model (a hierarchy): its own :meth:`~jaxvae.model.Model.prior_sample_tempered` (ancestral
+      sampling, each conditional's scale times :math:`T`; ``temperature`` must then be a Python number).
 
     ``temperature=0`` returns the prior mean (for a mixture: the chosen component's mean) exactly; ``1`` is plain
     prior sampling. ``temperature`` may be a traced scalar (it is not a static argument).
@@ -147,11 +152,11 @@ def prior_samples(model: PureModel, params: Params, key: Array, n: int, *, tempe
     """
     t = jnp.asarray(temperature, jnp.float32)
     try:
-        return _prior_samples(model, params, key, n, False, t)
-    except ConfigError:  # an unknown prior (raised while tracing): sample it as is when T = 1
-        if isinstance(temperature, int | float) and temperature == 1.0:
-            return _prior_samples(model, params, key, n, True, t)
-        raise
+        return _prior_samples(model, params, key, n, t)
+    except ConfigError:  # no single known prior (raised while tracing): the model's own (ancestral) sampling
+        if not isinstance(temperature, int | float):
+            raise
+        return _model_tempered_samples(model, params, key, n, float(temperature))
 
 
 def vamp_samples(model: PureModel, params: Params, key: Array, n: int) -> Array:

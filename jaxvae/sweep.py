@@ -31,7 +31,14 @@ import numpy as np
 
 from jaxvae import config as config_lib
 from jaxvae import report, results, sharding
-from jaxvae.builders import ModelBuilder, build_model, build_objective, build_optimizer, sweepable_keys
+from jaxvae.builders import (
+    ModelBuilder,
+    build_model,
+    build_objective,
+    build_optimizer,
+    skip_threshold,
+    sweepable_keys,
+)
 from jaxvae.checkpoint import Checkpointer
 from jaxvae.chunks import ChunkLoop, due, make_scan_chunk
 from jaxvae.config import Config
@@ -157,7 +164,8 @@ def run_sweep(base: Config, over: Mapping[str, Sequence[str]], workdir: str | Pa
     ckpt.close()
 
     single = make_train_step_with_hyper(pure, objectives[0], optimizer,
-                                        dynamic_binarization=ds.dynamic_binarization)
+                                        dynamic_binarization=ds.dynamic_binarization,
+                                        skip_threshold=skip_threshold(base))
 
     def sweep_step(states, batch):
         step = states.step[0]

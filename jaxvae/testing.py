@@ -70,6 +70,12 @@ def check_model(model: Model, x: Array, *, key: Array | None = None, num_samples
         kl = out.kl_terms[g]
         assert kl is None or kl.shape == (b, d), f"kl_terms[{g!r}] has shape {kl.shape}, expected {(b, d)}"
     _finite((out.log_px_z, out.log_qz_x, out.log_pz, dict(out.z)), "forward's output")
+    for name, total, parts in (("log_q_groups", out.log_qz_x, out.log_q_groups),
+                               ("log_p_groups", out.log_pz, out.log_p_groups)):
+        if parts is not None:
+            assert list(parts) == list(out.z), f"{name} has groups {list(parts)}, z has {list(out.z)}"
+            np.testing.assert_allclose(sum(parts.values()), total, rtol=1e-5, atol=1e-4,
+                                       err_msg=f"{name} does not sum to the total log-density")
     if out.decoder_out is not None:
         assert out.decoder_out.shape[:2 + len(model.event_shape)] == (k, b, *model.event_shape), \
             f"decoder_out has shape {out.decoder_out.shape}, expected [{k}, {b}, *{model.event_shape}, P]"

@@ -63,11 +63,16 @@ def init_train_state(model: PureModel, optimizer: optax.GradientTransformation, 
 
 
 def make_train_step(model: PureModel, objective: Objective, optimizer: optax.GradientTransformation, *,
-                    dynamic_binarization: bool = False
+                    dynamic_binarization: bool = False, skip_threshold: float | None = None
                     ) -> Callable[[TrainState, Array], tuple[TrainState, Metrics]]:
-    """The (unjitted) train step ``(state, batch [B, *E]) -> (state, metrics)``; jit or scan it."""
+    """The (unjitted) train step ``(state, batch [B, *E]) -> (state, metrics)``; jit or scan it.
+
+    ``skip_threshold``: skip the update (VDVAE's update skipping, Child 2021) when the gradient's global norm
+    exceeds it; skipped updates are counted with the non-finite ones (see :func:`make_train_step_with_hyper`).
+    """
     step_with_hyper = make_train_step_with_hyper(model, objective, optimizer,
-                                                 dynamic_binarization=dynamic_binarization)
+                                                 dynamic_binarization=dynamic_binarization,
+                                                 skip_threshold=skip_threshold)
 
     def train_step(state: TrainState, batch: Array) -> tuple[TrainState, Metrics]:
         return step_with_hyper(state, batch, objective.hyper(state.step))
@@ -76,11 +81,17 @@ def make_train_step(model: PureModel, objective: Objective, optimizer: optax.Gra
 
 
 def make_train_step_with_hyper(model: PureModel, objective: Objective, optimizer: optax.GradientTransformation, *,
-                               dynamic_binarization: bool = False
+                               dynamic_binarization: bool = False, skip_threshold: float | None = None
                                ) -> Callable[[TrainState, Array, dict[str, Array]], tuple[TrainState, Metrics]]:
     """The train step with the scheduled weights passed in: ``(state, batch, hyper) -> (state, metrics)``.
 
     This is the form :mod:`jaxvae.sweep` ``vmap``-s over many models (``hyper`` values stacked ``[N]``).
+
+    An update is skipped (parameters, optimizer and controller state unchanged; ``nonfinite_total`` and
+    ``nonfinite_consecutive`` incremented) when the loss or the gradient is not finite, or, with
+    ``skip_threshold``, when the gradient's global norm exceeds it (VDVAE, Child 2021: a rare huge gradient
+    would otherwise throw a deep hierarchy off). The metric ``skipped`` is 1 for a skipped step and, with a
+    threshold, ``skipped_grad_norm`` is 1 for a step skipped for its norm alone.
     """
     del model  # the objective closes over it; kept in the signature for readability at call sites
 
@@ -98,6 +109,9 @@ def make_train_step_with_hyper(model: PureModel, objective: Objective, optimizer
         grad_norm = optax.tree.norm(grads)
         # A NaN or Inf anywhere in the gradients makes their norm non-finite: one reduction decides the skip.
         finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+        if skip_threshold is not None:
+            too_large = finite & (grad_norm > skip_threshold)
+            finite = finite & ~too_large
 
         def apply(state: TrainState) -> TrainState:
             updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
@@ -123,6 +137,8 @@ def make_train_step_with_hyper(model: PureModel, objective: Objective, optimizer
             "skipped": nonfinite.astype(jnp.float32),
             **out.metrics,
         }
+        if skip_threshold is not None:
+            metrics["skipped_grad_norm"] = too_large.astype(jnp.float32)
         if out.kl_per_dim is not None:
             metrics["kl_per_dim"] = jnp.mean(out.kl_per_dim, axis=0)
         return new_state, metrics

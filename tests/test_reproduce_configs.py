@@ -9,8 +9,8 @@ from jaxvae import config
 TARGETS = harness.load_targets([])
 
 
-def test_all_four_published_targets_are_configured():
-    assert set(TARGETS) == {"a_flax_example", "b_pythae_vae", "c_iwae_table1", "d_vampprior"}
+def test_all_published_targets_are_configured():
+    assert set(TARGETS) == {"a_flax_example", "b_pythae_vae", "c_iwae_table1", "d_vampprior", "e_iwae_two_layer"}
 
 
 @pytest.mark.parametrize("name", sorted(TARGETS))
@@ -37,6 +37,25 @@ def test_iwae_table_runs_differ_only_in_objective_and_k():
     assert runs["IWAE k=50"].objective.num_samples == 50 and runs["IWAE k=50"].objective.name == "iwae"
     assert runs["VAE k=50"].objective.name == "elbo" and runs["VAE k=50"].objective.num_samples == 50
     assert runs["VAE k=1"].model.hidden == (200, 200) and runs["VAE k=1"].model.activation == "tanh"
+
+
+def test_two_layer_runs_are_the_iwae_papers_model():
+    runs = {r["label"]: config.apply_overrides(config.get_preset(r["preset"]), r["set"])
+            for r in TARGETS["e_iwae_two_layer"]["runs"]}
+    two = runs["2-layer IWAE k=50"]
+    assert two.model.network == "hierarchical" and two.model.latent_dims == (100, 50)
+    assert two.model.layer_hidden == (200, 100) and two.model.layer_depth == 2 and two.model.activation == "tanh"
+    assert two.data.dynamic_binarization and runs["2-layer VAE k=1"].model == two.model
+    assert runs["1-layer VAE k=1"].model.latent_dim == 50
+
+
+def test_per_layer_active_units_verdict():
+    target = {"check": "ordering", "fewer_active_on_top": ["m"]}
+    row = {**_row("m", 90.0, 85.0), "active_units_per_group": {"z1": 16, "z2": 5}}
+    verdict = harness.verdicts(target, [row])[0]
+    assert "16+5; the top layer has fewer active units than the bottom: holds" in verdict
+    row["active_units_per_group"] = {"z1": 3, "z2": 5}
+    assert "DOES NOT hold" in harness.verdicts(target, [row])[0]
 
 
 def _row(label, value, published):

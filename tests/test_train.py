@@ -117,3 +117,37 @@ def test_chunk_boundaries_are_the_multiples_of_each_interval_and_the_epoch_ends(
         step = chunk_end(step, spe, log_every, total, every=(ckpt_every, 0))
         resumed.append(step)
     assert resumed == [e for e in expected if e > 240]
+
+
+def test_update_skipping_skips_exactly_the_steps_above_the_threshold():
+    model, opt, obj, state = _setup()
+    free = jax.jit(make_train_step(model, obj, opt))
+    batches = [_data(16, seed=s) for s in range(12)]
+    norms = [float(free(state, x)[1]["grad_norm"]) for x in batches]  # the first step's norm of each batch
+    threshold = float(np.median(norms))
+    step = jax.jit(make_train_step(model, obj, opt, skip_threshold=threshold))
+    for x, norm in zip(batches, norms):
+        new, m = step(state, x)  # from the same state: the gradient norm is the one measured above
+        above = norm > threshold
+        np.testing.assert_allclose(float(m["grad_norm"]), norm, rtol=1e-6)
+        assert float(m["skipped_grad_norm"]) == float(m["skipped"]) == float(above)
+        assert int(new.nonfinite_consecutive) == int(above) and int(new.step) == 1
+        unchanged = all(np.array_equal(a, b) for a, b in zip(jax.tree.leaves(new.params),
+                                                              jax.tree.leaves(state.params)))
+        assert unchanged == above
+    assert 0 < sum(n > threshold for n in norms) < len(norms)
+    # Without a threshold the program is the unchanged step (no extra metric).
+    assert "skipped_grad_norm" not in free(state, batches[0])[1]
+
+
+def test_too_many_skipped_updates_in_a_row_stop_the_run_with_the_threshold_named(tmp_path):
+    import pytest
+
+    from jaxvae import runs
+    from jaxvae.errors import TrainingDivergedError
+
+    cfg = config.apply_overrides(config.get_preset("digits"), [
+        "model.hidden=16", "model.latent_dim=2", "train.steps=40", "train.log_every=10", "monitor.every=0",
+        "optimizer.skip_threshold=1e-6", "optimizer.max_consecutive_nonfinite=5"])
+    with pytest.raises(TrainingDivergedError, match=r"gradient norm above optimizer\.skip_threshold=1e-06"):
+        runs.fit(cfg, tmp_path, progress=False, log=lambda _: None)

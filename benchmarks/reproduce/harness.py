@@ -118,13 +118,21 @@ def run_target(name: str, target: dict[str, Any], args: argparse.Namespace) -> l
             "neg_elbo": -result["elbo"], "kl": result["kl"], "num_examples": result["num_examples"],
             "num_samples": result["nll_num_samples"], "epochs": cfg["train"]["epochs"],
             "steps": summary["steps"], "seed": cfg["train"]["seed"], "batch_size": cfg["train"]["batch_size"],
-            "active_units": summary.get("active_units"), "train_seconds": summary.get("train_seconds", train_s),
+            "active_units": _active_units(summary), "train_seconds": summary.get("train_seconds", train_s),
+            "active_units_per_group": summary.get("latent", {}).get("active_units_per_group"),
+            "published_active_units": run.get("published_active_units"),
             "eval_seconds": eval_s, "eval_peak_rss_mib": eval_rss, "workdir": str(workdir),
         })
         print(f"  -> {target['metric']} {value:.2f} (IWAE NLL {result['nll_iwae']:.2f} ± "
               f"{result['nll_iwae_stderr']:.2f}, k={result['nll_num_samples']}, {result['num_examples']:,} "
               f"test images; eval {eval_s:.0f} s, peak RSS {eval_rss:,.0f} MiB)", flush=True)
     return rows
+
+
+def _active_units(summary: dict[str, Any]) -> str:
+    """Active units as the IWAE paper writes them for a hierarchy, bottom layer first (``16+5``)."""
+    per_group = summary.get("latent", {}).get("active_units_per_group")
+    return "+".join(str(v) for v in per_group.values()) if per_group else str(summary.get("active_units"))
 
 
 def verdicts(target: dict[str, Any], rows: list[dict[str, Any]]) -> list[str]:
@@ -143,6 +151,13 @@ def verdicts(target: dict[str, Any], rows: list[dict[str, Any]]) -> list[str]:
             va, vb = by_label[a]["value"], by_label[b]["value"]
             holds = va < vb if op == "<" else va > vb
             out.append(f"ordering {a} {op} {b}: {va:.2f} {op} {vb:.2f} {'holds' if holds else 'DOES NOT hold'}")
+    for label in target.get("fewer_active_on_top", []):
+        groups = (by_label.get(label) or {}).get("active_units_per_group")
+        if groups:
+            counts = list(groups.values())
+            holds = counts[-1] < counts[0]
+            out.append(f"{label}: active units per layer (bottom first) {'+'.join(map(str, counts))}; the top "
+                       f"layer has fewer active units than the bottom: {'holds' if holds else 'DOES NOT hold'}")
     if "gap" in target and all(g in by_label for g in target["gap"]):
         hi, lo = (by_label[g] for g in target["gap"])
         pub = (f"{hi['published'] - lo['published']:.2f}" if hi["published"] is not None
@@ -161,6 +176,8 @@ def format_table(target: dict[str, Any], rows: list[dict[str, Any]], schedule: s
         pub = "—" if r["published"] is None else f"{r['published']:.2f}"
         if r.get("peer"):
             pub += " (" + ", ".join(f"{k} {v}" for k, v in r["peer"].items()) + ")"
+        if r.get("published_active_units"):
+            pub += f" (active units {r['published_active_units']})"
         lines.append(
             f"| {r['label']} | {r['value']:.2f} | {pub} | {r['nll_iwae']:.2f} ± {r['nll_stderr']:.2f} | "
             f"{r['neg_elbo']:.2f} | {r['kl']:.2f} | {r['active_units']} | {schedule}: {r['epochs']} epochs, "
