@@ -143,8 +143,8 @@ class Model(nnx.Module, abc.ABC):
         if temperature == 1.0:
             return self.prior_sample(key, n)
         raise ConfigError(f"Tempered sampling needs a diagonal Gaussian or Gaussian-mixture prior, or a model "
-                          f"that implements prior_sample_tempered; {type(self).__name__} has neither. Sample it with "
-                          "temperature 1, or implement prior_sample_tempered(key, n, temperature).")
+                          f"that implements prior_sample_tempered; {type(self).__name__} has neither. Sample it "
+                          "with temperature 1, or implement prior_sample_tempered(key, n, temperature).")
 
     def posteriors(self, x: Array, key: Array) -> dict[str, Distribution]:
         """Per group the posterior for ``x [B, *E]`` (a conditional group: given one sample of its parents)."""
