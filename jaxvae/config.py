@@ -306,7 +306,7 @@ PRESETS: dict[str, tuple[str, Config]] = {
         _preset(preset="mnist-ladder", data=dict(name="mnist", dynamic_binarization=True),
                 model=dict(network="hierarchical", inference="ladder", latent_dims=(64, 32, 16, 8, 4),
                            layer_hidden=(512, 256, 128, 64, 32), layer_depth=2, activation="leaky_relu"),
-                objective=dict(beta_schedule="linear", beta_start=0.0, warmup_steps=6000),
+                objective=dict(beta_schedule="linear", beta_start=0.0, warmup_steps=5000),
                 train=dict(batch_size=100, epochs=30, log_every=100, checkpoint_every=2000),
                 eval=dict(num_samples=1000, max_examples=1000)),
     ),

@@ -73,6 +73,20 @@ def _first(d: DiagonalGaussian) -> DiagonalGaussian:
     return jax.tree.map(lambda a: a[0], d)
 
 
+def _marginal(d: DiagonalGaussian) -> DiagonalGaussian:
+    r"""The moment-matched Gaussian of a ``[K, B, D]`` conditional over its K parent samples, ``[B, D]``:
+    mean :math:`\bar\mu = \frac1K\sum_k \mu_k`, variance :math:`\frac1K\sum_k \sigma_k^2 + \mathrm{Var}_k \mu_k`
+    (the law of total variance): an estimate of the marginal posterior :math:`q(z_l | x)`."""
+    loc = jnp.mean(d.loc, axis=0)
+    var = jnp.mean(jnp.exp(2.0 * d.log_scale), axis=0) + jnp.var(d.loc, axis=0)
+    return DiagonalGaussian(loc, 0.5 * jnp.log(var))
+
+
+# Parent samples behind the posterior of a conditional layer in `posteriors()` (what active units, the MI estimate
+# and the ex-post samplers see): the mean's Monte Carlo noise is 1/64 of the conditional means' spread.
+POSTERIOR_SAMPLES = 64
+
+
 def _names(n: int) -> list[str]:
     return [f"z{i + 1}" for i in range(n)]
 
@@ -142,6 +156,12 @@ class _HierarchyBase(Model):
         out = self.forward(x, key, 1)
         return self.likelihood.mean(out.decoder_out[0])
 
+    def posteriors(self, x: Array, key: Array) -> dict[str, DiagonalGaussian]:
+        """Per layer an estimate of the marginal posterior :math:`q(z_l|x)`: a conditional layer's Gaussian
+        moment-matched over :data:`POSTERIOR_SAMPLES` samples of its parents (at one sample, the spread of the
+        parent samples alone would make a collapsed layer's means vary over x and its units look active)."""
+        return dict(self.forward(x, key, POSTERIOR_SAMPLES).posteriors)
+
 
 def _temper(d: DiagonalGaussian, t: float) -> DiagonalGaussian:
     """``d`` with its scale times ``t`` (``t = 0``: a point mass at the mean, for sampling only)."""
@@ -201,7 +221,7 @@ class BottomUpVAE(_HierarchyBase):
         kl_top = kl_lib.kl_diagonal_gaussians_per_dim(qs[-1], top)
         kl_terms: dict[str, Array | None] = {g: None for g in names[:-1]}
         kl_terms[names[-1]] = kl_top if n == 1 else jnp.mean(kl_top, axis=0)
-        posteriors = {g: (q if i == 0 else _first(q)) for i, (g, q) in enumerate(zip(names, qs))}
+        posteriors = {g: (q if i == 0 else _marginal(q)) for i, (g, q) in enumerate(zip(names, qs))}
         priors = {g: (p if i == n - 1 else _first(p)) for i, (g, p) in enumerate(zip(names, ps))}
         return ModelOutput(log_px, sum(log_q), sum(log_p), dict(zip(names, zs)), kl_terms, posteriors, priors,
                            out, log_q_groups=dict(zip(names, log_q)), log_p_groups=dict(zip(names, log_p)))
@@ -267,7 +287,7 @@ class LadderVAE(_HierarchyBase):
         log_p = [p.log_prob(z) for p, z in zip(ps, zs)]
         log_px, out = self._log_px(x, zs[0])
         names = self.groups
-        posteriors = {g: (q if i == n - 1 else _first(q)) for i, (g, q) in enumerate(zip(names, qs))}
+        posteriors = {g: (q if i == n - 1 else _marginal(q)) for i, (g, q) in enumerate(zip(names, qs))}
         priors = {g: (p if i == n - 1 else _first(p)) for i, (g, p) in enumerate(zip(names, ps))}
         return ModelOutput(log_px, sum(log_q), sum(log_p), dict(zip(names, zs)), dict(zip(names, kls)), posteriors,
                            priors, out, log_q_groups=dict(zip(names, log_q)), log_p_groups=dict(zip(names, log_p)))

@@ -172,3 +172,16 @@ def train_loop(ctx: RunContext, *, progress: bool = True, log: Callable[[str], N
     ctx.monitor_seconds = monitor_seconds
     ctx.train_seconds = elapsed
     return state
+
+
+_MOVED_TO_RUNS = ("fit", "setup_run", "restore_run", "load_run", "LoadedRun", "RunContext", "params_sha256",
+                  "load_run_dataset", "final_report", "data_seed")
+
+
+def __getattr__(name: str):
+    """Names that lived here before the run-directory code moved to :mod:`jaxvae.runs` still resolve."""
+    if name in _MOVED_TO_RUNS:
+        from jaxvae import runs
+
+        return getattr(runs, name)
+    raise AttributeError(f"module 'jaxvae.loop' has no attribute {name!r}")

@@ -66,7 +66,8 @@ class ModelOutput(NamedTuple):
       z: the latents by group, ``{name: [K, B, D_g]}`` (insertion order is the group order).
       kl_terms: analytic :math:`\\mathrm{KL}(q \\| p)` per group and dimension ``{name: [B, D_g] or None}``
         (``None`` where the pair has no closed form; for a conditional group, at the first sample).
-      posteriors: per group the posterior, ``batch [B]`` (a conditional group: given the first sample).
+      posteriors: per group the posterior, ``batch [B]`` (a conditional group: given the first sample, or, as
+        the hierarchies of :mod:`jaxvae.hierarchy` do, moment-matched over the K samples of its parents).
       priors: per group the prior (batch ``()`` for an unconditional group, ``[B]`` for a conditional one).
       decoder_out: the likelihood's raw parameters ``[K, B, *E, P]`` (``None`` if the model does not expose
         them).

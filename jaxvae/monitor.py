@@ -34,7 +34,10 @@ def make_monitor_fn(model: PureModel) -> Callable[[Params, Array, Array], dict[s
     @jax.jit
     def monitor(params: Params, x: Array, key: Array) -> dict[str, Array]:
         out = model.forward(params, x, jax.random.fold_in(key, 1))  # XLA drops the unused decoder
-        q = flatten_posteriors(out.posteriors, model.groups, "The latent-health monitor")  # [M, D]
+        # The model's own posteriors(): for a hierarchy, each conditional layer moment-matched over many parent
+        # samples, so that the spread of one parent sample does not pass for active units.
+        q = flatten_posteriors(model.posteriors(params, x, jax.random.fold_in(key, 2)), model.groups,
+                               "The latent-health monitor")  # [M, D]
         kl_terms = out.kl_per_dim()
         if kl_terms is None:  # mixture priors: KL per dimension against N(0, I) as a proxy
             kl_terms = kl.kl_standard_normal_per_dim(q)

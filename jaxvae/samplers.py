@@ -580,9 +580,9 @@ def traversal_latents(z: Array, dims: Sequence[int], num: int = 9, span: float =
 
 
 @functools.partial(jax.jit, static_argnums=(0, 3, 4))
-def _traversals(model: PureModel, params: Params, x: Array, dims: tuple[int, ...], num: int, span: Array) -> Array:
+def _traversals(model: PureModel, params: Params, x: Array, dims: tuple[int, ...], num: int, span: Array,
+                loc: Array, scale: Array) -> Array:
     z = model.encode(params, x[None]).loc[0]  # [D]
-    loc, scale = _prior_moments(model, params)
     lat = _traversal_latents(z, dims, num, span, loc, scale)  # [M, num, D]
     return model.decode_mean(params, lat)  # [M, num, *E]
 
@@ -595,10 +595,15 @@ def traversals(model: PureModel, params: Params, x: Array, *, dims: Sequence[int
     all) in turn is swept over ``linspace(-span, span, num)`` prior standard deviations around the prior mean
     (see :func:`traversal_latents` and :func:`prior_moments`; absolute values for a standard normal prior), the
     others held fixed, and the likelihood means of the decoded latents are returned (Higgins et al. 2017,
-    "beta-VAE", Figure 7).
+    "beta-VAE", Figure 7). A model without a single unconditional prior (a hierarchy) is traversed in absolute
+    units around 0.
     """
     dims = tuple(range(model.latent_dim)) if dims is None else tuple(int(d) for d in dims)
     bad = [d for d in dims if not 0 <= d < model.latent_dim]
     if bad or not dims:
         raise ConfigError(f"dims={dims} must be a non-empty list of latent indices in [0, {model.latent_dim}).")
-    return _traversals(model, params, jnp.asarray(x), dims, num, jnp.asarray(span, jnp.float32))
+    try:
+        loc, scale = prior_moments(model, params)
+    except ConfigError:  # no single prior (a hierarchy): steps in absolute units around 0
+        loc, scale = jnp.zeros(model.latent_dim), jnp.ones(model.latent_dim)
+    return _traversals(model, params, jnp.asarray(x), dims, num, jnp.asarray(span, jnp.float32), loc, scale)

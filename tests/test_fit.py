@@ -220,3 +220,11 @@ def test_console_summary_states_the_mi_cap_and_names_inactive_units():
     summary["active_units"] = 8
     assert "inactive" not in results.format_summary({**summary, "latent": {**latent, "posterior_mean_variance":
                                                                                [1.0] * 8}}, Path("runs/x"))
+
+
+def test_names_that_moved_out_of_loop_still_import():
+    from jaxvae import loop, runs
+
+    assert loop.fit is runs.fit and loop.restore_run is runs.restore_run and loop.setup_run is runs.setup_run
+    with pytest.raises(AttributeError, match="no attribute 'nope'"):
+        loop.nope  # noqa: B018

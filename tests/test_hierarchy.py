@@ -242,6 +242,13 @@ def test_hierarchies_train_resume_bitwise_and_report_per_layer(inference, tmp_pa
     z = samplers.prior_samples(run.model, run.params, jax.random.key(0), 5, temperature=0.7)  # ancestral
     assert z.shape == (5, 6) and np.all(np.isfinite(z))
     assert (tmp_path / "straight" / "samples.png").stat().st_size > 100
+    # diagnose: the model's own per-layer KL (not the N(0, I) proxy of the flat view), and the report's pictures.
+    from jaxvae.diagnose import run_diagnose
+
+    report = run_diagnose(tmp_path / "straight", max_examples=200, log=lambda _: None)
+    assert set(report["kl_per_group"]) == {"z1", "z2"} and set(report["active_units_per_group"]) == {"z1", "z2"}
+    assert report["kl_total"] == pytest.approx(sum(report["kl_per_group"].values()))
+    assert (tmp_path / "straight" / "report.html").stat().st_size > 1000
 
 
 def test_the_soft_clamp_bounds_log_scales_smoothly():
