@@ -103,7 +103,8 @@ class CollapseMonitor:
         if not reasons:
             self._last_warned = None
             return record, None
-        key = (tuple(inactive), tuple(collapsed_layers))
+        # Warn again when the situation changes: which layers collapsed (hierarchies), else which dimensions.
+        key = ("layers", tuple(collapsed_layers)) if collapsed_layers else ("dims", tuple(inactive))
         if key == self._last_warned:
             return record, None
         self._last_warned = key

@@ -291,3 +291,13 @@ def test_kl_balancing_keeps_the_loss_and_rescales_each_layers_kl_gradient(batch)
     plain_grad = jax.grad(lambda p: jv.elbo(pure, p, x, key, beta=1.0)[0])(params)
     for a, b in zip(jax.tree.leaves(after), jax.tree.leaves(plain_grad)):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
+
+
+def test_a_collapsed_layer_is_reported_once_while_its_units_fluctuate():
+    from jaxvae import config, monitor
+
+    health = monitor.CollapseMonitor(config.Config(), 6, (("z1", 4), ("z2", 2)))
+    base = {"kl_per_dim": np.full(6, 0.5), "kl": 4.0, "mi": 2.0, "kl_per_group": {"z1": 4.0, "z2": 0.001}}
+    first = health.record(100, {**base, "mean_variance": np.array([0.5, 0.3, 0.2, 1e-3, 1e-4, 1e-5])})[1]
+    again = health.record(200, {**base, "mean_variance": np.array([0.5, 1e-3, 0.2, 0.4, 1e-4, 1e-5])})[1]
+    assert first is not None and again is None  # z1's inactive unit moved; the collapsed layer is the same
