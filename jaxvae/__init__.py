@@ -67,6 +67,7 @@ from jaxvae.objectives import (
     elbo,
     free_bits,
     free_bits_kl,
+    free_bits_per_group,
     info_vae,
     iwae,
     iwae_bound_from_log_weights,

@@ -21,6 +21,7 @@ import optax
 from flax import nnx
 
 from jaxvae import controllers, hierarchy, likelihoods, objectives, priors, schedules
+from jaxvae import train as train_lib
 from jaxvae.config import Config
 from jaxvae.errors import ConfigError
 from jaxvae.model import VAE, Model, PureModel
@@ -266,10 +267,12 @@ def skip_threshold(cfg: Config) -> float | None:
 
 def build_optimizer(cfg: Config, total_steps: int) -> optax.GradientTransformation:
     """``optimizer.name`` (:data:`OPTIMIZERS`) with its learning-rate schedule, after optional global-norm
-    clipping."""
+    clipping, followed by the parameters' moving average (:func:`jaxvae.train.ema_params`) when
+    ``optimizer.ema_decay`` is set."""
     o = cfg.optimizer
     opt = OPTIMIZERS[o.name](cfg, learning_rate_schedule(cfg, total_steps))
-    return optax.chain(optax.clip_by_global_norm(o.grad_clip_norm), opt) if o.grad_clip_norm > 0 else opt
+    opt = optax.chain(optax.clip_by_global_norm(o.grad_clip_norm), opt) if o.grad_clip_norm > 0 else opt
+    return optax.chain(opt, train_lib.ema_params(o.ema_decay)) if o.ema_decay > 0 else opt
 
 
 # --------------------------------------------------------------------------------------------- objective
@@ -362,6 +365,11 @@ def _iwae(cfg: Config, c: ObjectiveContext) -> ObjectiveParts:
 def _free_bits(cfg: Config, c: ObjectiveContext) -> ObjectiveParts:
     """The ELBO with a KL floor per group of dimensions (Kingma et al. 2016)."""
     fb = cfg.objective.free_bits
+    if fb.per_layer:  # one floor per latent group (the layers of a hierarchy)
+        return ObjectiveParts(lambda step: {"beta": c.beta(step), "free_bits": _f32(fb.nats)},
+                              lambda params, state, x, key, step, hp: objectives.free_bits_per_group(
+                                  c.model, params, x, key, threshold=hp["free_bits"], beta=hp["beta"],
+                                  num_samples=c.num_samples))
     return ObjectiveParts(lambda step: {"beta": c.beta(step), "free_bits": _f32(fb.nats)},
                           lambda params, state, x, key, step, hp: objectives.free_bits(
                               c.model, params, x, key, threshold=hp["free_bits"], beta=hp["beta"],

@@ -67,6 +67,7 @@ class FreeBitsConfig:
 
     nats: float = 0.0  # the floor, nats per group
     group: int = 1  # dimensions per group (must divide model.latent_dim)
+    per_layer: bool = False  # a floor per latent group (layer of a hierarchy) instead of per `group` dimensions
 
 
 @dataclasses.dataclass(frozen=True)
@@ -174,6 +175,7 @@ class OptimizerConfig:
     eps: float = 1e-8
     grad_clip_norm: float = 0.0  # 0 disables clipping
     skip_threshold: float = 0.0  # skip updates whose gradient norm exceeds this (VDVAE); 0 disables
+    ema_decay: float = 0.0  # evaluate an exponential moving average of the parameters (VDVAE: 0.9999); 0 = off
     max_consecutive_nonfinite: int = 20  # stop training after this many skipped updates (NaN/Inf or above
     # skip_threshold) in a row
 
@@ -542,9 +544,12 @@ def validate(cfg: Config) -> Config:
         raise ConfigError(f"model.network=conv needs at least two model.channels (two stride-2 layers, e.g. "
                           f"model.channels=32,64); got {cfg.model.channels}.")
     ob = cfg.objective
-    if latent_size(cfg) % ob.free_bits.group:
+    if not ob.free_bits.per_layer and latent_size(cfg) % ob.free_bits.group:
         key = "sum(model.latent_dims)" if cfg.model.network == "hierarchical" else "model.latent_dim"
         raise ConfigError(f"objective.free_bits.group={ob.free_bits.group} must divide {key}={latent_size(cfg)}.")
+    if not 0.0 <= cfg.optimizer.ema_decay < 1.0:
+        raise ConfigError(f"optimizer.ema_decay must be in [0, 1) (0 turns the moving average off; VDVAE uses "
+                          f"0.9999); got {cfg.optimizer.ema_decay}.")
     if not 0.0 < ob.geco.alpha < 1.0:
         raise ConfigError(f"objective.geco.alpha must be in (0, 1); got {ob.geco.alpha}.")
     spec = builders.OBJECTIVES.spec(ob.name)

@@ -25,7 +25,14 @@ from jaxvae.errors import TrainingDivergedError
 from jaxvae.model import count_params
 from jaxvae.progress import preempted, progress_bar, stop_on_signals
 from jaxvae.results import data_seed
-from jaxvae.train import TrainState, jit_train_chunk, jit_train_step, make_train_chunk, make_train_step
+from jaxvae.train import (
+    TrainState,
+    evaluation_params,
+    jit_train_chunk,
+    jit_train_step,
+    make_train_chunk,
+    make_train_step,
+)
 from jaxvae.writers import MetricWriter, read_metrics
 
 if TYPE_CHECKING:
@@ -143,7 +150,7 @@ def train_loop(ctx: RunContext, *, progress: bool = True, log: Callable[[str], N
                     say(warning)
                 if health is not None and due(step, cfg.monitor.every, total):
                     t_mon = time.perf_counter()
-                    out = jax.device_get(monitor_fn(sharding.host_local(state.params), monitor_x,
+                    out = jax.device_get(monitor_fn(sharding.host_local(evaluation_params(state)), monitor_x,
                                                     jax.random.key(cfg.train.seed + 3)))
                     monitor_seconds += time.perf_counter() - t_mon
                     health_record, warning = health.record(step, out)
@@ -151,7 +158,7 @@ def train_loop(ctx: RunContext, *, progress: bool = True, log: Callable[[str], N
                     if warning:
                         say(warning)
                 if due(step, cfg.train.eval_every or spe, total) and ds.valid.shape[0]:
-                    val = evaluator(sharding.host_local(state.params), ds.valid,
+                    val = evaluator(sharding.host_local(evaluation_params(state)), ds.valid,
                                     jax.random.key(cfg.train.seed + 1))
                     writer.write({"step": step, "split": "valid", **val})
                     postfix["valid_elbo"] = f"{val['elbo']:.2f}"

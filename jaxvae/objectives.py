@@ -35,8 +35,8 @@ from jaxvae.model import ModelOutput, Params, PureModel, flatten_latents
 Array = jax.Array
 
 __all__ = ["KLDecomposition", "Objective", "ObjectiveOutput", "beta_tcvae", "capacity", "elbo", "elbo_terms",
-           "free_bits", "free_bits_kl", "info_vae", "iwae", "iwae_bound_from_log_weights", "kl_decomposition",
-           "mmd"]
+           "free_bits", "free_bits_kl", "free_bits_per_group", "info_vae", "iwae", "iwae_bound_from_log_weights",
+           "kl_balancing_coefficients", "kl_decomposition", "mmd"]
 
 
 class ObjectiveOutput(NamedTuple):
@@ -236,6 +236,27 @@ def free_bits(model: PureModel, params: Params, x: Array, key: Array, *, thresho
                           "posterior and prior: model.prior=standard_normal or learned_gaussian); for other "
                           "priors use objective.name=elbo with KL annealing or objective.name=capacity.")
     penalty = free_bits_kl(kl_per_dim, threshold, group_size)
+    loss = jnp.mean(recon) + beta * penalty
+    return loss, _output(recon, kl, kl_per_dim, fwd, beta=beta, free_bits_kl=penalty)
+
+
+def free_bits_per_group(model: PureModel, params: Params, x: Array, key: Array, *, threshold: float | Array,
+                        beta: float | Array = 1.0, num_samples: int = 1) -> tuple[Array, ObjectiveOutput]:
+    r"""Free bits per latent group (layer), as deep hierarchies use them (Kingma et al. 2016; NVAE):
+
+    .. math:: \mathcal{L} = \frac1B\sum_b \mathrm{recon}(x_b) + \beta \sum_g \max\big(\lambda,
+              \tfrac1B \textstyle\sum_b \mathrm{KL}_g(x_b)\big)
+
+    with each group's KL from the model (closed form, or the Monte Carlo estimate of its own log-densities), so a
+    layer whose batch-mean KL is below :math:`\lambda` nats gets no gradient to shrink it further.
+    """
+    fwd = model.forward(params, x, key, num_samples)
+    recon, kl, kl_per_dim = elbo_terms(fwd, analytic_kl=True)
+    groups = fwd.kl_per_group()
+    if groups is None:
+        raise ConfigError("free bits per group need a KL per latent group (closed form, or the model's "
+                          "log_q_groups/log_p_groups); this model gives neither.")
+    penalty = sum(jnp.maximum(threshold, jnp.mean(v)) for v in groups.values())
     loss = jnp.mean(recon) + beta * penalty
     return loss, _output(recon, kl, kl_per_dim, fwd, beta=beta, free_bits_kl=penalty)
 

@@ -36,7 +36,7 @@ from jaxvae.config import Config
 from jaxvae.errors import CheckpointError, ConfigError, DataError, JaxvaeError
 from jaxvae.model import Params, PureModel, count_params
 from jaxvae.results import data_seed
-from jaxvae.train import TrainState, init_train_state
+from jaxvae.train import TrainState, evaluation_params, init_train_state
 from jaxvae.writers import atomic_write_json, read_metrics
 
 __all__ = [
@@ -216,10 +216,11 @@ def final_report(ctx: RunContext, state: TrainState, *, log: Callable[[str], Non
     on each process's own copy of the parameters.
     """
     cfg = ctx.cfg
-    params = sharding.host_local(state.params)
+    evaluated = evaluation_params(state)  # the moving average when optimizer.ema_decay is set
+    params = sharding.host_local(evaluated)
     key = results.final_key(cfg)
     test = results.TestEvaluation(ctx.model, cfg, ctx.dataset, mesh=ctx.mesh)(
-        params, key, sharded_params=state.params)
+        params, key, sharded_params=evaluated)
     history = [r for r in read_metrics(ctx.workdir) if "split" not in r]
     steady = ctx.steady_examples_per_sec
     if steady is None and history:
@@ -289,8 +290,8 @@ def _not_a_run(workdir: Path) -> CheckpointError:
 def restore_run(workdir: str | os.PathLike, *, step: int | None = None,
                 model: ModelBuilder | None = None) -> tuple[RunContext, Params]:
     """Loads a finished or interrupted run: its config, data, model and the parameters of the checkpoint at
-    ``step`` (default: the latest). Writes nothing. ``model``: the builder, for runs whose recorded builder is
-    not importable."""
+    ``step`` (default: the latest; their moving average when the run tracks one). Writes nothing. ``model``:
+    the builder, for runs whose recorded builder is not importable."""
     workdir = Path(workdir)
     saved = workdir / "config.json"
     if not saved.exists():
@@ -307,7 +308,7 @@ def restore_run(workdir: str | os.PathLike, *, step: int | None = None,
         raise CheckpointError(f"{workdir} has no checkpoint yet; resume training with `jaxvae train --workdir "
                               f"{workdir}`.")
     ctx = setup_run(cfg, workdir, log=lambda _: None, model=model, restore_step=step, write_config=False)
-    return ctx, ctx.state.params
+    return ctx, evaluation_params(ctx.state)
 
 
 class LoadedRun(NamedTuple):

@@ -47,7 +47,13 @@ from jaxvae.model import count_params
 from jaxvae.progress import preempted, progress_bar, stop_on_signals
 from jaxvae.results import data_seed
 from jaxvae.runs import load_run_dataset, run_summary, steps_of, validate_data, with_builder
-from jaxvae.train import init_train_state, jit_train_chunk, make_train_chunk, make_train_step_with_hyper
+from jaxvae.train import (
+    evaluation_params,
+    init_train_state,
+    jit_train_chunk,
+    make_train_chunk,
+    make_train_step_with_hyper,
+)
 from jaxvae.writers import MetricWriter, atomic_write_json
 
 # Keys whose values only change an objective's scheduled weights (or the seed), so models that differ in them
@@ -238,7 +244,7 @@ def _finish(workdir, ds, model, configs, labels, model_dirs, states, train_secon
     out = []
     for i, (cfg, label, d) in enumerate(zip(configs, labels, model_dirs)):
         state = _index(states, i)
-        params = state.params
+        params = evaluation_params(state)
         key = results.final_key(cfg)
         test = evaluation(params, key)
         ckpt = Checkpointer(d / "checkpoints", max_to_keep=cfg.train.keep_checkpoints)

@@ -53,6 +53,42 @@ class TrainState(NamedTuple):
     nonfinite_consecutive: Array
 
 
+class EmaParamsState(NamedTuple):
+    """The state of :func:`ema_params`: the exponential moving average of the parameters."""
+
+    ema: Params
+
+
+def ema_params(decay: float) -> optax.GradientTransformation:
+    r"""An optax transformation that leaves the updates alone and tracks the parameters' exponential moving
+    average in its state (VDVAE, Child 2021, evaluates with ``decay = 0.9999``):
+
+    .. math:: ar	heta_0 = 	heta_0, \qquad ar	heta_{t+1} = d\,ar	heta_t + (1 - d)\,	heta_{t+1}.
+
+    Put it last in a chain (it needs the final updates); a skipped step (non-finite, or above the skip threshold)
+    does not run the optimizer, so it does not move the average either. The average lives in the optimizer
+    state: checkpointed, sharded like the parameters, and read back with :func:`evaluation_params`."""
+    if not 0.0 < decay < 1.0:
+        raise ValueError(f"The EMA decay must be in (0, 1); got {decay}.")
+
+    def init(params):
+        return EmaParamsState(jax.tree.map(lambda p: jnp.array(p, copy=True), params))
+
+    def update(updates, state, params=None):
+        new = optax.apply_updates(params, updates)
+        return updates, EmaParamsState(jax.tree.map(lambda e, p: decay * e + (1.0 - decay) * p, state.ema, new))
+
+    return optax.GradientTransformation(init, update)
+
+
+def evaluation_params(state: TrainState) -> Params:
+    """The parameters to evaluate: the moving average of :func:`ema_params` when the optimizer tracks one, else
+    ``state.params``."""
+    found = [s for s in jax.tree.leaves(state.opt_state, is_leaf=lambda s: isinstance(s, EmaParamsState))
+             if isinstance(s, EmaParamsState)]
+    return found[0].ema if found else state.params
+
+
 def init_train_state(model: PureModel, optimizer: optax.GradientTransformation, objective: Objective,
                      key: Array) -> TrainState:
     """A fresh state: parameters from ``fold_in(key, 0)``, the per-step stream from ``fold_in(key, 1)``."""

@@ -219,11 +219,19 @@ SMALL = ["model.network=hierarchical", "model.latent_dims=4,2", "model.layer_hid
          "eval.num_samples=4", "eval.max_examples=20", "eval.num_images=8"]
 
 
-@pytest.mark.parametrize("inference", ["ladder", pytest.param("bottom_up", marks=pytest.mark.slow)])
-def test_hierarchies_train_resume_bitwise_and_report_per_layer(inference, tmp_path):
+# Every stabilizer at once (the Ladder run of the default tier): KL warm-up with KL balancing, update skipping
+# (a threshold that a few steps may exceed), the soft clamp, Adamax and the parameters' EMA.
+STABILIZERS = ["objective.beta_schedule=linear", "objective.warmup_steps=30", "objective.kl_balance=true",
+               "optimizer.skip_threshold=1000", "model.log_scale_clamp=5", "optimizer.name=adamax",
+               "optimizer.ema_decay=0.9"]
+
+
+@pytest.mark.parametrize("inference, extra", [("ladder", STABILIZERS),
+                                              pytest.param("bottom_up", [], marks=pytest.mark.slow)])
+def test_hierarchies_train_resume_bitwise_and_report_per_layer(inference, extra, tmp_path):
     from jaxvae import config, runs, samplers
 
-    cfg = config.apply_overrides(config.get_preset("digits"), [*SMALL, f"model.inference={inference}"])
+    cfg = config.apply_overrides(config.get_preset("digits"), [*SMALL, f"model.inference={inference}", *extra])
     straight = runs.fit(cfg, tmp_path / "straight", progress=False, log=lambda _: None)
     assert set(straight["latent"]["active_units_per_group"]) == {"z1", "z2"}
     assert set(straight["kl_groups"]) == {"z1", "z2"}
@@ -301,3 +309,23 @@ def test_a_collapsed_layer_is_reported_once_while_its_units_fluctuate():
     first = health.record(100, {**base, "mean_variance": np.array([0.5, 0.3, 0.2, 1e-3, 1e-4, 1e-5])})[1]
     again = health.record(200, {**base, "mean_variance": np.array([0.5, 1e-3, 0.2, 0.4, 1e-4, 1e-5])})[1]
     assert first is not None and again is None  # z1's inactive unit moved; the collapsed layer is the same
+
+
+def test_free_bits_per_layer_floor_each_layers_batch_mean_kl(batch):
+    model = hierarchy.BottomUpVAE((8, 8, 1), (4, 2), jv.Bernoulli(), hidden=(16, 8), rngs=nnx.Rngs(0))
+    pure, params = jv.split(model)
+    x, key = jnp.asarray(batch), jax.random.key(4)
+    fwd = pure.forward(params, x, key, 1)
+    kl = {g: float(jnp.mean(v)) for g, v in fwd.kl_per_group().items()}  # z1 Monte Carlo, z2 closed form
+    recon = float(jnp.mean(-fwd.log_px_z[0]))
+    lam = (kl["z1"] + kl["z2"]) / 2  # between the two layers' KLs: one is floored, the other is not
+    loss, out = jv.free_bits_per_group(pure, params, x, key, threshold=lam, beta=0.5)
+    expected = recon + 0.5 * (max(lam, kl["z1"]) + max(lam, kl["z2"]))
+    np.testing.assert_allclose(float(loss), expected, rtol=1e-5)
+    assert float(out.metrics["free_bits_kl"]) == pytest.approx(max(lam, kl["z1"]) + max(lam, kl["z2"]), rel=1e-5)
+    from jaxvae import config
+
+    cfg = config.apply_overrides(config.get_preset("digits"), [
+        "model.network=hierarchical", "model.latent_dims=4,2", "objective.name=free_bits",
+        "objective.free_bits.nats=0.5", "objective.free_bits.per_layer=true"])
+    assert cfg.objective.free_bits.per_layer

@@ -151,3 +151,21 @@ def test_too_many_skipped_updates_in_a_row_stop_the_run_with_the_threshold_named
         "optimizer.skip_threshold=1e-6", "optimizer.max_consecutive_nonfinite=5"])
     with pytest.raises(TrainingDivergedError, match=r"gradient norm above optimizer\.skip_threshold=1e-06"):
         runs.fit(cfg, tmp_path, progress=False, log=lambda _: None)
+
+
+def test_the_parameter_ema_follows_its_recurrence_and_is_what_gets_evaluated():
+    from jaxvae.train import evaluation_params
+
+    model, opt, obj, state = _setup(["optimizer.ema_decay=0.9"])
+    step = jax.jit(make_train_step(model, obj, opt))
+    expected = state.params
+    np.testing.assert_array_equal(jax.tree.leaves(evaluation_params(state))[0], jax.tree.leaves(state.params)[0])
+    for s in range(5):
+        state, _ = step(state, _data(16, seed=s))
+        expected = jax.tree.map(lambda e, p: 0.9 * e + 0.1 * p, expected, state.params)
+    for a, b in zip(jax.tree.leaves(evaluation_params(state)), jax.tree.leaves(expected)):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+    assert any(not np.allclose(a, b) for a, b in zip(jax.tree.leaves(evaluation_params(state)),
+                                                     jax.tree.leaves(state.params)))
+    _, _, _, plain = _setup()
+    assert evaluation_params(plain) is plain.params  # without the EMA: the parameters themselves
