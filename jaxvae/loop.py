@@ -53,8 +53,9 @@ def choose_loop(cfg: Config, dataset: data_lib.Dataset) -> str:
     return "scan" if dataset.train.nbytes <= cfg.train.device_data_limit_mb * 2**20 else "host"
 
 
-def nonfinite_check(state: TrainState, step: int, seen: int, max_bad: int, latest_checkpoint: object,
-                    checkpoint_dir: object, *, skip_threshold: float | None = None) -> tuple[int, str | None]:
+def nonfinite_check(state: TrainState, step: int, seen: int, max_bad: int,
+                    latest_checkpoint: Callable[[], object], checkpoint_dir: object, *,
+                    skip_threshold: float | None = None) -> tuple[int, str | None]:
     """``(skipped updates so far, a warning or None)`` after a chunk; raises :class:`TrainingDivergedError` after
     ``max_bad`` skipped updates in a row (non-finite, or with a gradient norm above ``skip_threshold``), so that
     skipping never freezes a run silently."""
@@ -69,7 +70,7 @@ def nonfinite_check(state: TrainState, step: int, seen: int, max_bad: int, lates
             "optimizer.skip_threshold.")
         raise TrainingDivergedError(
             f"Training stopped at step {step}: the last {bad} updates had {why} and were skipped. Last good "
-            f"checkpoint: step {latest_checkpoint or 'none'} in {checkpoint_dir} (nothing after it was saved). "
+            f"checkpoint: step {latest_checkpoint() or 'none'} in {checkpoint_dir} (nothing after it was saved). "
             "Likely causes: a learning rate that is too high (try optimizer.learning_rate smaller, or "
             "optimizer.grad_clip_norm=1), data outside the likelihood's support, or an unbounded decoder scale."
             f"{hint}")
@@ -144,7 +145,7 @@ def train_loop(ctx: RunContext, *, progress: bool = True, log: Callable[[str], N
                     postfix.update(loss=f"{float(record['loss']):.2f}", kl=f"{float(record['kl']):.2f}",
                                    beta=f"{float(record['beta']):.3g}")
                 nonfinite_seen, warning = nonfinite_check(
-                    state, step, nonfinite_seen, cfg.optimizer.max_consecutive_nonfinite, ckpt.latest_step(),
+                    state, step, nonfinite_seen, cfg.optimizer.max_consecutive_nonfinite, ckpt.latest_step,
                     ctx.workdir / "checkpoints", skip_threshold=skip_threshold(cfg))
                 if warning:
                     say(warning)
