@@ -11,6 +11,8 @@ benchmarks:
   monitor_cost       training time with the latent-health monitor on vs off
   sample_quality     prior vs ex-post GMM sampling for a VAE and an autoencoder (Fréchet distance proxy)
   iwae_speed         IWAE NLL evaluation (k=5000) speed: jaxvae vs plain JAX/PyTorch vs pythae's get_nll
+  hierarchy_throughput  two-layer MLP and top-down hierarchy training throughput vs PyTorch eager
+  stabilizers        top-down hierarchy with every stabilizer vs one removed (KL balancing, skipping, ...)
   sharding           train-step time on a 1-device vs an N-device mesh (simulated CPU devices or real ones)
   reproduce          train + evaluate (k=5000) published VAE set-ups and compare with the papers' numbers
 
@@ -25,7 +27,7 @@ def main() -> None:
     import importlib
 
     if name in ("throughput", "sweep_efficiency", "strategies", "monitor_cost", "sample_quality", "iwae_speed",
-                "sharding"):
+                "sharding", "hierarchy_throughput", "stabilizers"):
         importlib.import_module(f"benchmarks.{name}").main(rest)
     elif name == "reproduce":
         importlib.import_module("benchmarks.reproduce.harness").main(rest)

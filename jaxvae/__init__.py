@@ -25,12 +25,14 @@ from jaxvae import (
     posteriors,
     priors,
     progress,
+    regularizers,
     results,
     runs,
     samplers,
     schedules,
     sharding,
     sweep,
+    topdown,
     train,
 )
 from jaxvae.config import Config, apply_overrides, get_preset

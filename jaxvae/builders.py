@@ -20,7 +20,7 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
-from jaxvae import controllers, hierarchy, likelihoods, objectives, priors, schedules
+from jaxvae import controllers, hierarchy, likelihoods, objectives, priors, regularizers, schedules, topdown
 from jaxvae import train as train_lib
 from jaxvae.config import Config
 from jaxvae.errors import ConfigError
@@ -144,19 +144,37 @@ def _conv(cfg: Config, event_shape, likelihood, prior, rngs) -> VAE:
                     activation=m.activation, conv_impl=m.conv_impl, prior=prior, rngs=rngs)
 
 
-# model.inference for model.network=hierarchical: event_shape, latent_dims, likelihood -> a jaxvae.hierarchy model.
+# model.inference for model.network=hierarchical: (cfg, event_shape, likelihood, rngs) -> a hierarchy.
 INFERENCE: Registry[Callable[..., Model]] = Registry("model.inference")
-INFERENCE.register("bottom_up")(hierarchy.BottomUpVAE)
-INFERENCE.register("ladder")(hierarchy.LadderVAE)
+
+
+def _mlp_hierarchy(cls: type) -> Callable[..., Model]:
+    def build(cfg: Config, event_shape, likelihood, rngs) -> Model:
+        m = cfg.model
+        return cls(event_shape, m.latent_dims, likelihood, hidden=m.layer_hidden or None, depth=m.layer_depth,
+                   activation=m.activation, log_scale_clamp=m.log_scale_clamp or None, rngs=rngs)
+    return build
+
+
+INFERENCE.register("bottom_up")(_mlp_hierarchy(hierarchy.BottomUpVAE))
+INFERENCE.register("ladder")(_mlp_hierarchy(hierarchy.LadderVAE))
+
+
+@INFERENCE.register("top_down")
+def _top_down(cfg: Config, event_shape, likelihood, rngs) -> Model:
+    m = cfg.model
+    if len(event_shape) != 3 or event_shape[0] % 4 or event_shape[1] % 4:
+        raise ConfigError(f"model.inference=top_down needs images (H, W, C) with H and W divisible by 4; the data "
+                          f"has event shape {tuple(event_shape)}. Use model.inference=bottom_up or ladder.")
+    return topdown.TopDownVAE(event_shape, m.latent_dims, likelihood, groups_per_scale=m.groups_per_scale or None,
+                              channels=m.residual_channels, cells=m.cells, activation=m.activation,
+                              log_scale_clamp=m.log_scale_clamp or None, conv_impl=m.conv_impl, rngs=rngs)
 
 
 @NETWORKS.register("hierarchical")
 def _hierarchical(cfg: Config, event_shape, likelihood, prior, rngs) -> Model:
     del prior  # a hierarchy's top layer has a standard normal prior (config.validate says so)
-    m = cfg.model
-    return INFERENCE[m.inference](event_shape, m.latent_dims, likelihood, hidden=m.layer_hidden or None,
-                                  depth=m.layer_depth, activation=m.activation,
-                                  log_scale_clamp=m.log_scale_clamp or None, rngs=rngs)
+    return INFERENCE[cfg.model.inference](cfg, event_shape, likelihood, rngs)
 
 
 def is_builder_reference(network: str) -> bool:
@@ -266,12 +284,17 @@ def skip_threshold(cfg: Config) -> float | None:
 
 
 def build_optimizer(cfg: Config, total_steps: int) -> optax.GradientTransformation:
-    """``optimizer.name`` (:data:`OPTIMIZERS`) with its learning-rate schedule, after optional global-norm
-    clipping, followed by the parameters' moving average (:func:`jaxvae.train.ema_params`) when
-    ``optimizer.ema_decay`` is set."""
+    """``optimizer.name`` (:data:`OPTIMIZERS`) with its learning-rate schedule, after NVAE's spectral
+    regularization (:func:`jaxvae.regularizers.spectral_regularization`, ``optimizer.spectral_reg.weight``) and
+    global-norm clipping when set, followed by the parameters' moving average (:func:`jaxvae.train.ema_params`)
+    when ``optimizer.ema_decay`` is set."""
     o = cfg.optimizer
     opt = OPTIMIZERS[o.name](cfg, learning_rate_schedule(cfg, total_steps))
     opt = optax.chain(optax.clip_by_global_norm(o.grad_clip_norm), opt) if o.grad_clip_norm > 0 else opt
+    sr = o.spectral_reg
+    if sr.weight > 0:
+        weight = regularizers.spectral_weight_schedule(sr.weight, sr.init_weight, sr.warmup_steps)
+        opt = optax.chain(regularizers.spectral_regularization(weight, power_iterations=sr.power_iterations), opt)
     return optax.chain(opt, train_lib.ema_params(o.ema_decay)) if o.ema_decay > 0 else opt
 
 

@@ -55,10 +55,15 @@ class ModelConfig:
     prior_components: int = 10  # mixture components / VampPrior pseudo-inputs
     # network=hierarchical (jaxvae.hierarchy): several stochastic layers, MLP conditionals.
     latent_dims: tuple[int, ...] = ()  # units per stochastic layer, bottom (next to the data) first: 100,50
-    inference: str = "bottom_up"  # bottom_up (IWAE, Burda et al. 2016) or ladder (Soenderby et al. 2016)
+    # bottom_up (IWAE, Burda et al. 2016), ladder (Soenderby et al. 2016) or top_down (NVAE/VDVAE-style residual
+    # conv hierarchy, jaxvae.topdown: model.latent_dims are then latent channels per group)
+    inference: str = "bottom_up"
     layer_hidden: tuple[int, ...] = ()  # MLP width per stochastic layer (empty: twice its units)
     layer_depth: int = 2  # hidden layers per conditional distribution
     log_scale_clamp: float = 0.0  # NVAE's soft clamp c*tanh(log_scale/c) on the hierarchy's Gaussians; 0 = off
+    groups_per_scale: tuple[int, ...] = ()  # top_down: latent groups at the H/2 and H/4 scales (empty: half each)
+    residual_channels: int = 32  # top_down: width of the residual stream
+    cells: int = 1  # top_down: residual cells per latent group (decoder) and per scale (encoder)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -164,6 +169,17 @@ LEGACY_KEYS = {
 
 
 @dataclasses.dataclass(frozen=True)
+class SpectralRegConfig:
+    """``optimizer.spectral_reg``: NVAE's spectral regularization, weight * (sum of every weight matrix's largest
+    singular value) added to the loss (Vahdat & Kautz 2020; jaxvae.regularizers)."""
+
+    weight: float = 0.0  # lambda after the warm-up (NVAE on MNIST: 1e-2); 0 = off
+    init_weight: float = 0.0  # lambda at step 0, annealed geometrically to `weight` (NVAE: 10); 0 = constant
+    warmup_steps: int = 0  # length of that annealing (NVAE: the KL warm-up's)
+    power_iterations: int = 1  # power-iteration steps per training step
+
+
+@dataclasses.dataclass(frozen=True)
 class OptimizerConfig:
     name: str = "adam"  # adam, adamw or adamax (jaxvae.builders.OPTIMIZERS)
     learning_rate: float = 1e-3
@@ -178,6 +194,7 @@ class OptimizerConfig:
     ema_decay: float = 0.0  # evaluate an exponential moving average of the parameters (VDVAE: 0.9999); 0 = off
     max_consecutive_nonfinite: int = 20  # stop training after this many skipped updates (NaN/Inf or above
     # skip_threshold) in a row
+    spectral_reg: SpectralRegConfig = SpectralRegConfig()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -310,6 +327,21 @@ PRESETS: dict[str, tuple[str, Config]] = {
                            layer_hidden=(512, 256, 128, 64, 32), layer_depth=2, activation="leaky_relu"),
                 objective=dict(beta_schedule="linear", beta_start=0.0, warmup_steps=5000),
                 train=dict(batch_size=100, epochs=30, log_every=100, checkpoint_every=2000),
+                eval=dict(num_samples=1000, max_examples=1000)),
+    ),
+    "binarized-mnist-topdown": (
+        "A small NVAE/VDVAE-style top-down residual hierarchy on statically binarized MNIST: four latent groups "
+        "of 4 channels, two at 14x14 and two at 7x7, a 32-channel residual stream, Swish, NVAE's residual "
+        "posterior and soft clamp (5), a linear KL warm-up over 3 epochs with KL balancing, Adamax 2e-3 "
+        "(eps 1e-7), batch 100, 20 epochs (NVAE on MNIST: 400 epochs, 30% warm-up). IWAE k=1000 on 1,000 test "
+        "images.",
+        _preset(preset="binarized-mnist-topdown", data=dict(name="binarized-mnist"),
+                model=dict(network="hierarchical", inference="top_down", latent_dims=(4, 4, 4, 4),
+                           groups_per_scale=(2, 2), residual_channels=32, cells=1, activation="silu",
+                           log_scale_clamp=5.0),
+                objective=dict(beta_schedule="linear", beta_start=0.0, warmup_steps=1500, kl_balance=True),
+                optimizer=dict(name="adamax", learning_rate=2e-3, eps=1e-7),
+                train=dict(batch_size=100, epochs=20, log_every=100, checkpoint_every=1000),
                 eval=dict(num_samples=1000, max_examples=1000)),
     ),
     "fashion-mnist": (
@@ -467,11 +499,12 @@ _CHOICES = {
     "mesh.params": meshspec.PARAM_MODES,
 }
 # Numeric settings must be >= 0; these must be > 0.
-_POSITIVE = ("model.latent_dim", "model.conv_hidden", "model.num_mixtures", "model.prior_components",
+_POSITIVE = ("model.latent_dim", "model.conv_hidden", "model.residual_channels", "model.num_mixtures",
+             "model.prior_components",
              "objective.num_samples", "objective.num_cycles", "objective.free_bits.group",
              "objective.capacity.steps", "optimizer.learning_rate", "train.batch_size", "train.epochs",
              "train.log_every", "train.keep_checkpoints", "eval.num_samples", "eval.batch_size",
-             "monitor.batch_size")
+             "monitor.batch_size", "optimizer.spectral_reg.power_iterations")
 
 
 def get_value(cfg: Config, key: str) -> Any:
@@ -482,9 +515,12 @@ def get_value(cfg: Config, key: str) -> Any:
     return node
 
 
-def latent_size(cfg: Config) -> int:
-    """The total number of latent units of the configured built-in network (all layers of a hierarchy)."""
-    return sum(cfg.model.latent_dims) if cfg.model.network == "hierarchical" else cfg.model.latent_dim
+def latent_size(cfg: Config) -> int | None:
+    """The total number of latent units of the configured built-in network (all layers of a hierarchy); ``None``
+    for the top-down hierarchy, whose groups are feature maps sized by the data's image shape."""
+    if cfg.model.network != "hierarchical":
+        return cfg.model.latent_dim
+    return None if cfg.model.inference == "top_down" else sum(cfg.model.latent_dims)
 
 
 def validate(cfg: Config) -> Config:
@@ -532,6 +568,12 @@ def validate(cfg: Config) -> Config:
             raise ConfigError(f"model.layer_hidden={','.join(map(str, m.layer_hidden))} must give one positive "
                               f"width per stochastic layer ({len(m.latent_dims)} for model.latent_dims="
                               f"{','.join(map(str, m.latent_dims))}), or be empty (twice each layer's units).")
+        if m.inference == "top_down":
+            from jaxvae import topdown
+            topdown._split_groups(m.latent_dims, m.groups_per_scale)
+        elif m.groups_per_scale:
+            raise ConfigError(f"model.groups_per_scale sets the scales of model.inference=top_down; "
+                              f"model.inference={m.inference} has one MLP layer per entry of model.latent_dims.")
         if m.prior != "standard_normal":
             raise ConfigError(f"model.network=hierarchical has a standard normal prior on its top layer (the "
                               f"layers below are conditioned on it); model.prior={m.prior} is for one-layer "
@@ -544,7 +586,7 @@ def validate(cfg: Config) -> Config:
         raise ConfigError(f"model.network=conv needs at least two model.channels (two stride-2 layers, e.g. "
                           f"model.channels=32,64); got {cfg.model.channels}.")
     ob = cfg.objective
-    if not ob.free_bits.per_layer and latent_size(cfg) % ob.free_bits.group:
+    if not ob.free_bits.per_layer and latent_size(cfg) is not None and latent_size(cfg) % ob.free_bits.group:
         key = "sum(model.latent_dims)" if cfg.model.network == "hierarchical" else "model.latent_dim"
         raise ConfigError(f"objective.free_bits.group={ob.free_bits.group} must divide {key}={latent_size(cfg)}.")
     if not 0.0 <= cfg.optimizer.ema_decay < 1.0:

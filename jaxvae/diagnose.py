@@ -70,13 +70,21 @@ def run_diagnose(workdir: str | Path, *, max_examples: int = 2000, gmm_component
     return result
 
 
+def _dims(dims: list[int], limit: int = 40) -> str:
+    """A list of dimension indices for the page, shortened after ``limit``."""
+    if not dims:
+        return "none"
+    head = ", ".join(map(str, dims[:limit]))
+    return head + (f", ... ({len(dims) - limit} more)" if len(dims) > limit else "")
+
+
 def _write_report(ctx, params, result, workdir, decode, z_prior, z_cold, z_gmm, q_train, fit_idx, key):
     model, ds = ctx.model, ctx.dataset
     inactive = set(result["inactive_dims"])
     rows = [
         ("dataset / steps", f"{ds.name} / {int(ctx.state.step):,}"),
         ("active units", f"{result['active_units']} of {result['latent_dim']} (threshold "
-                         f"{result['active_threshold']:g}); inactive: {sorted(inactive) or 'none'}"),
+                         f"{result['active_threshold']:g}); inactive: {_dims(sorted(inactive))}"),
         ("total KL", f"{result['kl_total']:.3f} nats"),
         ("mutual information I(x; z)", f"{result['mutual_information']:.3f} nats "
                                        f"(upper bound log N = {result['mutual_information_upper_bound']:.2f})"),
@@ -90,7 +98,17 @@ def _write_report(ctx, params, result, workdir, decode, z_prior, z_cold, z_gmm, 
                                                   for k, v in result["sampler_hole_fraction"].items())),
     ]
     sections = [("Summary", report.html_table(rows))]
-    kl_png = report.kl_bar_chart(result["kl_per_dim"], [d not in inactive for d in range(result["latent_dim"])])
+    if result.get("kl_per_group") and result.get("active_units_per_group") and len(result["kl_per_group"]) > 1:
+        sizes = dict(ctx.model.groups)
+        layer_rows = [(g, f"KL {kl:.3f} nats; {result['active_units_per_group'][g]} of {sizes[g]} units active")
+                      for g, kl in result["kl_per_group"].items()]
+        png = report.layer_chart(result["kl_per_group"], result["active_units_per_group"], sizes)
+        sections.append(("Per layer (the model's own KL of each latent group)",
+                         f'<div class="row">{report.html_table(layer_rows)}{report.img_tag(png)}</div>'))
+    title = ("KL per dimension of each posterior to N(0, I), a proxy for a hierarchy's conditional priors"
+             if result.get("kl_per_group") else "KL per dimension")
+    kl_png = report.kl_bar_chart(result["kl_per_dim"], [d not in inactive for d in range(result["latent_dim"])],
+                                 title)
     labels = ds.labels.get("train")[fit_idx] if ds.labels and ds.labels.get("train") is not None else None
     outliers = np.asarray(result["outliers"]["train"]["indices"])
     pos = {int(i): j for j, i in enumerate(fit_idx)}

@@ -148,16 +148,37 @@ def _pyplot():
     return plt
 
 
-def kl_bar_chart(kl_per_dim: list[float], active: list[bool]) -> bytes:
+def kl_bar_chart(kl_per_dim: list[float], active: list[bool], title: str = "KL per dimension") -> bytes:
     """Bars of the data-averaged KL per latent dimension; inactive units in grey."""
     plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(max(4.0, 0.35 * len(kl_per_dim) + 1.5), 2.8))
+    # One bar per dimension up to ~40 dimensions; wider latent spaces (a top-down hierarchy's thousands) get a
+    # fixed-width figure with thin bars instead of an image as wide as the dimension count.
+    fig, ax = plt.subplots(figsize=(min(14.0, max(4.0, 0.35 * len(kl_per_dim) + 1.5)), 2.8))
     colors = ["tab:blue" if a else "0.7" for a in active]
-    ax.bar(range(len(kl_per_dim)), kl_per_dim, color=colors)
+    ax.bar(range(len(kl_per_dim)), kl_per_dim, color=colors, width=0.8 if len(kl_per_dim) <= 200 else 1.0)
     ax.set_xlabel("latent dimension")
     ax.set_ylabel("KL [nats]")
-    ax.set_title("KL per dimension (grey: inactive unit)", fontsize=9)
+    ax.set_title(f"{title} (grey: inactive unit)", fontsize=9)
     ax.grid(axis="y", alpha=0.3)
+    return figure_png(fig)
+
+
+def layer_chart(kl_per_group: dict[str, float], active: dict[str, int], sizes: dict[str, int]) -> bytes:
+    """Per latent group (layer of a hierarchy, bottom first): its KL (bars, left axis) and the share of its units
+    that are active (dots, right axis) -- where a collapsed layer shows at a glance."""
+    plt = _pyplot()
+    names = list(kl_per_group)
+    fig, ax = plt.subplots(figsize=(max(4.0, 0.8 * len(names) + 2.0), 2.8))
+    ax.bar(range(len(names)), [kl_per_group[g] for g in names], color="tab:blue")
+    ax.set_xticks(range(len(names)), names)
+    ax.set_xlabel("latent group (bottom first)")
+    ax.set_ylabel("KL [nats]", color="tab:blue")
+    ax.grid(axis="y", alpha=0.3)
+    share = ax.twinx()
+    share.plot(range(len(names)), [active[g] / max(sizes[g], 1) for g in names], "o", color="tab:orange")
+    share.set_ylim(0, 1.05)
+    share.set_ylabel("active units (share)", color="tab:orange")
+    ax.set_title("KL and active units per layer", fontsize=9)
     return figure_png(fig)
 
 

@@ -220,10 +220,12 @@ SMALL = ["model.network=hierarchical", "model.latent_dims=4,2", "model.layer_hid
 
 
 # Every stabilizer at once (the Ladder run of the default tier): KL warm-up with KL balancing, update skipping
-# (a threshold that a few steps may exceed), the soft clamp, Adamax and the parameters' EMA.
+# (a threshold that a few steps may exceed), the soft clamp, Adamax, spectral regularization (annealed) and the
+# parameters' EMA.
 STABILIZERS = ["objective.beta_schedule=linear", "objective.warmup_steps=30", "objective.kl_balance=true",
                "optimizer.skip_threshold=1000", "model.log_scale_clamp=5", "optimizer.name=adamax",
-               "optimizer.ema_decay=0.9"]
+               "optimizer.ema_decay=0.9", "optimizer.spectral_reg.weight=0.01",
+               "optimizer.spectral_reg.init_weight=1", "optimizer.spectral_reg.warmup_steps=30"]
 
 
 @pytest.mark.parametrize("inference, extra", [("ladder", STABILIZERS),

@@ -31,6 +31,15 @@ FAST = ["model.hidden=64", "model.latent_dim=4", "train.batch_size=64", "train.s
         "train.checkpoint_every=0", "eval.num_samples=10", "eval.max_examples=48", "eval.batch_size=16",
         "eval.num_images=16", "monitor.every=0"]
 
+STABILIZERS = ["objective.beta_schedule=linear", "objective.warmup_steps=10", "objective.kl_balance=true",
+               "optimizer.name=adamax", "optimizer.skip_threshold=1000", "optimizer.ema_decay=0.9",
+               "optimizer.spectral_reg.weight=0.01", "model.log_scale_clamp=5"]
+HIERARCHIES = {
+    "ladder": ["model.network=hierarchical", "model.inference=ladder", "model.latent_dims=4,2",
+               "model.layer_hidden=32,16", *STABILIZERS],
+    "topdown": ["model.network=hierarchical", "model.inference=top_down", "model.latent_dims=2,1",
+                "model.residual_channels=8", "model.activation=silu", *STABILIZERS],
+}
 
 # ------------------------------------------------------------------------------------------------ workers
 
@@ -139,6 +148,12 @@ def worker_mesh8(outdir: Path) -> None:
     # The real training path (scan loop) on 8 devices; the 1-device run is also the multi-process reference.
     for shape in ("1", "8"):
         _fit_and_dump([f"mesh.shape={shape}"], outdir / f"fit{shape}", outdir / f"fit{shape}.npz")
+    # Hierarchies with their stabilizers: a Ladder VAE (parameters sharded, FSDP) and a top-down conv hierarchy.
+    for name, extra in HIERARCHIES.items():
+        for shape in ("1", "8"):
+            mode = ["mesh.params=fsdp"] if shape == "8" and name == "ladder" else []
+            _fit_and_dump([f"mesh.shape={shape}", *mode, *extra], outdir / f"{name}{shape}",
+                          outdir / f"{name}{shape}.npz")
     (outdir / "mesh8.json").write_text(json.dumps(result))
 
 
@@ -262,6 +277,18 @@ def test_sharded_sweep_equals_unsharded(mesh8):
     assert r["sweep"]["stacked_specs"] == [["data"]]  # every stacked leaf: models over `data`
     np.testing.assert_allclose(r["sweep"]["4"]["losses"], r["sweep"]["1"]["losses"], rtol=TOL, atol=TOL)
     np.testing.assert_allclose(r["sweep"]["4"]["elbo"], r["sweep"]["1"]["elbo"], rtol=1e-4)
+
+
+@pytest.mark.slow
+@MESH8
+@pytest.mark.parametrize("name", sorted(HIERARCHIES))
+def test_hierarchies_train_on_eight_devices_like_on_one(mesh8, name):
+    outdir, _ = mesh8
+    one, eight = (json.loads((outdir / f"{name}{s}.json").read_text()) for s in ("1", "8"))
+    np.testing.assert_allclose(eight["losses"], one["losses"], rtol=TOL, atol=TOL)
+    _assert_params_close(outdir / f"{name}1.npz", outdir / f"{name}8.npz")
+    assert set(one["summary"]["kl_groups"]) == set(eight["summary"]["kl_groups"]) == {"z1", "z2"}
+    np.testing.assert_allclose(eight["summary"]["test_elbo"], one["summary"]["test_elbo"], rtol=1e-4)
 
 
 @pytest.mark.slow
