@@ -21,7 +21,6 @@ import math
 import os
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -42,7 +41,7 @@ KINDS = ["jaxvae", "torch-eager"]
 
 
 def bench_jaxvae(model: str, data_path: Path, batch: int, epochs: int, workdir: Path) -> dict:
-    from jaxvae import config, loop, runs
+    from jaxvae import config
 
     with np.load(data_path) as f:
         steps = f["train"].shape[0] // batch
@@ -50,14 +49,7 @@ def bench_jaxvae(model: str, data_path: Path, batch: int, epochs: int, workdir: 
             "objective.name=elbo", "objective.beta_schedule=constant", "optimizer.name=adam",
             "optimizer.learning_rate=1e-3", f"train.batch_size={batch}", f"train.epochs={epochs}",
             f"train.log_every={steps}", "train.checkpoint_every=0", "train.eval_every=1000000", "monitor.every=0"]
-    cfg = config.apply_overrides(config.get_preset("mnist"), sets)
-    ctx = runs.setup_run(cfg, workdir, log=lambda _: None)
-    t0 = time.perf_counter()
-    loop.train_loop(ctx, progress=False, log=lambda _: None)
-    total = time.perf_counter() - t0
-    steady = ctx.steady_examples_per_sec
-    return {"examples_per_sec": steady, "compile_seconds": total - ctx.total_steps * batch / steady,
-            "peak_rss_mib": common.peak_rss_mib()}
+    return common.time_train_loop(config.apply_overrides(config.get_preset("mnist"), sets), workdir)
 
 
 def _measure(kind: str, model: str, batch: int, epochs: int, data_path: Path, device: str,

@@ -36,21 +36,13 @@ def synthetic_mnist(n: int, seed: int = 0) -> np.ndarray:
 def bench_jaxvae(data_path: Path, batch: int, epochs: int, loop_kind: str, workdir: Path,
                  network: str = "mlp", steps_per_epoch: int = STEPS_PER_EPOCH, conv_impl: str = "auto") -> dict:
     """The real path: config -> setup_run -> train_loop, data read from a user .npy file."""
-    from jaxvae import config, loop, runs
+    from jaxvae import config
 
     sets = [f"data.name={data_path}", f"model.network={network}", f"model.latent_dim={LATENT}",
             f"model.hidden={','.join(map(str, HIDDEN))}", f"train.batch_size={batch}", f"train.epochs={epochs}",
             f"train.loop={loop_kind}", f"train.log_every={steps_per_epoch}", "train.checkpoint_every=0",
             "train.eval_every=1000000", "data.valid_size=0", f"model.conv_impl={conv_impl}"]
-    cfg = config.apply_overrides(config.get_preset("mnist"), sets)
-    ctx = runs.setup_run(cfg, workdir, log=lambda _: None)
-    t0 = time.perf_counter()
-    loop.train_loop(ctx, progress=False, log=lambda _: None)
-    total = time.perf_counter() - t0
-    steady = ctx.steady_examples_per_sec
-    steps = ctx.total_steps
-    compile_s = total - steps * batch / steady
-    return {"examples_per_sec": steady, "compile_seconds": compile_s, "peak_rss_mib": common.peak_rss_mib()}
+    return common.time_train_loop(config.apply_overrides(config.get_preset("mnist"), sets), workdir)
 
 
 def _plain_jax_vae(batch: int, seed: int = 0):

@@ -9,6 +9,7 @@ step), so its gradient :math:`\partial\sigma/\partial W = u v^\top` costs two ma
 
 from __future__ import annotations
 
+import functools
 from typing import NamedTuple
 
 import jax
@@ -48,6 +49,14 @@ def _power_iteration(m: Array, u: Array, v: Array, iterations: int) -> tuple[Arr
     return u, v
 
 
+@functools.partial(jax.jit, static_argnums=2)
+def _initial_vectors(m: Array, key: Array, iterations: int) -> tuple[Array, Array]:
+    """Power iteration from a fixed random start, compiled (run eagerly, its small ops would dispatch one by one
+    for every matrix of the model each time an optimizer state is built)."""
+    u0 = _normalize(jax.random.normal(key, (m.shape[0],)))
+    return _power_iteration(m, u0, _normalize(m.T @ u0), iterations)
+
+
 def spectral_norms(params: optax.Params, state: SpectralRegState) -> optax.Params:
     r"""The current estimate :math:`\sigma = u^\top W v` of every weight matrix's largest singular value (``None``
     for other leaves)."""
@@ -80,8 +89,7 @@ def spectral_regularization(weight: float | optax.Schedule, *, power_iterations:
                 us.append(None), vs.append(None)
                 continue
             m = _as_matrix(jnp.asarray(w, jnp.float32))
-            u0 = _normalize(jax.random.normal(jax.random.fold_in(jax.random.key(0), i), (m.shape[0],)))
-            u, v = _power_iteration(m, u0, _normalize(m.T @ u0), init_iterations)
+            u, v = _initial_vectors(m, jax.random.fold_in(jax.random.key(0), i), init_iterations)
             us.append(u), vs.append(v)
         return SpectralRegState(jnp.zeros([], jnp.int32), jax.tree.unflatten(treedef, us),
                                 jax.tree.unflatten(treedef, vs))

@@ -228,7 +228,8 @@ STABILIZERS = ["objective.beta_schedule=linear", "objective.warmup_steps=30", "o
                "optimizer.spectral_reg.init_weight=1", "optimizer.spectral_reg.warmup_steps=30"]
 
 
-@pytest.mark.parametrize("inference, extra", [("ladder", STABILIZERS),
+# Both in the slow tier: on a 2-core machine without AVX-512 the Ladder run with every stabilizer took 263 s.
+@pytest.mark.parametrize("inference, extra", [pytest.param("ladder", STABILIZERS, marks=pytest.mark.slow),
                                               pytest.param("bottom_up", [], marks=pytest.mark.slow)])
 def test_hierarchies_train_resume_bitwise_and_report_per_layer(inference, extra, tmp_path):
     from jaxvae import config, runs, samplers
