@@ -178,7 +178,7 @@ class TopDownVAE(Model):
             e = cell(e)
         return fine, e
 
-    def _gaussian(self, raw: Array, group: int) -> DiagonalGaussian:
+    def _gaussian(self, raw: Array) -> DiagonalGaussian:
         """A conv head's ``[N, h, w, 2c]`` output as a Gaussian over the flat ``[N, D_g]`` latent."""
         loc, log_scale = jnp.split(raw, 2, axis=-1)
         if self.log_scale_clamp:
@@ -190,7 +190,7 @@ class TopDownVAE(Model):
         if group == len(self.latent_channels) - 1:  # the top group: N(0, I)
             zeros = jnp.zeros((h.shape[0], self.latent_dims[group]), h.dtype)
             return DiagonalGaussian(zeros, zeros)
-        return self._gaussian(self._c(self.prior_heads[group], self.activation(h)), group)
+        return self._gaussian(self._c(self.prior_heads[group], self.activation(h)))
 
     def _absorb(self, h: Array, z_flat: Array, group: int) -> Array:
         """``h <- cells(h + W z)``: the state after group ``group``'s latent ``[N, D_g]``."""
@@ -241,7 +241,7 @@ class TopDownVAE(Model):
         for g in range(n_groups - 1, -1, -1):
             p = self._prior(h, g)
             e = features[self.group_scale[g]]
-            delta = self._gaussian(self._c(self.post_heads[g], self.activation(jnp.concatenate([h, e], -1))), g)
+            delta = self._gaussian(self._c(self.post_heads[g], self.activation(jnp.concatenate([h, e], -1))))
             q = DiagonalGaussian(p.loc + delta.loc, p.log_scale + delta.log_scale)  # NVAE's residual normal
             z = q.sample(keys[g])  # [K * B, D_g]
             p, q = jax.tree.map(kb, p), jax.tree.map(kb, q)
@@ -286,9 +286,6 @@ class TopDownVAE(Model):
             h = self._rescale(self._absorb(h, flat[f"z{g + 1}"], g), g)
         out = self._output(h)
         return out.reshape(*lead, *out.shape[1:])
-
-    def reconstruct(self, x: Array, key: Array) -> Array:
-        return self.likelihood.mean(self.forward(x, key, 1).decoder_out[0])
 
     def posteriors(self, x: Array, key: Array) -> dict[str, DiagonalGaussian]:
         """Per group an estimate of :math:`q(z_l|x)`: the top group's exactly, a lower group's moment-matched over
