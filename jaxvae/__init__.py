@@ -13,7 +13,9 @@ from jaxvae import (
     diagnostics,
     discrepancy,
     distributions,
+    early_stopping,
     errors,
+    estimators,
     evaluate,
     hierarchy,
     kl,
@@ -46,7 +48,9 @@ from jaxvae.diagnostics import (
     prior_holes,
 )
 from jaxvae.distributions import DiagonalGaussian, Distribution, Mixture, kl_divergence, register_kl
+from jaxvae.early_stopping import EarlyStopping
 from jaxvae.errors import CheckpointError, ChecksumError, ConfigError, DataError, JaxvaeError
+from jaxvae.estimators import ciwae, elbo_stl, iwae_dreg, miwae, piwae
 from jaxvae.evaluate import iwae_log_likelihood
 from jaxvae.kl import kl_diagonal_gaussians_per_dim, kl_monte_carlo, kl_standard_normal_per_dim
 from jaxvae.likelihoods import (

@@ -20,7 +20,17 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
-from jaxvae import controllers, hierarchy, likelihoods, objectives, priors, regularizers, schedules, topdown
+from jaxvae import (
+    controllers,
+    estimators,
+    hierarchy,
+    likelihoods,
+    objectives,
+    priors,
+    regularizers,
+    schedules,
+    topdown,
+)
 from jaxvae import train as train_lib
 from jaxvae.config import Config
 from jaxvae.errors import ConfigError
@@ -41,6 +51,7 @@ class Spec(Generic[T]):
     needs_factorized_prior: bool = False  # objectives: need a KL per latent dimension
     factorized: bool = False  # priors: a product over dimensions (a KL per dimension exists)
     sweepable: tuple[str, ...] = ()  # objectives: their settings that only change traced weights (see sweep)
+    single_group: bool = False  # objectives: re-score one latent group (no hierarchies; jaxvae.estimators)
 
 
 class Registry(Generic[T]):
@@ -431,6 +442,43 @@ def _info_vae(cfg: Config, c: ObjectiveContext) -> ObjectiveParts:
                           lambda params, state, x, key, step, hp: objectives.info_vae(
                               c.model, params, x, key, alpha=hp["mmd_alpha"], lambda_=hp["mmd_lambda"],
                               kernel=iv.kernel, num_samples=c.num_samples))
+
+
+@OBJECTIVES.register("miwae")
+def _miwae(cfg: Config, c: ObjectiveContext) -> ObjectiveParts:
+    """MIWAE(M, K): the mean of M IWAE bounds of K = objective.num_samples samples (Rainforth et al. 2018)."""
+    return ObjectiveParts(lambda step: {}, lambda params, state, x, key, step, hp: estimators.miwae(
+        c.model, params, x, key, num_samples=c.num_samples, outer=cfg.objective.miwae.outer))
+
+
+@OBJECTIVES.register("ciwae", sweepable=("ciwae.beta",))
+def _ciwae(cfg: Config, c: ObjectiveContext) -> ObjectiveParts:
+    """CIWAE(beta): beta ELBO + (1 - beta) IWAE on the same samples (Rainforth et al. 2018)."""
+    return ObjectiveParts(lambda step: {"ciwae_beta": _f32(cfg.objective.ciwae.beta)},
+                          lambda params, state, x, key, step, hp: estimators.ciwae(
+                              c.model, params, x, key, num_samples=c.num_samples, beta=hp["ciwae_beta"]))
+
+
+@OBJECTIVES.register("piwae", single_group=True)
+def _piwae(cfg: Config, c: ObjectiveContext) -> ObjectiveParts:
+    """PIWAE: IWAE for the generative network, MIWAE(M, K) for the inference network (Rainforth et al. 2018)."""
+    return ObjectiveParts(lambda step: {}, lambda params, state, x, key, step, hp: estimators.piwae(
+        c.model, params, x, key, num_samples=c.num_samples, outer=cfg.objective.piwae.outer))
+
+
+@OBJECTIVES.register("iwae_dreg", single_group=True)
+def _iwae_dreg(cfg: Config, c: ObjectiveContext) -> ObjectiveParts:
+    """IWAE with the doubly reparameterized gradient (Tucker et al. 2019)."""
+    return ObjectiveParts(lambda step: {}, lambda params, state, x, key, step, hp: estimators.iwae_dreg(
+        c.model, params, x, key, num_samples=c.num_samples))
+
+
+@OBJECTIVES.register("elbo_stl", controllable=True, single_group=True)
+def _elbo_stl(cfg: Config, c: ObjectiveContext) -> ObjectiveParts:
+    """The (beta-weighted) Monte Carlo ELBO with the sticking-the-landing gradient (Roeder et al. 2017)."""
+    return ObjectiveParts(lambda step: {"beta": c.beta(step)},
+                          lambda params, state, x, key, step, hp: estimators.elbo_stl(
+                              c.model, params, x, key, beta=hp["beta"], num_samples=c.num_samples))
 
 
 # The settings every objective's KL weighting shares, also sweepable.

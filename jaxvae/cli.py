@@ -155,7 +155,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from jaxvae.likelihoods import bits_per_dim
     from jaxvae.writers import atomic_write_json
 
-    ctx, params = runs.restore_run(args.workdir)
+    ctx, params = runs.restore_run(args.workdir, step=args.step)
     data = ctx.dataset.split(args.split)
     data = data[random_subset(data.shape[0], args.max_examples or None, args.seed)]
     key = jax.random.key(args.seed)
@@ -191,7 +191,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
     from jaxvae import diagnostics, report, runs, samplers
     from jaxvae.data import random_subset
 
-    ctx, params = runs.restore_run(args.workdir)
+    ctx, params = runs.restore_run(args.workdir, step=args.step)
     model = ctx.model
     key = jax.random.key(args.seed)
     if args.sampler == "prior":
@@ -221,7 +221,7 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
     from jaxvae import diagnose
 
     diagnose.run_diagnose(args.workdir, max_examples=args.max_examples, gmm_components=args.components,
-                          seed=args.seed)
+                          seed=args.seed, step=args.step)
     return 0
 
 
@@ -242,6 +242,23 @@ def cmd_presets(args: argparse.Namespace) -> int:
         for line in lines[1:]:
             print(f"{' ' * width}  {line}")
     return 0
+
+
+def _step(text: str) -> int | str:
+    if text in ("best", "latest"):
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a step: give a step number, 'latest' or 'best'.") \
+            from None
+
+
+def _add_step_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--step", type=_step, default=None,
+                   help="checkpoint to use: a step number, 'latest', or 'best' (the best validation of a run "
+                   "trained with train.early_stopping); default: the model the run reports (best with early "
+                   "stopping, else latest)")
 
 
 def _add_distributed_args(p: argparse.ArgumentParser) -> None:
@@ -310,6 +327,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=100,
                    help="examples per evaluation batch (default 100; lower it if memory runs out)")
     p.add_argument("--seed", type=int, default=0, help="seed of the importance samples and the subset (default 0)")
+    _add_step_arg(p)
     _add_distributed_args(p)
     p.set_defaults(func=cmd_evaluate)
 
@@ -323,6 +341,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="seed of the samples (default 0)")
     p.add_argument("--out", help="PNG path (a .npy with the raw samples is written beside it; default: "
                    "<workdir>/samples-<sampler>[-t<temperature>]-seed<seed>.png)")
+    _add_step_arg(p)
     p.set_defaults(func=cmd_sample)
 
     p = sub.add_parser("diagnose", help="latent health of a trained run: diagnostics.json and report.html")
@@ -330,6 +349,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-examples", type=int, default=2000, help="examples per split used for the statistics")
     p.add_argument("--components", type=int, default=10, help="components of the ex-post mixture")
     p.add_argument("--seed", type=int, default=0, help="seed of the subsets and samples (default 0)")
+    _add_step_arg(p)
     p.set_defaults(func=cmd_diagnose)
 
     p = sub.add_parser("config", help="show configurations")

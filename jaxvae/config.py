@@ -103,6 +103,21 @@ class InfoVAEConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class OuterSamplesConfig:
+    """``objective.name=miwae`` / ``piwae``: ``outer`` groups of ``objective.num_samples`` importance samples
+    each, MIWAE(M=outer, K=num_samples) (Rainforth et al. 2018, who use M = K = 8)."""
+
+    outer: int = 8
+
+
+@dataclasses.dataclass(frozen=True)
+class CIWAEConfig:
+    """``objective.name=ciwae``: beta ELBO + (1 - beta) IWAE on the same samples (Rainforth et al. 2018)."""
+
+    beta: float = 0.5  # in [0, 1]: 1 is the ELBO, 0 IWAE
+
+
+@dataclasses.dataclass(frozen=True)
 class GecoConfig:
     """``objective.controller=geco``: a Lagrange multiplier on the reconstruction constraint (Rezende & Viola
     2018)."""
@@ -127,7 +142,9 @@ class ObjectiveConfig:
     """The loss, its KL weighting (see :mod:`jaxvae.objectives` and :mod:`jaxvae.schedules`), and one settings
     section per objective or controller that has settings of its own (``objective.capacity.nats``, ...)."""
 
-    name: str = "elbo"  # see jaxvae.builders.OBJECTIVES: elbo, iwae, free_bits, capacity, beta_tcvae, info_vae
+    # see jaxvae.builders.OBJECTIVES: elbo, iwae, free_bits, capacity, beta_tcvae, info_vae, and the IWAE
+    # family and gradient estimators of jaxvae.estimators: miwae, ciwae, piwae, iwae_dreg, elbo_stl
+    name: str = "elbo"
     controller: str = "none"  # none, geco, pi: a stateful controller sets beta instead of beta_schedule
     beta: float = 1.0  # final KL weight (the upper bound of beta for the PI controller)
     beta_schedule: str = "constant"  # constant, linear, sigmoid, cosine, cyclical
@@ -142,6 +159,9 @@ class ObjectiveConfig:
     capacity: CapacityConfig = CapacityConfig()
     beta_tcvae: BetaTCVAEConfig = BetaTCVAEConfig()
     info_vae: InfoVAEConfig = InfoVAEConfig()
+    miwae: OuterSamplesConfig = OuterSamplesConfig()
+    piwae: OuterSamplesConfig = OuterSamplesConfig()
+    ciwae: CIWAEConfig = CIWAEConfig()
     geco: GecoConfig = GecoConfig()
     pi: PIConfig = PIConfig()
 
@@ -198,6 +218,15 @@ class OptimizerConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class EarlyStoppingConfig:
+    """``train.early_stopping``: stop when the validation ELBO has not improved for ``patience`` epochs, and
+    report the best validation's model (jaxvae.early_stopping)."""
+
+    patience: int = 0  # epochs without a new best validation ELBO; 0 = off
+    min_delta: float = 0.0  # nats the validation ELBO must rise by to count as an improvement
+
+
+@dataclasses.dataclass(frozen=True)
 class TrainConfig:
     batch_size: int = 100
     epochs: int = 30
@@ -211,6 +240,7 @@ class TrainConfig:
     checkpoint_every: int = 1000  # steps between checkpoints (rounded to a whole chunk); 0 = end only
     keep_checkpoints: int = 3
     device_data_limit_mb: int = 1024  # "auto" keeps a dataset on the device when it is below this size
+    early_stopping: EarlyStoppingConfig = EarlyStoppingConfig()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -504,7 +534,8 @@ _POSITIVE = ("model.latent_dim", "model.conv_hidden", "model.residual_channels",
              "objective.num_samples", "objective.num_cycles", "objective.free_bits.group",
              "objective.capacity.steps", "optimizer.learning_rate", "train.batch_size", "train.epochs",
              "train.log_every", "train.keep_checkpoints", "eval.num_samples", "eval.batch_size",
-             "monitor.batch_size", "optimizer.spectral_reg.power_iterations")
+             "monitor.batch_size", "optimizer.spectral_reg.power_iterations", "objective.miwae.outer",
+             "objective.piwae.outer")
 
 
 def get_value(cfg: Config, key: str) -> Any:
@@ -592,6 +623,8 @@ def validate(cfg: Config) -> Config:
     if not 0.0 <= cfg.optimizer.ema_decay < 1.0:
         raise ConfigError(f"optimizer.ema_decay must be in [0, 1) (0 turns the moving average off; VDVAE uses "
                           f"0.9999); got {cfg.optimizer.ema_decay}.")
+    if not 0.0 <= ob.ciwae.beta <= 1.0:
+        raise ConfigError(f"objective.ciwae.beta must be in [0, 1] (1 is the ELBO, 0 IWAE); got {ob.ciwae.beta}.")
     if not 0.0 < ob.geco.alpha < 1.0:
         raise ConfigError(f"objective.geco.alpha must be in (0, 1); got {ob.geco.alpha}.")
     spec = builders.OBJECTIVES.spec(ob.name)
@@ -602,6 +635,10 @@ def validate(cfg: Config) -> Config:
         controllable = [n for n in builders.OBJECTIVES if builders.OBJECTIVES.spec(n).controllable]
         raise ConfigError(f"objective.controller={ob.controller} sets the KL weight of the "
                           f"{' or '.join(controllable)} objectives; objective.name={ob.name} has its own weights.")
+    if spec.single_group and cfg.model.network == "hierarchical":
+        generic = [n for n in builders.OBJECTIVES if n in ("iwae", "miwae", "ciwae")]
+        raise ConfigError(f"objective.name={ob.name} re-scores one latent group with some parameters held fixed; "
+                          f"model.network=hierarchical has several. Use objective.name={' or '.join(generic)}.")
     factorized = [n for n in builders.PRIORS if builders.PRIORS.spec(n).factorized]
     if spec.needs_factorized_prior and not builders.is_builder_reference(cfg.model.network) and \
             cfg.model.prior not in factorized:

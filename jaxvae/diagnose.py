@@ -33,11 +33,12 @@ def _grid_png(ctx: runs.RunContext, x: np.ndarray, ncols: int = 8) -> bytes | No
 
 def run_diagnose(workdir: str | Path, *, max_examples: int = 2000, gmm_components: int = 10,
                  gmm_covariance: str = "full", num_samples: int = 64, top_k: int = 16, seed: int = 0,
-                 log: Callable[[str], None] = print) -> dict[str, Any]:
-    """Computes the latent report of the run in ``workdir`` and writes diagnostics.json and report.html."""
+                 step: int | str | None = None, log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Computes the latent report of the run in ``workdir`` and writes diagnostics.json and report.html.
+    ``step``: the checkpoint (see :func:`jaxvae.runs.restore_run`; default: the model the run reports)."""
     workdir = Path(workdir)
     t0 = time.perf_counter()
-    ctx, params = runs.restore_run(workdir)
+    ctx, params = runs.restore_run(workdir, step=step)
     model, ds = ctx.model, ctx.dataset
     key = jax.random.key(seed)
     result = diagnostics.latent_report(model, params, ds.train, ds.test if ds.test.shape[0] else None,

@@ -16,12 +16,12 @@ from typing import TYPE_CHECKING
 import jax
 
 from jaxvae import data as data_lib
-from jaxvae import evaluate, monitor, sharding
+from jaxvae import early_stopping, evaluate, monitor, sharding
 from jaxvae.builders import skip_threshold
 from jaxvae.checkpoint import Checkpointer
 from jaxvae.chunks import ChunkLoop, due, make_host_chunk, make_scan_chunk
 from jaxvae.config import Config
-from jaxvae.errors import TrainingDivergedError
+from jaxvae.errors import ConfigError, TrainingDivergedError
 from jaxvae.model import count_params
 from jaxvae.progress import preempted, progress_bar, stop_on_signals
 from jaxvae.results import data_seed
@@ -84,6 +84,10 @@ def train_loop(ctx: RunContext, *, progress: bool = True, log: Callable[[str], N
     """Runs the steps from ``ctx.start_step`` to ``ctx.total_steps``; writes metrics and checkpoints."""
     cfg, ds = ctx.cfg, ctx.dataset
     total, spe, bs = ctx.total_steps, ctx.steps_per_epoch, cfg.train.batch_size
+    if cfg.train.early_stopping.patience and not ds.valid.shape[0]:
+        raise ConfigError("train.early_stopping needs a validation split, and this dataset has none: set "
+                          "data.valid_size > 0 (e.g. data.valid_size=1000), or turn it off with "
+                          "train.early_stopping.patience=0.")
     train_step = make_train_step(ctx.model, ctx.objective, ctx.optimizer,
                                  dynamic_binarization=ds.dynamic_binarization, skip_threshold=skip_threshold(cfg))
     if cfg.train.loop == "scan" and jax.process_count() > 1:
@@ -96,6 +100,15 @@ def train_loop(ctx: RunContext, *, progress: bool = True, log: Callable[[str], N
                           enabled=sharding.is_main_process())
     previous = [r for r in read_metrics(ctx.workdir) if "elapsed_seconds" in r]
     elapsed = previous[-1]["elapsed_seconds"] if previous else 0.0
+    # Early stopping: its state is replayed from the validation records kept by the writer (<= start_step).
+    stopper = early_stopping.for_run(cfg, ctx.workdir, spe, ctx.start_step)
+    if stopper is not None:
+        if stopper.should_stop(ctx.start_step):
+            writer.close()
+            log(f"{ctx.workdir} stopped early at step {ctx.start_step} (best validation ELBO "
+                f"{stopper.best:.2f} at step {stopper.best_step}); nothing to resume.")
+            return ctx.state
+        best_ckpt = Checkpointer(ctx.workdir / early_stopping.BEST_DIR, max_to_keep=1)
 
     mesh = ctx.mesh if ctx.mesh is not None else sharding.make_mesh("1")
     state_sh = ctx.state_shardings if ctx.state_shardings is not None else (
@@ -163,6 +176,17 @@ def train_loop(ctx: RunContext, *, progress: bool = True, log: Callable[[str], N
                                     jax.random.key(cfg.train.seed + 1))
                     writer.write({"step": step, "split": "valid", **val})
                     postfix["valid_elbo"] = f"{val['elbo']:.2f}"
+                    if stopper is not None:
+                        if stopper.update(step, val["elbo"]):
+                            best_ckpt.save(state)
+                        if stopper.should_stop(step):
+                            ckpt.save(state)  # a resumed run sees the stop (its replay ends here too)
+                            say(f"Early stopping at step {step} (epoch {step / spe:.1f}): the validation ELBO has "
+                                f"not improved on {stopper.best:.2f} (step {stopper.best_step}) for "
+                                f"{cfg.train.early_stopping.patience} epoch(s); the final evaluation uses that "
+                                "best checkpoint.")
+                            bar.update(length)
+                            break
                 if due(step, cfg.train.checkpoint_every, total):
                     ckpt.save(state)
                 # The progress line after this step's events, so it shows this step's record and validation.
@@ -176,6 +200,8 @@ def train_loop(ctx: RunContext, *, progress: bool = True, log: Callable[[str], N
         bar.close()
         writer.close()
         ckpt.close()
+        if stopper is not None:
+            best_ckpt.close()
     ctx.steady_examples_per_sec = chunks.steady_examples_per_sec
     ctx.monitor_seconds = monitor_seconds
     ctx.train_seconds = elapsed

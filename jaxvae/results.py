@@ -150,6 +150,12 @@ def format_summary(summary: dict[str, Any], workdir: Path) -> str:
         ("train time", f"{summary['train_seconds']:.1f} s"),
         ("throughput", f"{summary['examples_per_sec']:,.0f} examples/s" if summary["examples_per_sec"] else "n/a"),
     ]
+    es = summary.get("early_stopping")
+    if es and es["best_step"] is not None:
+        stopped = es["stopped_at_step"]
+        stop = "ran to the end" if stopped is None else f"stopped at step {stopped:,}"
+        rows.insert(2, ("early stopping", f"evaluated step {es['best_step']:,} (best validation ELBO "
+                                          f"{es['best_valid_elbo']:.3f}); {stop}"))
     width = max(len(k) for k, _ in rows)
     lines = [f"  {k.ljust(width)}  {v}" for k, v in rows]
     return "\n".join(lines + latent_notes(summary))

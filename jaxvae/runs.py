@@ -21,7 +21,7 @@ import numpy as np
 
 from jaxvae import config as config_lib
 from jaxvae import data as data_lib
-from jaxvae import results, sharding
+from jaxvae import early_stopping, results, sharding
 from jaxvae.builders import (
     ModelBuilder,
     build_model,
@@ -140,7 +140,7 @@ def steps_of(cfg: Config, dataset: data_lib.Dataset) -> tuple[int, int]:
 
 def setup_run(cfg: Config, workdir: str | os.PathLike, *, force: bool = False,
               log: Callable[[str], None] = print, model: ModelBuilder | None = None,
-              restore_step: int | None = None, write_config: bool = True) -> RunContext:
+              restore_step: int | str | None = None, write_config: bool = True) -> RunContext:
     """Loads data, builds the model (``model``: a user builder, else ``cfg.model.network``), creates the state in
     its shardings on the mesh of ``cfg.mesh``, restores the checkpoint at ``restore_step`` (default: the latest,
     if any) and writes ``config.json`` (process 0, unless ``write_config=False``)."""
@@ -161,8 +161,13 @@ def setup_run(cfg: Config, workdir: str | os.PathLike, *, force: bool = False,
         lambda key: init_train_state(pure, optimizer, objective, key),
         lambda shapes: sharding.train_state_shardings(shapes, mesh, cfg.mesh.params),
         jax.random.key(cfg.train.seed))
-    ckpt = Checkpointer(workdir / "checkpoints", max_to_keep=cfg.train.keep_checkpoints)
+    if restore_step == "best":
+        _check_best(workdir)
+    folder = early_stopping.BEST_DIR if restore_step == "best" else "checkpoints"
+    ckpt = Checkpointer(workdir / folder, max_to_keep=cfg.train.keep_checkpoints)
     try:
+        if restore_step == "best":
+            restore_step = ckpt.latest_step()
         if restore_step is not None and restore_step not in ckpt.all_steps():
             raise CheckpointError(f"{workdir} has no checkpoint of step {restore_step}; it has steps "
                                   f"{ckpt.all_steps() or 'none'}.")
@@ -176,6 +181,13 @@ def setup_run(cfg: Config, workdir: str | os.PathLike, *, force: bool = False,
         atomic_write_json(workdir / "config.json", config_lib.to_dict(cfg))
     return RunContext(cfg, workdir, dataset, pure, state, total_steps, steps_per_epoch, start_step, optimizer,
                       objective, mesh=mesh, state_shardings=state_shardings)
+
+
+def _check_best(workdir: Path) -> None:
+    best = workdir / early_stopping.BEST_DIR
+    if not best.is_dir() or not any(p.name.isdigit() for p in best.iterdir()):
+        raise CheckpointError(f"{workdir} has no best checkpoint: it is kept only by runs trained with early "
+                              "stopping (train.early_stopping.patience > 0). Use --step latest or a step number.")
 
 
 def _restore(ckpt: Checkpointer, state: TrainState, step: int, cfg: Config) -> TrainState:
@@ -216,7 +228,10 @@ def final_report(ctx: RunContext, state: TrainState, *, log: Callable[[str], Non
     on each process's own copy of the parameters.
     """
     cfg = ctx.cfg
-    evaluated = evaluation_params(state)  # the moving average when optimizer.ema_decay is set
+    stopper = early_stopping.for_run(cfg, ctx.workdir, ctx.steps_per_epoch, int(state.step))
+    # With early stopping the run reports the best validation's checkpoint.
+    chosen = state if stopper is None or stopper.best_step is None else _restore_best(ctx.workdir, state, stopper)
+    evaluated = evaluation_params(chosen)  # the moving average when optimizer.ema_decay is set
     params = sharding.host_local(evaluated)
     key = results.final_key(cfg)
     test = results.TestEvaluation(ctx.model, cfg, ctx.dataset, mesh=ctx.mesh)(
@@ -229,10 +244,30 @@ def final_report(ctx: RunContext, state: TrainState, *, log: Callable[[str], Non
         history[-1]["elapsed_seconds"] if history else 0.0)
     summary = run_summary(cfg, ctx.dataset, state, ctx.steps_per_epoch, test, params, train_seconds=train_seconds,
                           examples_per_sec=steady, monitor_seconds=ctx.monitor_seconds)
+    if stopper is not None:
+        stopped = int(state.step) if stopper.should_stop(int(state.step)) else None
+        summary["early_stopping"] = stopper.summary(cfg.train.early_stopping.patience, stopped)
+        if stopper.best_step is not None:
+            log(f"Evaluated the best validation checkpoint (step {stopper.best_step}, validation ELBO "
+                f"{stopper.best:.2f}).")
     if sharding.is_main_process():
         results.write_images(ctx.workdir, cfg, ctx.dataset, ctx.model, params, key)
         atomic_write_json(ctx.workdir / "summary.json", summary)
     return summary
+
+
+def _restore_best(workdir: Path, like: TrainState, stopper: early_stopping.EarlyStopping) -> TrainState:
+    best = Checkpointer(workdir / early_stopping.BEST_DIR, max_to_keep=1)
+    try:
+        if best.latest_step() != stopper.best_step:
+            raise CheckpointError(
+                f"{workdir / early_stopping.BEST_DIR} holds the checkpoint of step {best.latest_step()}, but the "
+                f"best validation ELBO in metrics.jsonl is at step {stopper.best_step}. The run directory was "
+                "changed by hand or by another run; restore it, or evaluate a step explicitly with "
+                "`jaxvae evaluate --step latest`.")
+        return best.restore(like, stopper.best_step)
+    finally:
+        best.close()
 
 
 def with_builder(cfg: Config, model: ModelBuilder | None, log: Callable[[str], None]) -> Config:
@@ -287,11 +322,15 @@ def _not_a_run(workdir: Path) -> CheckpointError:
                            f"{', ...' if len(names) > 4 else ''}); pass one of them, e.g. {workdir / names[0]}.")
 
 
-def restore_run(workdir: str | os.PathLike, *, step: int | None = None,
+def restore_run(workdir: str | os.PathLike, *, step: int | str | None = None,
                 model: ModelBuilder | None = None) -> tuple[RunContext, Params]:
     """Loads a finished or interrupted run: its config, data, model and the parameters of the checkpoint at
-    ``step`` (default: the latest; their moving average when the run tracks one). Writes nothing. ``model``:
-    the builder, for runs whose recorded builder is not importable."""
+    ``step`` (their moving average when the run tracks one). Writes nothing. ``model``: the builder, for runs
+    whose recorded builder is not importable.
+
+    ``step``: a step number, ``"latest"``, ``"best"`` (the best validation of a run trained with early
+    stopping), or ``None``: the model the run reports, i.e. ``"best"`` when the run used early stopping and has
+    a best checkpoint, else ``"latest"``."""
     workdir = Path(workdir)
     saved = workdir / "config.json"
     if not saved.exists():
@@ -307,7 +346,13 @@ def restore_run(workdir: str | os.PathLike, *, step: int | None = None,
                                   "which has not finished; resume it with the same `jaxvae sweep` command.")
         raise CheckpointError(f"{workdir} has no checkpoint yet; resume training with `jaxvae train --workdir "
                               f"{workdir}`.")
-    ctx = setup_run(cfg, workdir, log=lambda _: None, model=model, restore_step=step, write_config=False)
+    if step is None:
+        step = "best" if cfg.train.early_stopping.patience and (workdir / early_stopping.BEST_DIR).is_dir() \
+            else "latest"
+    if isinstance(step, str) and step not in ("best", "latest"):
+        raise CheckpointError(f"step={step!r}: give a step number, 'latest' or 'best'.")
+    ctx = setup_run(cfg, workdir, log=lambda _: None, model=model, restore_step=None if step == "latest" else step,
+                    write_config=False)
     return ctx, evaluation_params(ctx.state)
 
 
@@ -331,7 +376,7 @@ class LoadedRun(NamedTuple):
     workdir: Path
 
 
-def load_run(workdir: str | os.PathLike, step: int | None = None, *,
+def load_run(workdir: str | os.PathLike, step: int | str | None = None, *,
              model: ModelBuilder | None = None) -> LoadedRun:
     """Opens a run directory (finished or interrupted, a single run or a sweep member) for analysis in Python;
     writes nothing.
@@ -343,7 +388,9 @@ def load_run(workdir: str | os.PathLike, step: int | None = None, *,
 
     Args:
       workdir: the run directory (``config.json`` and ``checkpoints/``).
-      step: the checkpoint to restore (default: the latest); an absent step is a clear error.
+      step: the checkpoint to restore: a step number, ``"latest"``, ``"best"``, or ``None`` (the model the run
+        reports: its best validation checkpoint with early stopping, else the latest); an absent step is a
+        clear error.
       model: the model builder, needed only when the recorded ``model.network`` is not importable (a lambda or a
         function defined in a notebook).
     """

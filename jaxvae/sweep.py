@@ -90,6 +90,10 @@ def expand_grid(base: Config, over: Mapping[str, Sequence[str]], seeds: int = 1)
             raise ConfigError(f"{key} cannot vary within one sweep: models in a sweep share their architecture, "
                               f"optimizer and batches{hint}. Sweepable keys: {', '.join(SWEEPABLE)}. Run separate "
                               "`jaxvae train` runs (or several sweeps) for other keys.")
+    if base.train.early_stopping.patience:
+        raise ConfigError("train.early_stopping is not available in a sweep (its models train in lock step, so "
+                          "none can stop alone); set train.early_stopping.patience=0, or train the models with "
+                          "separate `jaxvae train` runs.")
     if base.objective.controller != "none" and any(k != "train.seed" for k in over):
         raise ConfigError("With objective.controller set, the controller chooses beta; only train.seed can be "
                           "swept.")

@@ -83,7 +83,8 @@ def test_objective_settings_live_in_their_own_sections_and_the_flat_names_still_
 def test_choices_come_from_the_component_registries():
     from jaxvae import builders
 
-    assert set(builders.OBJECTIVES) == {"elbo", "iwae", "free_bits", "capacity", "beta_tcvae", "info_vae"}
+    assert set(builders.OBJECTIVES) == {"elbo", "iwae", "free_bits", "capacity", "beta_tcvae", "info_vae",
+                                         "miwae", "ciwae", "piwae", "iwae_dreg", "elbo_stl"}
     with pytest.raises(ConfigError, match="Did you mean 'capacity'"):
         config.apply_overrides(config.Config(), ["objective.name=capacty"])
 
@@ -96,7 +97,7 @@ def test_choices_come_from_the_component_registries():
         assert cfg.objective.name == "elbo_copy"
     finally:
         builders.OBJECTIVES._specs.pop("elbo_copy")
-    with pytest.raises(ConfigError, match="sets the KL weight of the elbo or free_bits objectives"):
+    with pytest.raises(ConfigError, match="sets the KL weight of the elbo or free_bits or elbo_stl objectives"):
         config.apply_overrides(config.Config(), ["objective.name=iwae", "objective.controller=pi"])
     with pytest.raises(ConfigError, match="needs a factorized prior"):
         config.apply_overrides(config.Config(), ["objective.name=beta_tcvae", "model.prior=vamp"])
