@@ -17,7 +17,9 @@ from jaxvae import (
     errors,
     estimators,
     evaluate,
+    flows,
     hierarchy,
+    inits,
     kl,
     likelihoods,
     loop,
@@ -47,7 +49,15 @@ from jaxvae.diagnostics import (
     outlier_scores,
     prior_holes,
 )
-from jaxvae.distributions import DiagonalGaussian, Distribution, Mixture, kl_divergence, register_kl
+from jaxvae.distributions import (
+    Bijection,
+    DiagonalGaussian,
+    Distribution,
+    Mixture,
+    TransformedDistribution,
+    kl_divergence,
+    register_kl,
+)
 from jaxvae.early_stopping import EarlyStopping
 from jaxvae.errors import CheckpointError, ChecksumError, ConfigError, DataError, JaxvaeError
 from jaxvae.estimators import ciwae, elbo_stl, iwae_dreg, miwae, piwae

@@ -23,8 +23,11 @@ from flax import nnx
 from jaxvae import (
     controllers,
     estimators,
+    flows,
     hierarchy,
+    inits,
     likelihoods,
+    nets,
     objectives,
     priors,
     regularizers,
@@ -141,8 +144,17 @@ NETWORKS: Registry[Callable[..., VAE]] = Registry("model.network")
 @NETWORKS.register("mlp")
 def _mlp(cfg: Config, event_shape, likelihood, prior, rngs) -> VAE:
     m = cfg.model
-    return VAE.mlp(event_shape, m.latent_dim, likelihood, hidden=m.hidden, activation=m.activation, prior=prior,
-                   rngs=rngs)
+    if m.posterior == "diagonal":
+        return VAE.mlp(event_shape, m.latent_dim, likelihood, hidden=m.hidden, activation=m.activation,
+                       prior=prior, rngs=rngs)
+    # A normalizing flow on the encoder's Gaussian (jaxvae.flows) and the same MLP decoder as VAE.mlp's.
+    encoder = flows.FlowEncoder(event_shape, m.latent_dim, m.hidden, flow=m.posterior, steps=m.flow_steps,
+                                activation=m.activation, iaf_hidden=m.iaf_hidden, householder=m.householder,
+                                rngs=rngs)
+    decoder = nets.MLPDecoder(m.latent_dim, event_shape, tuple(reversed(m.hidden)),
+                              num_outputs=likelihood.num_outputs, num_global_outputs=likelihood.num_global_outputs,
+                              activation=m.activation, rngs=rngs)
+    return VAE(encoder, decoder, likelihood, prior, event_shape)
 
 
 @NETWORKS.register("conv")
@@ -244,7 +256,8 @@ def model_builder(cfg: Config, event_shape: tuple[int, ...], builder: ModelBuild
 
     ``builder`` (a user function ``(event_shape, latent_dim, likelihood, rngs) -> Model``) takes precedence;
     otherwise ``model.network`` is a built-in name (:data:`NETWORKS`, with ``model.prior`` from :data:`PRIORS`)
-    or a ``MODULE:FUNCTION`` reference to such a function.
+    or a ``MODULE:FUNCTION`` reference to such a function. ``model.init`` other than ``flax`` redraws the dense
+    and convolutional layers' weights afterwards (:func:`jaxvae.inits.reinitialize`).
     """
     m = cfg.model
     likelihood = build_likelihood(cfg)
@@ -253,10 +266,14 @@ def model_builder(cfg: Config, event_shape: tuple[int, ...], builder: ModelBuild
         builder = resolve_builder(m.network)
     if builder is not None:
         user = builder
-        return lambda rngs: user(event_shape, m.latent_dim, likelihood, rngs)
-    network = NETWORKS[m.network]
-    make_prior = PRIORS[m.prior]
-    return lambda rngs: network(cfg, event_shape, likelihood, make_prior(cfg, event_shape, rngs), rngs)
+        build = lambda rngs: user(event_shape, m.latent_dim, likelihood, rngs)
+    else:
+        network = NETWORKS[m.network]
+        make_prior = PRIORS[m.prior]
+        build = lambda rngs: network(cfg, event_shape, likelihood, make_prior(cfg, event_shape, rngs), rngs)
+    if m.init == "flax":
+        return build
+    return lambda rngs: inits.reinitialize(build(rngs), m.init, rngs)  # model.init: jaxvae.inits
 
 
 def build_model(cfg: Config, event_shape: tuple[int, ...], builder: ModelBuilder | None = None) -> PureModel:
@@ -267,12 +284,15 @@ def build_model(cfg: Config, event_shape: tuple[int, ...], builder: ModelBuilder
 
 # --------------------------------------------------------------------------------------------- optimizer
 
-LR_SCHEDULES: Registry[Callable[[Config, int], optax.Schedule]] = Registry("optimizer.schedule")
-LR_SCHEDULES.register("constant")(lambda cfg, total: optax.constant_schedule(cfg.optimizer.learning_rate))
+# A learning-rate schedule's builder: (cfg, total steps, steps per epoch) -> optax schedule.
+LR_SCHEDULES: Registry[Callable[[Config, int, int], optax.Schedule]] = Registry("optimizer.schedule")
+LR_SCHEDULES.register("constant")(lambda cfg, total, spe: optax.constant_schedule(cfg.optimizer.learning_rate))
 LR_SCHEDULES.register("cosine")(
-    lambda cfg, total: optax.cosine_decay_schedule(cfg.optimizer.learning_rate, max(total, 1)))
-LR_SCHEDULES.register("warmup_cosine")(lambda cfg, total: optax.warmup_cosine_decay_schedule(
+    lambda cfg, total, spe: optax.cosine_decay_schedule(cfg.optimizer.learning_rate, max(total, 1)))
+LR_SCHEDULES.register("warmup_cosine")(lambda cfg, total, spe: optax.warmup_cosine_decay_schedule(
     0.0, cfg.optimizer.learning_rate, cfg.optimizer.warmup_steps, max(total, 1)))
+LR_SCHEDULES.register("iwae")(lambda cfg, total, spe: schedules.iwae_learning_rate_schedule(
+    cfg.optimizer.learning_rate, spe))
 
 OPTIMIZERS: Registry[Callable[[Config, optax.Schedule], optax.GradientTransformation]] = Registry("optimizer.name")
 OPTIMIZERS.register("adam")(lambda cfg, lr: optax.adam(lr, b1=cfg.optimizer.b1, b2=cfg.optimizer.b2,
@@ -284,9 +304,16 @@ OPTIMIZERS.register("adamw")(lambda cfg, lr: optax.adamw(lr, b1=cfg.optimizer.b1
                                                          weight_decay=cfg.optimizer.weight_decay))
 
 
-def learning_rate_schedule(cfg: Config, total_steps: int) -> optax.Schedule:
-    """``optimizer.schedule`` (:data:`LR_SCHEDULES`) over ``total_steps``."""
-    return LR_SCHEDULES[cfg.optimizer.schedule](cfg, total_steps)
+def learning_rate_schedule(cfg: Config, total_steps: int, steps_per_epoch: int | None = None) -> optax.Schedule:
+    """``optimizer.schedule`` (:data:`LR_SCHEDULES`) over ``total_steps`` (``steps_per_epoch``: for schedules
+    defined in epochs; default: ``total_steps / train.epochs``)."""
+    return LR_SCHEDULES[cfg.optimizer.schedule](cfg, total_steps, _epoch_steps(cfg, total_steps, steps_per_epoch))
+
+
+def _epoch_steps(cfg: Config, total_steps: int, steps_per_epoch: int | None) -> int:
+    if steps_per_epoch is not None:
+        return steps_per_epoch
+    return max(1, total_steps // max(cfg.train.epochs, 1))
 
 
 def skip_threshold(cfg: Config) -> float | None:
@@ -294,18 +321,27 @@ def skip_threshold(cfg: Config) -> float | None:
     return cfg.optimizer.skip_threshold or None
 
 
-def build_optimizer(cfg: Config, total_steps: int) -> optax.GradientTransformation:
+def build_optimizer(cfg: Config, total_steps: int, steps_per_epoch: int | None = None
+                    ) -> optax.GradientTransformation:
     """``optimizer.name`` (:data:`OPTIMIZERS`) with its learning-rate schedule, after NVAE's spectral
     regularization (:func:`jaxvae.regularizers.spectral_regularization`, ``optimizer.spectral_reg.weight``) and
-    global-norm clipping when set, followed by the parameters' moving average (:func:`jaxvae.train.ema_params`)
-    when ``optimizer.ema_decay`` is set."""
+    global-norm clipping when set, followed by the reduction on plateau (``optimizer.plateau``, which reads the
+    training loss the train step passes as ``value``) and the parameters' moving average
+    (:func:`jaxvae.train.ema_params`) when set. ``steps_per_epoch`` (default ``total_steps / train.epochs``)
+    sizes what is defined in epochs."""
     o = cfg.optimizer
-    opt = OPTIMIZERS[o.name](cfg, learning_rate_schedule(cfg, total_steps))
+    spe = _epoch_steps(cfg, total_steps, steps_per_epoch)
+    opt = OPTIMIZERS[o.name](cfg, learning_rate_schedule(cfg, total_steps, spe))
     opt = optax.chain(optax.clip_by_global_norm(o.grad_clip_norm), opt) if o.grad_clip_norm > 0 else opt
     sr = o.spectral_reg
     if sr.weight > 0:
         weight = regularizers.spectral_weight_schedule(sr.weight, sr.init_weight, sr.warmup_steps)
         opt = optax.chain(regularizers.spectral_regularization(weight, power_iterations=sr.power_iterations), opt)
+    pl = o.plateau
+    if pl.patience > 0:  # optax counts in accumulated values: one per epoch of training losses
+        opt = optax.chain(opt, optax.contrib.reduce_on_plateau(
+            factor=pl.factor, patience=pl.patience, rtol=pl.rtol, cooldown=pl.cooldown, accumulation_size=spe,
+            min_scale=pl.min_scale))
     return optax.chain(opt, train_lib.ema_params(o.ema_decay)) if o.ema_decay > 0 else opt
 
 

@@ -47,12 +47,19 @@ class ModelConfig:
     channels: tuple[int, ...] = (32, 64)  # conv encoder channels (the decoder mirrors them)
     conv_hidden: int = 256
     conv_impl: str = "auto"  # auto (matmul on CPU, native on GPU/TPU), xla or matmul; see jaxvae.convops
+    init: str = "flax"  # weight init: flax (LeCun normal), torch (nn.Linear's uniform), glorot; jaxvae.inits
     activation: str = "relu"
     likelihood: str = "bernoulli"  # see jaxvae.likelihoods.get
     likelihood_scale: str = "1.0"  # Gaussian sigma / Laplace scale: a number, "learned", "per_pixel", "optimal"
     num_mixtures: int = 5  # discretized logistic mixture components
     prior: str = "standard_normal"  # standard_normal, learned_gaussian, mixture, vamp
     prior_components: int = 10  # mixture components / VampPrior pseudo-inputs
+    # The posterior of network=mlp (jaxvae.flows): diagonal, or a normalizing flow on it: planar, radial
+    # (Rezende & Mohamed 2015), iaf (Kingma et al. 2016), sylvester (van den Berg et al. 2018, Householder)
+    posterior: str = "diagonal"
+    flow_steps: int = 4  # K, steps of the flow
+    iaf_hidden: int = 0  # iaf: MADE hidden width and context size (0: twice model.latent_dim)
+    householder: int = 0  # sylvester: Householder reflections per step (0: min(latent_dim, 8))
     # network=hierarchical (jaxvae.hierarchy): several stochastic layers, MLP conditionals.
     latent_dims: tuple[int, ...] = ()  # units per stochastic layer, bottom (next to the data) first: 100,50
     # bottom_up (IWAE, Burda et al. 2016), ladder (Soenderby et al. 2016) or top_down (NVAE/VDVAE-style residual
@@ -200,10 +207,22 @@ class SpectralRegConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class PlateauConfig:
+    """``optimizer.plateau``: scale the updates by ``factor`` when the training loss, averaged over each epoch, has
+    not improved (relative tolerance ``rtol``) for ``patience`` epochs (optax.contrib.reduce_on_plateau)."""
+
+    patience: int = 0  # epochs; 0 = off
+    factor: float = 0.1  # new scale = scale * factor
+    rtol: float = 1e-4
+    cooldown: int = 0  # epochs to wait after a reduction
+    min_scale: float = 0.0  # the scale does not fall below this
+
+
+@dataclasses.dataclass(frozen=True)
 class OptimizerConfig:
     name: str = "adam"  # adam, adamw or adamax (jaxvae.builders.OPTIMIZERS)
     learning_rate: float = 1e-3
-    schedule: str = "constant"  # constant, cosine, warmup_cosine
+    schedule: str = "constant"  # constant, cosine, warmup_cosine, iwae (the IWAE paper's 3^i epochs stages)
     warmup_steps: int = 0
     weight_decay: float = 0.0  # adamw only
     b1: float = 0.9
@@ -215,6 +234,7 @@ class OptimizerConfig:
     max_consecutive_nonfinite: int = 20  # stop training after this many skipped updates (NaN/Inf or above
     # skip_threshold) in a row
     spectral_reg: SpectralRegConfig = SpectralRegConfig()
+    plateau: PlateauConfig = PlateauConfig()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -524,6 +544,8 @@ def all_keys() -> list[str]:
 # Choices that no component registry owns (the registries of jaxvae.builders own the others).
 _CHOICES = {
     "model.conv_impl": ("auto", "xla", "matmul"),
+    "model.init": ("flax", "torch", "glorot"),
+    "model.posterior": ("diagonal", "planar", "radial", "iaf", "sylvester"),
     "train.loop": ("auto", "scan", "host"),
     "data.scale": ("unit", "uint8"),
     "mesh.params": meshspec.PARAM_MODES,
@@ -599,6 +621,10 @@ def validate(cfg: Config) -> Config:
             raise ConfigError(f"model.layer_hidden={','.join(map(str, m.layer_hidden))} must give one positive "
                               f"width per stochastic layer ({len(m.latent_dims)} for model.latent_dims="
                               f"{','.join(map(str, m.latent_dims))}), or be empty (twice each layer's units).")
+        if m.inference == "top_down" and m.init != "flax":
+            raise ConfigError(f"model.init={m.init} would overwrite the top-down hierarchy's own initialization "
+                              "(VDVAE's scaled residual cells); leave model.init=flax for "
+                              "model.inference=top_down.")
         if m.inference == "top_down":
             from jaxvae import topdown
             topdown._split_groups(m.latent_dims, m.groups_per_scale)
@@ -613,6 +639,18 @@ def validate(cfg: Config) -> Config:
         raise ConfigError(f"model.latent_dims={','.join(map(str, m.latent_dims))} sets the layers of "
                           f"model.network=hierarchical; model.network={m.network} has one latent layer of "
                           "model.latent_dim units. Set model.network=hierarchical, or model.latent_dim.")
+    if m.posterior != "diagonal":
+        if m.network != "mlp":
+            raise ConfigError(f"model.posterior={m.posterior} (a flow on the encoder's Gaussian) is built for "
+                              f"model.network=mlp; model.network={m.network} has a diagonal Gaussian posterior. "
+                              "Use model.network=mlp, or model.posterior=diagonal.")
+        if m.prior == "vamp":
+            raise ConfigError(f"model.prior=vamp is a mixture of the encoder's posteriors, which needs their "
+                              f"density at any point; a flow posterior (model.posterior={m.posterior}) has it "
+                              "only along its samples. Use another prior, or model.posterior=diagonal.")
+        if m.flow_steps < 1:
+            raise ConfigError(f"model.flow_steps must be >= 1 for model.posterior={m.posterior}; got "
+                              f"{m.flow_steps}.")
     if cfg.model.network == "conv" and len(cfg.model.channels) < 2:
         raise ConfigError(f"model.network=conv needs at least two model.channels (two stride-2 layers, e.g. "
                           f"model.channels=32,64); got {cfg.model.channels}.")
@@ -623,6 +661,8 @@ def validate(cfg: Config) -> Config:
     if not 0.0 <= cfg.optimizer.ema_decay < 1.0:
         raise ConfigError(f"optimizer.ema_decay must be in [0, 1) (0 turns the moving average off; VDVAE uses "
                           f"0.9999); got {cfg.optimizer.ema_decay}.")
+    if not 0.0 < cfg.optimizer.plateau.factor < 1.0:
+        raise ConfigError(f"optimizer.plateau.factor must be in (0, 1); got {cfg.optimizer.plateau.factor}.")
     if not 0.0 <= ob.ciwae.beta <= 1.0:
         raise ConfigError(f"objective.ciwae.beta must be in [0, 1] (1 is the ELBO, 0 IWAE); got {ob.ciwae.beta}.")
     if not 0.0 < ob.geco.alpha < 1.0:

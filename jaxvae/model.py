@@ -48,7 +48,7 @@ from flax import nnx
 from jaxvae import kl as kl_lib  # noqa: F401  (registers the closed-form KLs)
 from jaxvae import nets
 from jaxvae import priors as priors_lib
-from jaxvae.distributions import DiagonalGaussian, Distribution, analytic_kl_per_dim
+from jaxvae.distributions import DiagonalGaussian, Distribution, TransformedDistribution, analytic_kl_per_dim
 from jaxvae.errors import ConfigError
 
 Array = jax.Array
@@ -254,9 +254,12 @@ class VAE(Model):
         return self.decoder(_single_group(z, self.group))
 
     def reconstruct(self, x: Array, key: Array | None = None) -> Array:
-        """Decoder mean at the posterior mean, ``[B, *E]``."""
+        """Decoder mean at the posterior mean, ``[B, *E]``; for a flow posterior (no closed-form mean), at the
+        flow's image of its base mean."""
         del key
-        return self.likelihood.mean(self.decoder(self.encode(x).mean()))
+        q = self.encode(x)
+        z = q.transform(q.base.mean())[0] if isinstance(q, TransformedDistribution) else q.mean()
+        return self.likelihood.mean(self.decoder(z))
 
 
 # ---------------------------------------------------------------------------------------------- flat latents
@@ -285,8 +288,11 @@ def unflatten_latents(z: Array, groups: LatentGroups) -> Latents:
 
 def flatten_posteriors(posteriors: Mapping[str, Distribution], groups: LatentGroups,
                        what: str = "This analysis") -> DiagonalGaussian:
-    """The per-group diagonal Gaussian posteriors as one ``DiagonalGaussian [B, sum_g D_g]``; a clear error for
-    posteriors that are not diagonal Gaussians (flows), naming what needs them."""
+    """The per-group diagonal Gaussian posteriors as one ``DiagonalGaussian [B, sum_g D_g]``. A flow posterior
+    (:class:`~jaxvae.distributions.TransformedDistribution`) contributes its base Gaussian (so active units, the
+    ex-post mixture and outlier scores of a flow model are those of the base distribution); any other kind of
+    posterior is a clear error naming what needs Gaussian statistics."""
+    posteriors = {g: q.base if isinstance(q, TransformedDistribution) else q for g, q in posteriors.items()}
     bad = {g: type(q).__name__ for g, q in posteriors.items() if not isinstance(q, DiagonalGaussian)}
     if bad:
         raise ConfigError(f"{what} needs diagonal Gaussian posteriors (their means and scales), but the model's "

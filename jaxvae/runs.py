@@ -154,7 +154,7 @@ def setup_run(cfg: Config, workdir: str | os.PathLike, *, force: bool = False,
     pure = build_model(cfg, dataset.event_shape, model)
     validate_data(pure, dataset)
     steps_per_epoch, total_steps = steps_of(cfg, dataset)
-    optimizer = build_optimizer(cfg, total_steps)
+    optimizer = build_optimizer(cfg, total_steps, steps_per_epoch)
     objective = build_objective(cfg, pure, total_steps, dataset_size=dataset.train.shape[0])
     # Created directly in its shardings (eval_shape, then jit with out_shardings); restored into the same ones.
     state, state_shardings = sharding.init_sharded(

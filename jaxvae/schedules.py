@@ -32,6 +32,7 @@ __all__ = [
     "cosine_schedule",
     "cyclical_schedule",
     "get_schedule",
+    "iwae_learning_rate_schedule",
     "linear_schedule",
     "sigmoid_schedule",
 ]
@@ -300,6 +301,34 @@ def capacity_schedule(
     if isinstance(max_capacity, numbers.Real) and max_capacity < 0:
         raise ConfigError(f"`max_capacity` must be >= 0 nats, got {max_capacity!r}.")
     return linear_schedule(0.0, max_capacity, transition_steps, transition_begin)
+
+
+def iwae_learning_rate_schedule(learning_rate: float = 1e-3, steps_per_epoch: int = 1,
+                                stages: int = 8) -> optax.Schedule:
+    r"""The learning-rate schedule of the IWAE paper (Burda, Grosse & Salakhutdinov 2016, Sec. 5): stage
+    :math:`i = 0, \dots, 7` lasts :math:`3^i` epochs at :math:`\eta_i = \eta \cdot 10^{-i/7}`
+    (:math:`\eta = 10^{-3}`), 3,280 epochs in all; after the last stage the rate stays at its value.
+
+    .. math:: \eta(t) = \eta \, 10^{-s(t)/7}, \qquad
+              s(t) = \#\{\, i \in 1..S-1 : t \ge E \, (3^i - 1) / 2 \,\}
+
+    with :math:`E` steps per epoch (stage :math:`i` starts after :math:`\sum_{j<i} 3^j = (3^i - 1)/2` epochs).
+
+    Args:
+        learning_rate: :math:`\eta`, the rate of stage 0.
+        steps_per_epoch: :math:`E`.
+        stages: :math:`S` (the paper: 8).
+    """
+    _real("learning_rate", learning_rate)
+    steps_per_epoch = _int("steps_per_epoch", steps_per_epoch, minimum=1)
+    stages = _int("stages", stages, minimum=1)
+    starts = jnp.asarray([steps_per_epoch * (3**i - 1) // 2 for i in range(1, stages)], jnp.int32)  # [S - 1]
+
+    def schedule(step):
+        stage = jnp.sum(jnp.asarray(step) >= starts)
+        return learning_rate * jnp.power(10.0, -stage.astype(jnp.float32) / 7.0)
+
+    return schedule
 
 
 # --------------------------------------------------------------------------------------------------------- configs

@@ -149,7 +149,7 @@ def run_sweep(base: Config, over: Mapping[str, Sequence[str]], workdir: str | Pa
     validate_data(pure, ds)
     spe, total = steps_of(base, ds)
     n_train, bs = ds.train.shape[0], base.train.batch_size
-    optimizer = build_optimizer(base, total)
+    optimizer = build_optimizer(base, total, spe)
     objectives = [build_objective(c, pure, total, dataset_size=n_train) for c in configs]
     n = len(configs)
 

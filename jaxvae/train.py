@@ -130,6 +130,9 @@ def make_train_step_with_hyper(model: PureModel, objective: Objective, optimizer
     threshold, ``skipped_grad_norm`` is 1 for a step skipped for its norm alone.
     """
     del model  # the objective closes over it; kept in the signature for readability at call sites
+    # The training loss reaches the optimizer as `value` (optax.contrib.reduce_on_plateau reads it; every other
+    # transformation ignores it).
+    optimizer = optax.with_extra_args_support(optimizer)
 
     def train_step(state: TrainState, batch: Array, hyper: dict[str, Array]) -> tuple[TrainState, Metrics]:
         step_key = jax.random.fold_in(state.key, state.step)
@@ -150,7 +153,7 @@ def make_train_step_with_hyper(model: PureModel, objective: Objective, optimizer
             finite = finite & ~too_large
 
         def apply(state: TrainState) -> TrainState:
-            updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+            updates, opt_state = optimizer.update(grads, state.opt_state, state.params, value=loss)
             return state._replace(params=optax.apply_updates(state.params, updates), opt_state=opt_state,
                                   obj_state=objective.update(state.obj_state, out, state.step, hyper),
                                   nonfinite_consecutive=jnp.zeros_like(state.nonfinite_consecutive))

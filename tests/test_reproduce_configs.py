@@ -11,7 +11,7 @@ TARGETS = harness.load_targets([])
 
 def test_all_published_targets_are_configured():
     assert set(TARGETS) == {"a_flax_example", "b_pythae_vae", "c_iwae_table1", "d_vampprior", "e_iwae_two_layer",
-                            "f_topdown_static"}
+                            "f_topdown_static", "g_flows_static"}
 
 
 @pytest.mark.parametrize("name", sorted(TARGETS))

@@ -350,3 +350,20 @@ def test_get_schedule_unknown_key_names_it_and_valid_keys():
 def test_get_schedule_errors(spec, match):
     with pytest.raises(ConfigError, match=match):
         S.get_schedule(spec)
+
+
+def test_iwae_schedule_has_the_papers_stages_of_3_to_the_i_epochs():
+    """Burda et al. (2016): pass i in 0..7 lasts 3^i epochs at 1e-3 * 10^(-i/7); 3,280 epochs in all."""
+    spe = 7
+    f = jax.jit(S.iwae_learning_rate_schedule(1e-3, spe))
+    epoch, expected = 0, []
+    for i in range(8):
+        expected += [1e-3 * 10 ** (-i / 7)] * (3**i * spe)
+        epoch += 3**i
+    assert epoch == 3280 and len(expected) == 3280 * spe
+    steps = np.arange(len(expected) + 50)
+    got = np.asarray(jax.vmap(f)(jnp.asarray(steps)))
+    np.testing.assert_allclose(got[:len(expected)], expected, rtol=1e-6)
+    np.testing.assert_allclose(got[len(expected):], 1e-3 * 10 ** (-1.0), rtol=1e-6)  # stays at the last rate
+    with pytest.raises(ConfigError, match="steps_per_epoch"):
+        S.iwae_learning_rate_schedule(1e-3, 0)

@@ -7,7 +7,7 @@ import numpy as np
 
 from jaxvae import config
 from jaxvae.builders import build_model, build_objective, build_optimizer
-from jaxvae.train import init_train_state, make_train_chunk, make_train_step
+from jaxvae.train import TrainState, init_train_state, make_train_chunk, make_train_step
 
 
 def _setup(overrides=(), event_shape=(8, 8, 1), total=100):
@@ -169,3 +169,38 @@ def test_the_parameter_ema_follows_its_recurrence_and_is_what_gets_evaluated():
                                                      jax.tree.leaves(state.params)))
     _, _, _, plain = _setup()
     assert evaluation_params(plain) is plain.params  # without the EMA: the parameters themselves
+
+
+def test_the_training_loss_reaches_reduce_on_plateau_which_scales_the_updates_after_patience_epochs():
+    """A loss that never improves: after `patience` epochs (values accumulated over an epoch of steps) the update
+    scale drops by `factor`; the real train step passes the loss as optax's `value`."""
+    from jaxvae.objectives import Objective, ObjectiveOutput
+
+    spe, patience = 5, 2
+    cfg = config.apply_overrides(config.get_preset("digits"), [
+        "optimizer.name=adam", f"optimizer.plateau.patience={patience}", "optimizer.plateau.factor=0.5",
+        "optimizer.learning_rate=0.1"])
+    opt = build_optimizer(cfg, 1000, steps_per_epoch=spe)
+    zero = jnp.zeros(())
+
+    def loss(params, state, x, key, step, hyper):  # constant value 3, gradient 0.1 * w (never improves)
+        w = params["w"]
+        value = 3.0 + 0.1 * (jnp.sum(w) - jax.lax.stop_gradient(jnp.sum(w)))
+        return value, ObjectiveOutput(-value[None], value[None], zero[None], None, {})
+
+    obj = Objective(init=lambda p: {}, hyper=lambda s: {}, loss=loss, update=lambda s, o, t, h: s)
+    params = {"w": jnp.ones(3)}
+    state = TrainState(jnp.int32(0), params, opt.init(params), {}, jax.random.key(0), jnp.int32(0), jnp.int32(0))
+    step = jax.jit(make_train_step(None, obj, opt))
+    moves = []
+    for _ in range(spe * (patience + 3)):
+        before = state.params["w"]
+        state, _ = step(state, jnp.zeros((2, 8, 8, 1)))
+        moves.append(float(jnp.abs(before - state.params["w"])[0]))
+    first = moves[0]  # Adam's first step has size lr
+    # Epoch 1 sets the best, epochs 2 and 3 do not improve: the step that completes epoch 3 already moves with
+    # scale 0.5 (optax applies a reduction to the update that triggers it), and epochs 4-5 halve it again.
+    end3 = spe * (patience + 1) - 1
+    np.testing.assert_allclose(moves[:end3], first, rtol=1e-3)
+    np.testing.assert_allclose(moves[end3:end3 + spe * patience], 0.5 * first, rtol=1e-3)
+    np.testing.assert_allclose(moves[end3 + spe * patience], 0.25 * first, rtol=1e-3)

@@ -1,0 +1,276 @@
+r"""Normalizing-flow posteriors: planar, radial, Sylvester (Householder) and inverse autoregressive flows on top
+of the diagonal Gaussian, through the distribution interface
+(:class:`~jaxvae.distributions.TransformedDistribution`).
+
+Each step is a :class:`~jaxvae.distributions.Bijection` pytree with ``forward_and_log_det``:
+
+* :class:`Planar` (Rezende & Mohamed 2015, eq. 10): :math:`f(z) = z + \hat u\, \tanh(w^\top z + b)`,
+  :math:`\log|\det| = \log|1 + \hat u^\top \psi(z)|`, :math:`\psi = \tanh'(w^\top z + b)\, w`, with
+  :math:`\hat u = u + (m(w^\top u) - w^\top u)\, w / \|w\|^2`, :math:`m(a) = -1 + \mathrm{softplus}(a)`
+  (their Appendix A), so that :math:`w^\top \hat u \ge -1` and :math:`f` is invertible.
+* :class:`Radial` (Rezende & Mohamed 2015, eq. 14): :math:`f(z) = z + \beta h(\alpha, r)(z - z_0)`,
+  :math:`r = \|z - z_0\|`, :math:`h = 1/(\alpha + r)`, :math:`\log|\det| = (D - 1)\log(1 + \beta h) + \log(1 +
+  \beta h + \beta h' r)`, with :math:`\alpha = \mathrm{softplus}(\tilde\alpha)`,
+  :math:`\beta = -\alpha + \mathrm{softplus}(\tilde\beta) \ge -\alpha`.
+* :class:`Sylvester` (van den Berg et al. 2018, Householder-SNF): :math:`f(z) = z + Q R\,
+  \tanh(\tilde R Q^\top z + b)` with :math:`Q` a product of Householder reflections, :math:`R, \tilde R` upper
+  triangular with :math:`\tanh`-bounded diagonals (so :math:`R_{ii}\tilde R_{ii} > -1`);
+  :math:`\log|\det| = \sum_i \log|1 + R_{ii} \tilde R_{ii} \tanh'(\cdot)_i|`.
+* :class:`IAF` (Kingma et al. 2016, eqs. 10-14): a MADE network of :math:`(z, h)` with the encoder's context
+  :math:`h` gives :math:`m, s`; :math:`\sigma = \mathrm{sigmoid}(s)`, :math:`f(z) = \sigma \odot z + (1 - \sigma)
+  \odot m`, :math:`\log|\det| = \sum_d \log \sigma_d` (the Jacobian is triangular). Successive steps alternate
+  the autoregressive order.
+
+Planar, radial and Sylvester parameters are amortized (per example, from the encoder, as in both papers); IAF's
+MADE weights are global and its context vector is per example. :class:`FlowEncoder` is the MLP encoder with the
+flow's heads; select it with ``model.posterior`` and ``model.flow_steps``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from jaxvae import nets
+from jaxvae.distributions import Bijection, DiagonalGaussian, TransformedDistribution
+from jaxvae.errors import ConfigError
+
+Array = jax.Array
+
+__all__ = ["FLOWS", "IAF", "FlowEncoder", "Planar", "Radial", "Sylvester", "made_masks"]
+
+FLOWS = ("planar", "radial", "sylvester", "iaf")
+
+
+def _tanh_prime(a: Array) -> Array:
+    return 1.0 - jnp.square(jnp.tanh(a))
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class Planar(Bijection):
+    """Planar step; ``u, w [B, D]``, ``b [B]`` (raw; ``u`` is made invertible inside)."""
+
+    u: Array
+    w: Array
+    b: Array
+
+    def u_hat(self) -> Array:
+        wu = jnp.sum(self.w * self.u, axis=-1, keepdims=True)  # [B, 1]
+        m = -1.0 + jax.nn.softplus(wu)
+        return self.u + (m - wu) * self.w / (jnp.sum(jnp.square(self.w), axis=-1, keepdims=True) + 1e-8)
+
+    def forward_and_log_det(self, z: Array) -> tuple[Array, Array]:
+        u = self.u_hat()
+        a = jnp.sum(self.w * z, axis=-1) + self.b  # [..., B]
+        f = z + u * jnp.tanh(a)[..., None]
+        psi_u = _tanh_prime(a) * jnp.sum(self.w * u, axis=-1)  # u^T psi
+        return f, jnp.log(jnp.abs(1.0 + psi_u) + 1e-8)
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class Radial(Bijection):
+    """Radial step; ``z0 [B, D]``, ``alpha, beta [B]`` (raw, constrained inside)."""
+
+    z0: Array
+    alpha: Array
+    beta: Array
+
+    def forward_and_log_det(self, z: Array) -> tuple[Array, Array]:
+        d = z.shape[-1]
+        alpha = jax.nn.softplus(self.alpha)
+        beta = -alpha + jax.nn.softplus(self.beta)
+        diff = z - self.z0
+        r = jnp.sqrt(jnp.sum(jnp.square(diff), axis=-1) + 1e-12)  # [..., B]
+        h = 1.0 / (alpha + r)
+        bh = beta * h
+        f = z + (bh)[..., None] * diff
+        log_det = (d - 1) * jnp.log1p(bh) + jnp.log1p(bh - beta * h * h * r)  # h' = -h^2
+        return f, log_det
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class Sylvester(Bijection):
+    """Householder-Sylvester step; ``r1, r2 [B, D, D]`` (raw: the upper triangles are used, diagonals through
+    tanh), ``b [B, D]``, ``v [B, H, D]`` (Householder vectors, ``Q = H_1 ... H_H``)."""
+
+    r1: Array
+    r2: Array
+    b: Array
+    v: Array
+
+    def _q(self) -> Array:
+        d = self.v.shape[-1]
+        v = self.v / jnp.sqrt(jnp.sum(jnp.square(self.v), axis=-1, keepdims=True) + 1e-12)  # [B, H, D]
+        q = jnp.broadcast_to(jnp.eye(d, dtype=v.dtype), (*v.shape[:-2], d, d))
+        for i in range(v.shape[-2]):
+            vi = v[..., i, :]  # [B, D]
+            q = q - 2.0 * jnp.einsum("...ij,...j,...k->...ik", q, vi, vi)  # Q H_i
+        return q  # [B, D, D]
+
+    def _triangles(self) -> tuple[Array, Array, Array, Array]:
+        d = self.r1.shape[-1]
+        upper = jnp.triu(jnp.ones((d, d), bool), 1)
+        diag1, diag2 = (jnp.tanh(jnp.diagonal(r, axis1=-2, axis2=-1)) for r in (self.r1, self.r2))
+        r1 = jnp.where(upper, self.r1, 0.0) + diag1[..., None] * jnp.eye(d, dtype=self.r1.dtype)
+        r2 = jnp.where(upper, self.r2, 0.0) + diag2[..., None] * jnp.eye(d, dtype=self.r2.dtype)
+        return r1, r2, diag1, diag2
+
+    def forward_and_log_det(self, z: Array) -> tuple[Array, Array]:
+        q = self._q()
+        r1, r2, d1, d2 = self._triangles()
+        qz = jnp.einsum("...bji,...bj->...bi", q, z)  # Q^T z
+        a = jnp.einsum("...bij,...bj->...bi", r2, qz) + self.b  # R~ Q^T z + b
+        f = z + jnp.einsum("...bij,...bj->...bi", q, jnp.einsum("...bij,...bj->...bi", r1, jnp.tanh(a)))
+        log_det = jnp.sum(jnp.log(jnp.abs(1.0 + d1 * d2 * _tanh_prime(a)) + 1e-8), axis=-1)
+        return f, log_det
+
+
+def made_masks(dim: int, hidden: int, reverse: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """MADE masks (Germain et al. 2015): ``(input->hidden [D, H], hidden->output [H, D])`` such that output ``d``
+    depends only on the inputs before it in the order (``reverse``: the order ``D-1, ..., 0``)."""
+    degrees_in = np.arange(1, dim + 1)
+    if reverse:
+        degrees_in = degrees_in[::-1]
+    degrees_hidden = (np.arange(hidden) % max(dim - 1, 1)) + 1  # in 1..D-1
+    m1 = (degrees_hidden[None, :] >= degrees_in[:, None]).astype(np.float32)
+    m2 = (degrees_in[None, :] > degrees_hidden[:, None]).astype(np.float32)
+    return m1, m2
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class IAF(Bijection):
+    """One IAF step: a one-hidden-layer MADE of ``z`` plus the context ``h [B, C]``; weights are global."""
+
+    w1: Array  # [D, H] (masked)
+    wc: Array  # [C, H]
+    b1: Array  # [H]
+    wm: Array  # [H, D] (masked)
+    ws: Array  # [H, D] (masked)
+    bm: Array  # [D]
+    bs: Array  # [D]
+    h: Array  # [B, C]
+    mask1: Array  # [D, H]
+    mask2: Array  # [H, D]
+
+    def forward_and_log_det(self, z: Array) -> tuple[Array, Array]:
+        hidden = jax.nn.elu(z @ (self.w1 * self.mask1) + self.h @ self.wc + self.b1)  # [..., B, H]
+        m = hidden @ (self.wm * self.mask2) + self.bm
+        s = hidden @ (self.ws * self.mask2) + self.bs
+        sigma = jax.nn.sigmoid(s)
+        return sigma * z + (1.0 - sigma) * m, jnp.sum(jax.nn.log_sigmoid(s), axis=-1)
+
+
+class _MADE(nnx.Module):
+    """The weights of one IAF step's MADE (one hidden layer of ``width`` units; the context feeds it unmasked)."""
+
+    def __init__(self, d: int, width: int, *, rngs: nnx.Rngs):
+        lecun, small = nnx.initializers.lecun_normal(), nnx.initializers.normal(_FLOW_HEAD_SCALE)
+        self.w1 = nnx.Param(lecun(rngs.params(), (d, width)))
+        self.wc = nnx.Param(lecun(rngs.params(), (width, width)))
+        self.b1 = nnx.Param(jnp.zeros((width,)))
+        self.wm = nnx.Param(small(rngs.params(), (width, d)))
+        self.ws = nnx.Param(small(rngs.params(), (width, d)))
+        self.bm = nnx.Param(jnp.zeros((d,)))
+        self.bs = nnx.Param(jnp.full((d,), _FORGET_BIAS))
+
+    def bijection(self, context: Array, *, reverse: bool) -> IAF:
+        d, width = self.w1.shape
+        m1, m2 = made_masks(d, width, reverse=reverse)
+        return IAF(self.w1[...], self.wc[...], self.b1[...], self.wm[...], self.ws[...], self.bm[...],
+                   self.bs[...], context, jnp.asarray(m1), jnp.asarray(m2))
+
+
+_FORGET_BIAS = 1.0  # IAF: sigma starts near sigmoid(1), so each step starts close to the identity
+_FLOW_HEAD_SCALE = 0.01  # amortized flow parameters start small (near-identity flows, non-zero gradients)
+
+
+def _params_per_step(flow: str, d: int, householder: int) -> int:
+    return {"planar": 2 * d + 1, "radial": d + 2, "sylvester": 2 * d * d + d + householder * d}[flow]
+
+
+class FlowEncoder(nnx.Module):
+    """The MLP encoder ``prod(E) -> hidden... -> q(z|x)`` with a normalizing flow on the diagonal Gaussian.
+
+    Args:
+      event_shape: shape of one example.
+      latent_dim: ``D``.
+      hidden: the MLP widths.
+      flow: ``planar``, ``radial``, ``sylvester`` or ``iaf``.
+      steps: ``K``, the number of flow steps.
+      activation: the MLP's activation.
+      iaf_hidden: IAF: width of each MADE's hidden layer (and of the context vector).
+      householder: Sylvester: Householder reflections per step (``Q``'s).
+      log_scale_clamp: as for :class:`jaxvae.nets.MLPEncoder`.
+    """
+
+    def __init__(self, event_shape: Sequence[int], latent_dim: int, hidden: Sequence[int] = (512, 256), *,
+                 flow: str, steps: int, activation: str = "relu", iaf_hidden: int = 0, householder: int = 0,
+                 log_scale_clamp: float | None = None, rngs: nnx.Rngs):
+        if flow not in FLOWS:
+            raise ConfigError(f"model.posterior={flow!r} is not a flow; choose one of: {', '.join(FLOWS)}.")
+        if steps < 1:
+            raise ConfigError(f"model.flow_steps must be >= 1 for model.posterior={flow}; got {steps}.")
+        if not hidden:
+            raise ConfigError("A flow posterior needs at least one hidden layer (model.hidden).")
+        self.event_shape = tuple(event_shape)
+        self.latent_dim, self.flow, self.steps = latent_dim, flow, steps
+        self.householder = householder or min(latent_dim, 8)
+        self.log_scale_clamp = log_scale_clamp or None
+        self.activation = nets.get_activation(activation)
+        self.trunk = nets.MLP([math.prod(self.event_shape), *hidden], activation=activation, rngs=rngs)
+        self.gaussian = nnx.Linear(hidden[-1], 2 * latent_dim, rngs=rngs)
+        small = nnx.initializers.normal(_FLOW_HEAD_SCALE)
+        if flow == "iaf":
+            width = iaf_hidden or 2 * latent_dim
+            self.context = nnx.Linear(hidden[-1], width, rngs=rngs)
+            self.made = nnx.List([_MADE(latent_dim, width, rngs=rngs) for _ in range(steps)])
+        else:
+            size = steps * _params_per_step(flow, latent_dim, self.householder)
+            self.flow_head = nnx.Linear(hidden[-1], size, kernel_init=small, rngs=rngs)
+
+    def _bijections(self, h: Array) -> tuple[Bijection, ...]:
+        d, n = self.latent_dim, h.shape[0]
+        if self.flow == "iaf":
+            ctx = self.context(h)
+            return tuple(made.bijection(ctx, reverse=bool(k % 2)) for k, made in enumerate(self.made))
+        raw = self.flow_head(h).reshape(n, self.steps, -1)  # [B, K, P]
+        out = []
+        for k in range(self.steps):
+            p = raw[:, k]
+            if self.flow == "planar":
+                out.append(Planar(p[:, :d], p[:, d:2 * d], p[:, 2 * d]))
+            elif self.flow == "radial":
+                out.append(Radial(p[:, :d], p[:, d], p[:, d + 1]))
+            else:
+                r1 = p[:, :d * d].reshape(n, d, d)
+                r2 = p[:, d * d:2 * d * d].reshape(n, d, d)
+                b = p[:, 2 * d * d:2 * d * d + d]
+                v = p[:, 2 * d * d + d:].reshape(n, self.householder, d)
+                # Householder vectors: the raw head plus a fixed offset, so none is zero at the start.
+                out.append(Sylvester(r1, r2, b, v + _householder_offset(self.householder, d, k)))
+        return tuple(out)
+
+    def __call__(self, x: Array) -> TransformedDistribution:
+        x, batch_shape = nets._flatten_batch(x, len(self.event_shape))
+        if len(batch_shape) != 1:
+            raise ValueError(f"FlowEncoder encodes a batch [B, *E]; got leading shape {batch_shape}.")
+        h = self.activation(self.trunk(x.reshape(x.shape[0], -1)))
+        base = DiagonalGaussian.from_raw(self.gaussian(h), log_scale_clamp=self.log_scale_clamp)
+        return TransformedDistribution(base, self._bijections(h))
+
+
+def _householder_offset(householder: int, d: int, step: int) -> Array:
+    """Fixed, distinct unit-scale directions (a deterministic function of the shapes) added to the raw Householder
+    vectors."""
+    rows = np.random.default_rng(1000 + step).normal(size=(householder, d)).astype(np.float32)
+    return jnp.asarray(rows / np.linalg.norm(rows, axis=-1, keepdims=True))
