@@ -7,7 +7,10 @@ Models (Bernoulli likelihood, ELBO with one sample, Adam 1e-3, MNIST-shaped data
 - ``mlp2``: the IWAE paper's two-layer model 784-(200,200)-100-(100,100)-50 (preset ``mnist-2layer``'s network);
 - ``topdown``: preset ``binarized-mnist-topdown``'s network (four groups of 4 channels at 14x14 and 7x7, 32
   channels);
-- ``topdown1``: the same network with one latent group (4 channels at 7x7).
+- ``topdown1``: the same network with one latent group (4 channels at 7x7);
+- flow posteriors on the binarized-mnist preset's MLP 784-500-20 (ReLU): ``diag`` (diagonal Gaussian),
+  ``planar10``, ``radial10``, ``iaf4`` (MADE 320), ``sylvester4`` (8 Householder reflections); PyTorch has
+  ``diag`` and ``planar10``.
 Stabilizers are off on both sides (no warm-up, balancing, clamp, EMA or spectral regularization), so both run the
 same arithmetic. Examples/s are steady state (the compiling chunk excluded); each variant runs in a fresh process;
 variants are interleaved and their order rotated every repeat; the median of the repeats is reported.
@@ -36,7 +39,18 @@ NETWORKS = {
     "topdown1": ["model.network=hierarchical", "model.inference=top_down", "model.latent_dims=4",
                  "model.groups_per_scale=0,1", "model.residual_channels=32", "model.activation=silu"],
 }
-BASELINE = {"mlp1": "mlp1", "mlp2": "mlp1", "topdown": "topdown1", "topdown1": "topdown1"}
+# Flow posteriors on the binarized-mnist preset's MLP 784-500-20 (ReLU).
+_FLOW_NET = ["model.network=mlp", "model.latent_dim=20", "model.hidden=500", "model.activation=relu"]
+NETWORKS.update({
+    "diag": _FLOW_NET,
+    "planar10": [*_FLOW_NET, "model.posterior=planar", "model.flow_steps=10"],
+    "radial10": [*_FLOW_NET, "model.posterior=radial", "model.flow_steps=10"],
+    "iaf4": [*_FLOW_NET, "model.posterior=iaf", "model.flow_steps=4", "model.iaf_hidden=320"],
+    "sylvester4": [*_FLOW_NET, "model.posterior=sylvester", "model.flow_steps=4", "model.householder=8"],
+})
+BASELINE = {"mlp1": "mlp1", "mlp2": "mlp1", "topdown": "topdown1", "topdown1": "topdown1",
+            **{m: "diag" for m in ("diag", "planar10", "radial10", "iaf4", "sylvester4")}}
+TORCH_MODELS = ("mlp1", "mlp2", "topdown", "topdown1", "diag", "planar10")  # in torch_hierarchy.py
 KINDS = ["jaxvae", "torch-eager"]
 
 
@@ -94,7 +108,8 @@ def main(argv: list[str] | None = None) -> None:
     if not torch_python:
         print(f"(no PyTorch environment at {args.torch_python}; run `make bench-torch-env` to compare)")
     kinds = [k for k in KINDS if k != "torch-eager" or torch_python]
-    results: dict[tuple[str, str], list[dict]] = {(m, k): [] for m in models for k in kinds}
+    variants = [(m, k) for m in models for k in kinds if k != "torch-eager" or m in TORCH_MODELS]
+    results: dict[tuple[str, str], list[dict]] = {v: [] for v in variants}
     with tempfile.TemporaryDirectory() as tmp:
         paths = {}
         for m in models:
@@ -105,7 +120,6 @@ def main(argv: list[str] | None = None) -> None:
             # Explicit splits, so that jaxvae trains on all of `train` (a bare .npy would lose 10% to a test split
             # and epochs would no longer be whole multiples of the logging interval).
             np.savez(paths[m].with_suffix(".npz"), train=train, test=train[: args.batch])
-        variants = [(m, k) for m in models for k in kinds]
         for r in range(args.repeats):
             for m, k in variants[r % len(variants):] + variants[:r % len(variants)]:
                 res = _measure(k, m, args.batch, args.epochs, paths[m], args.device, torch_python)
@@ -117,8 +131,10 @@ def main(argv: list[str] | None = None) -> None:
             "|---|---|---|---|---|---|---|"]
     for m in models:
         for k in kinds:
+            if (m, k) not in results:
+                continue
             eps = [x["examples_per_sec"] for x in results[(m, k)]]
-            vs_torch = med[(m, k)] / med[(m, "torch-eager")] if torch_python else math.nan
+            vs_torch = med[(m, k)] / med[(m, "torch-eager")] if (m, "torch-eager") in med else math.nan
             base = BASELINE[m]
             rel = med[(base, k)] / med[(m, k)] if (base, k) in med else math.nan
             rows.append(f"| {m} | {k} | {med[(m, k)]:,.0f} | {min(eps):,.0f} | {max(eps):,.0f} | "
@@ -130,7 +146,8 @@ def main(argv: list[str] | None = None) -> None:
                               f"Batch {args.batch}; {args.epochs} epochs per run (the first is warm-up) of "
                               f"{args.mlp_steps} (MLP) / {args.conv_steps} (top-down) steps; {args.repeats} "
                               "repeats. 'step cost vs one-layer' = the one-layer model's examples/s over this "
-                              "model's, in the same framework (mlp1 for mlp2, topdown1 for topdown).")
+                              "model's, in the same framework (mlp1 for mlp2, topdown1 for topdown, diag for the "
+                              "flows).")
 
 
 if __name__ == "__main__":

@@ -10,7 +10,8 @@ models as jaxvae's:
   a residual cell at H/2, a stride-2 conv and a cell at H/4; top-down from a learned constant state, per group a
   prior head (3x3), a posterior head on [state, encoder features] (3x3, NVAE's residual normal), a 1x1 projection
   of z and a residual cell; stride-2 transposed convolutions between the scales and to full resolution; Swish.
-  ``topdown``: groups (4, 4 | 4, 4) channels at (14x14 | 7x7); ``topdown1``: one group of 4 channels at 7x7.
+  ``topdown``: groups (4, 4 | 4, 4) channels at (14x14 | 7x7); ``topdown1``: one group of 4 channels at 7x7;
+- ``diag`` / ``planar10``: the flow benchmark's MLP 784-500-20 with a diagonal or a 10-step planar posterior.
 
 Prints one JSON line: steady-state examples/s (the first epoch, warm-up, excluded).
 """
@@ -132,7 +133,43 @@ class TopDown(nn.Module):
         return (-bernoulli(logits, x) + kl).mean()
 
 
-MODELS = {"mlp1": MLP1, "mlp2": MLP2, "topdown": lambda: TopDown((4, 4, 4, 4), (2, 2)),
+class FlowVAE(nn.Module):
+    """``diag`` / ``planar10``: the binarized-mnist preset's MLP 784-500-20 (ReLU) with a diagonal Gaussian or a
+    planar flow of K steps (amortized u, w, b from the encoder's hidden layer, u made invertible as in Rezende &
+    Mohamed's Appendix A), as jaxvae's ``flows.FlowEncoder``; the KL is Monte Carlo for the flow."""
+
+    def __init__(self, steps: int):
+        super().__init__()
+        self.steps, self.d = steps, 20
+        self.trunk = nn.Sequential(nn.Linear(784, 500), nn.ReLU())
+        self.gauss = nn.Linear(500, 40)
+        self.flow = nn.Linear(500, steps * (2 * 20 + 1)) if steps else None
+        self.dec = nn.Sequential(nn.Linear(20, 500), nn.ReLU(), nn.Linear(500, 784))
+
+    def loss(self, x):
+        x = x.flatten(1)
+        h = self.trunk(x)
+        loc, ls = self.gauss(h).chunk(2, -1)
+        z = loc + ls.exp() * torch.randn_like(loc)
+        if not self.steps:
+            zeros = torch.zeros_like(loc)
+            return (-bernoulli(self.dec(z), x) + kl_normal(loc, ls, zeros, zeros)).mean()
+        log_q = log_normal(z, loc, ls)
+        d = self.d
+        raw = self.flow(h).reshape(x.shape[0], self.steps, 2 * d + 1)
+        for k in range(self.steps):
+            u, w, b = raw[:, k, :d], raw[:, k, d:2 * d], raw[:, k, 2 * d]
+            wu = (w * u).sum(-1, keepdim=True)
+            u = u + (nn.functional.softplus(wu) - 1 - wu) * w / ((w * w).sum(-1, keepdim=True) + 1e-8)
+            a = (w * z).sum(-1) + b
+            log_q = log_q - torch.log(torch.abs(1 + (1 - torch.tanh(a) ** 2) * (w * u).sum(-1)) + 1e-8)
+            z = z + u * torch.tanh(a)[:, None]
+        log_p = (-0.5 * z**2 - 0.5 * LOG_2PI).sum(-1)
+        return (-bernoulli(self.dec(z), x) + log_q - log_p).mean()
+
+
+MODELS = {"diag": lambda: FlowVAE(0), "planar10": lambda: FlowVAE(10),
+          "mlp1": MLP1, "mlp2": MLP2, "topdown": lambda: TopDown((4, 4, 4, 4), (2, 2)),
           "topdown1": lambda: TopDown((4,), (0, 1))}
 
 

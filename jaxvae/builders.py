@@ -23,11 +23,9 @@ from flax import nnx
 from jaxvae import (
     controllers,
     estimators,
-    flows,
     hierarchy,
     inits,
     likelihoods,
-    nets,
     objectives,
     priors,
     regularizers,
@@ -144,17 +142,9 @@ NETWORKS: Registry[Callable[..., VAE]] = Registry("model.network")
 @NETWORKS.register("mlp")
 def _mlp(cfg: Config, event_shape, likelihood, prior, rngs) -> VAE:
     m = cfg.model
-    if m.posterior == "diagonal":
-        return VAE.mlp(event_shape, m.latent_dim, likelihood, hidden=m.hidden, activation=m.activation,
-                       prior=prior, rngs=rngs)
-    # A normalizing flow on the encoder's Gaussian (jaxvae.flows) and the same MLP decoder as VAE.mlp's.
-    encoder = flows.FlowEncoder(event_shape, m.latent_dim, m.hidden, flow=m.posterior, steps=m.flow_steps,
-                                activation=m.activation, iaf_hidden=m.iaf_hidden, householder=m.householder,
-                                rngs=rngs)
-    decoder = nets.MLPDecoder(m.latent_dim, event_shape, tuple(reversed(m.hidden)),
-                              num_outputs=likelihood.num_outputs, num_global_outputs=likelihood.num_global_outputs,
-                              activation=m.activation, rngs=rngs)
-    return VAE(encoder, decoder, likelihood, prior, event_shape)
+    return VAE.mlp(event_shape, m.latent_dim, likelihood, hidden=m.hidden, activation=m.activation, prior=prior,
+                   posterior=m.posterior, flow_steps=m.flow_steps, iaf_hidden=m.iaf_hidden,
+                   householder=m.householder, rngs=rngs)
 
 
 @NETWORKS.register("conv")

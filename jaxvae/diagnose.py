@@ -64,6 +64,13 @@ def run_diagnose(workdir: str | Path, *, max_examples: int = 2000, gmm_component
     for name, z in (("prior", z_prior), ("prior_t0.7", z_cold), ("gmm", z_gmm)):
         dens = np.asarray(diagnostics.aggregate_log_density(z, q_ref))
         result.setdefault("sampler_hole_fraction", {})[name] = float(np.mean(dens < threshold))
+    posterior = ctx.cfg.model.posterior
+    if posterior != "diagonal":  # a flow: its Gaussian statistics are its base distribution's
+        result["posterior"] = {
+            "kind": posterior, "flow_steps": ctx.cfg.model.flow_steps,
+            "note": "the posterior statistics of this report (active units, the KL per dimension and its total, "
+                    "the aggregate posterior, holes, the ex-post mixture) are those of the flow's base Gaussian; "
+                    "the model's KL and bounds in summary.json and eval.json include the flow"}
     result["seconds"] = time.perf_counter() - t0
     atomic_write_json(workdir / "diagnostics.json", result)
     _write_report(ctx, params, result, workdir, decode, z_prior, z_cold, z_gmm, q_train, fit_idx, key)
@@ -84,6 +91,8 @@ def _write_report(ctx, params, result, workdir, decode, z_prior, z_cold, z_gmm, 
     inactive = set(result["inactive_dims"])
     rows = [
         ("dataset / steps", f"{ds.name} / {int(ctx.state.step):,}"),
+        *([("posterior", f"{result['posterior']['kind']} flow, {result['posterior']['flow_steps']} steps: "
+                         f"{result['posterior']['note']}")] if "posterior" in result else []),
         ("active units", f"{result['active_units']} of {result['latent_dim']} (threshold "
                          f"{result['active_threshold']:g}); inactive: {_dims(sorted(inactive))}"),
         ("total KL", f"{result['kl_total']:.3f} nats"),

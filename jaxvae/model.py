@@ -202,9 +202,20 @@ class VAE(Model):
     @classmethod
     def mlp(cls, event_shape: Sequence[int], latent_dim: int, likelihood: Any, *,
             hidden: Sequence[int] = (512, 256), activation: str = "relu", prior: priors_lib.Prior | None = None,
+            posterior: str = "diagonal", flow_steps: int = 4, iaf_hidden: int = 0, householder: int = 0,
             rngs: nnx.Rngs) -> VAE:
-        """MLP encoder ``prod(E) -> hidden -> 2D`` and the mirrored decoder; standard normal prior by default."""
-        encoder = nets.MLPEncoder(event_shape, latent_dim, hidden, activation=activation, rngs=rngs)
+        """MLP encoder ``prod(E) -> hidden -> 2D`` and the mirrored decoder; standard normal prior by default.
+
+        ``posterior``: ``diagonal``, or a normalizing flow on it (``planar``, ``radial``, ``iaf``, ``sylvester``;
+        :class:`jaxvae.flows.FlowEncoder` with ``flow_steps``, ``iaf_hidden``, ``householder``)."""
+        if posterior == "diagonal":
+            encoder = nets.MLPEncoder(event_shape, latent_dim, hidden, activation=activation, rngs=rngs)
+        else:
+            from jaxvae import flows
+
+            encoder = flows.FlowEncoder(event_shape, latent_dim, hidden, flow=posterior, steps=flow_steps,
+                                        activation=activation, iaf_hidden=iaf_hidden, householder=householder,
+                                        rngs=rngs)
         decoder = nets.MLPDecoder(
             latent_dim, event_shape, tuple(reversed(hidden)), num_outputs=likelihood.num_outputs,
             num_global_outputs=likelihood.num_global_outputs, activation=activation, rngs=rngs)
