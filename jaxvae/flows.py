@@ -43,7 +43,7 @@ from jaxvae.errors import ConfigError
 
 Array = jax.Array
 
-__all__ = ["FLOWS", "IAF", "FlowEncoder", "Planar", "Radial", "Sylvester", "made_masks"]
+__all__ = ["FLOWS", "IAF", "FlowEncoder", "Planar", "Radial", "Scan", "Sylvester", "made_masks"]
 
 FLOWS = ("planar", "radial", "sylvester", "iaf")
 
@@ -132,6 +132,29 @@ class Sylvester(Bijection):
         f = z + jnp.einsum("...bij,...bj->...bi", q, jnp.einsum("...bij,...bj->...bi", r1, jnp.tanh(a)))
         log_det = jnp.sum(jnp.log(jnp.abs(1.0 + d1 * d2 * _tanh_prime(a)) + 1e-8), axis=-1)
         return f, log_det
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class Scan(Bijection):
+    """``K`` steps of one kind with their parameters stacked on a leading axis (``steps``' leaves ``[K, ...]``),
+    applied in order by ``jax.lax.scan``: one compiled step however large ``K`` (a planar flow of 80 steps
+    compiles like one of 1)."""
+
+    steps: Bijection
+
+    @property
+    def num_steps(self) -> int:
+        return jax.tree.leaves(self.steps)[0].shape[0]
+
+    def forward_and_log_det(self, z: Array) -> tuple[Array, Array]:
+        def body(carry, f):
+            zz, total = carry
+            zz, ld = f.forward_and_log_det(zz)
+            return (zz, total + ld), None
+
+        (z, log_det), _ = jax.lax.scan(body, (z, jnp.zeros(z.shape[:-1], z.dtype)), self.steps)
+        return z, log_det
 
 
 def made_masks(dim: int, hidden: int, reverse: bool = False) -> tuple[np.ndarray, np.ndarray]:
@@ -239,26 +262,25 @@ class FlowEncoder(nnx.Module):
             self.flow_head = nnx.Linear(hidden[-1], size, kernel_init=small, rngs=rngs)
 
     def _bijections(self, h: Array) -> tuple[Bijection, ...]:
+        """The flow as one :class:`Scan` over its ``K`` steps (parameters stacked ``[K, ...]``)."""
         d, n = self.latent_dim, h.shape[0]
         if self.flow == "iaf":
             ctx = self.context(h)
-            return tuple(made.bijection(ctx, reverse=bool(k % 2)) for k, made in enumerate(self.made))
-        raw = self.flow_head(h).reshape(n, self.steps, -1)  # [B, K, P]
-        out = []
-        for k in range(self.steps):
-            p = raw[:, k]
-            if self.flow == "planar":
-                out.append(Planar(p[:, :d], p[:, d:2 * d], p[:, 2 * d]))
-            elif self.flow == "radial":
-                out.append(Radial(p[:, :d], p[:, d], p[:, d + 1]))
-            else:
-                r1 = p[:, :d * d].reshape(n, d, d)
-                r2 = p[:, d * d:2 * d * d].reshape(n, d, d)
-                b = p[:, 2 * d * d:2 * d * d + d]
-                v = p[:, 2 * d * d + d:].reshape(n, self.householder, d)
-                # Householder vectors: the raw head plus a fixed offset, so none is zero at the start.
-                out.append(Sylvester(r1, r2, b, v + _householder_offset(self.householder, d, k)))
-        return tuple(out)
+            steps = [made.bijection(ctx, reverse=bool(k % 2)) for k, made in enumerate(self.made)]
+            return (Scan(jax.tree.map(lambda *leaves: jnp.stack(leaves), *steps)),)
+        raw = jnp.moveaxis(self.flow_head(h).reshape(n, self.steps, -1), 1, 0)  # [K, B, P]
+        if self.flow == "planar":
+            return (Scan(Planar(raw[..., :d], raw[..., d:2 * d], raw[..., 2 * d])),)
+        if self.flow == "radial":
+            return (Scan(Radial(raw[..., :d], raw[..., d], raw[..., d + 1])),)
+        k = self.steps
+        r1 = raw[..., :d * d].reshape(k, n, d, d)
+        r2 = raw[..., d * d:2 * d * d].reshape(k, n, d, d)
+        b = raw[..., 2 * d * d:2 * d * d + d]
+        v = raw[..., 2 * d * d + d:].reshape(k, n, self.householder, d)
+        # Householder vectors: the raw head plus fixed unit directions, so that none is zero at the start.
+        offsets = jnp.stack([_householder_offset(self.householder, d, i) for i in range(k)])[:, None]
+        return (Scan(Sylvester(r1, r2, b, v + offsets)),)
 
     def __call__(self, x: Array) -> TransformedDistribution:
         x, batch_shape = nets._flatten_batch(x, len(self.event_shape))

@@ -177,7 +177,9 @@ def test_estimators_that_rescore_one_group_refuse_hierarchies_and_bad_group_coun
         estimators.miwae(ppca, p, xx, jax.random.key(0), outer=0)
 
 
-@pytest.mark.parametrize("name", ["miwae", "ciwae", "piwae", "iwae_dreg", "elbo_stl"])
+@pytest.mark.parametrize("name", [pytest.param("miwae", marks=pytest.mark.slow),
+                                  pytest.param("ciwae", marks=pytest.mark.slow), "piwae", "iwae_dreg",
+                                  pytest.param("elbo_stl", marks=pytest.mark.slow)])
 def test_each_estimator_trains_from_the_config_and_reports_its_bound(tmp_path, name):
     import jaxvae as jv
 
