@@ -137,8 +137,9 @@ def main(argv: list[str] | None = None) -> None:
             vs_torch = med[(m, k)] / med[(m, "torch-eager")] if (m, "torch-eager") in med else math.nan
             base = BASELINE[m]
             rel = med[(base, k)] / med[(m, k)] if (base, k) in med else math.nan
+            vs = "— (no PyTorch model)" if math.isnan(vs_torch) else f"{vs_torch:.2f}x"
             rows.append(f"| {m} | {k} | {med[(m, k)]:,.0f} | {min(eps):,.0f} | {max(eps):,.0f} | "
-                        f"{vs_torch:.2f}x | {rel:.2f}x {base} |")
+                        f"{vs} | {rel:.2f}x {base} |")
     table = "\n".join(rows)
     print(table)
     if not args.no_record:
