@@ -283,6 +283,8 @@ LR_SCHEDULES.register("warmup_cosine")(lambda cfg, total, spe: optax.warmup_cosi
     0.0, cfg.optimizer.learning_rate, cfg.optimizer.warmup_steps, max(total, 1)))
 LR_SCHEDULES.register("iwae")(lambda cfg, total, spe: schedules.iwae_learning_rate_schedule(
     cfg.optimizer.learning_rate, spe))
+LR_SCHEDULES.register("multistep")(lambda cfg, total, spe: schedules.multistep_learning_rate_schedule(
+    cfg.optimizer.learning_rate, cfg.optimizer.milestones, cfg.optimizer.milestone_factor, spe))
 
 OPTIMIZERS: Registry[Callable[[Config, optax.Schedule], optax.GradientTransformation]] = Registry("optimizer.name")
 OPTIMIZERS.register("adam")(lambda cfg, lr: optax.adam(lr, b1=cfg.optimizer.b1, b2=cfg.optimizer.b2,

@@ -222,8 +222,11 @@ class PlateauConfig:
 class OptimizerConfig:
     name: str = "adam"  # adam, adamw or adamax (jaxvae.builders.OPTIMIZERS)
     learning_rate: float = 1e-3
-    schedule: str = "constant"  # constant, cosine, warmup_cosine, iwae (the IWAE paper's 3^i epochs stages)
+    schedule: str = "constant"  # constant, cosine, warmup_cosine, iwae (the IWAE paper's 3^i epochs stages),
+    # multistep (the rate times milestone_factor at each epoch of milestones: PyTorch's MultiStepLR)
     warmup_steps: int = 0
+    milestones: tuple[int, ...] = ()  # multistep: epochs (pythae's scripts: 200,350,500,750,1000)
+    milestone_factor: float = 0.1  # multistep: the rate's factor at each milestone (pythae's: 10^(-1/5))
     weight_decay: float = 0.0  # adamw only
     b1: float = 0.9
     b2: float = 0.999
@@ -661,6 +664,17 @@ def validate(cfg: Config) -> Config:
     if not 0.0 <= cfg.optimizer.ema_decay < 1.0:
         raise ConfigError(f"optimizer.ema_decay must be in [0, 1) (0 turns the moving average off; VDVAE uses "
                           f"0.9999); got {cfg.optimizer.ema_decay}.")
+    o = cfg.optimizer
+    if (o.schedule == "multistep") != bool(o.milestones):
+        raise ConfigError("optimizer.schedule=multistep needs optimizer.milestones (epochs, e.g. "
+                          "optimizer.milestones=200,350,500,750,1000), and optimizer.milestones is only read by "
+                          "it; "
+                          f"got optimizer.schedule={o.schedule}, optimizer.milestones={list(o.milestones)}.")
+    if o.milestones and (min(o.milestones) < 1 or list(o.milestones) != sorted(set(o.milestones))):
+        raise ConfigError(f"optimizer.milestones must be strictly increasing epochs >= 1; got "
+                          f"{list(o.milestones)}.")
+    if not 0.0 < o.milestone_factor <= 1.0:
+        raise ConfigError(f"optimizer.milestone_factor must be in (0, 1]; got {o.milestone_factor}.")
     if not 0.0 < cfg.optimizer.plateau.factor < 1.0:
         raise ConfigError(f"optimizer.plateau.factor must be in (0, 1); got {cfg.optimizer.plateau.factor}.")
     if not 0.0 <= ob.ciwae.beta <= 1.0:

@@ -15,10 +15,11 @@ from __future__ import annotations
 import difflib
 import functools
 import inspect
+import itertools
 import math
 import numbers
 import operator
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -327,6 +328,36 @@ def iwae_learning_rate_schedule(learning_rate: float = 1e-3, steps_per_epoch: in
     def schedule(step):
         stage = jnp.sum(jnp.asarray(step) >= starts)
         return learning_rate * jnp.power(10.0, -stage.astype(jnp.float32) / 7.0)
+
+    return schedule
+
+
+def multistep_learning_rate_schedule(learning_rate: float = 1e-3, milestones: Sequence[int] = (),
+                                     decay: float = 0.1, steps_per_epoch: int = 1) -> optax.Schedule:
+    r"""A piecewise-constant rate multiplied by ``decay`` at each milestone epoch (PyTorch's ``MultiStepLR``;
+    pythae's reproduction scripts use milestones 200, 350, 500, 750, 1000 and decay :math:`10^{-1/5}`).
+
+    .. math:: \eta(t) = \eta \, \gamma^{\#\{\, m \in M : t \ge E m \,\}}
+
+    Args:
+        learning_rate: :math:`\eta`, the rate before the first milestone.
+        milestones: :math:`M`, strictly increasing epochs (>= 1) at which the rate is multiplied by ``decay``.
+        decay: :math:`\gamma`, in (0, 1].
+        steps_per_epoch: :math:`E`.
+    """
+    _real("learning_rate", learning_rate)
+    _real("decay", decay)
+    steps_per_epoch = _int("steps_per_epoch", steps_per_epoch, minimum=1)
+    milestones = tuple(_int("milestones", m, minimum=1) for m in milestones)
+    if any(b <= a for a, b in itertools.pairwise(milestones)):
+        raise ConfigError(f"`milestones` must be strictly increasing epochs, got {list(milestones)}.")
+    if not 0.0 < decay <= 1.0:
+        raise ConfigError(f"`decay` must be in (0, 1] (the rate is multiplied by it), got {decay!r}.")
+    starts = jnp.asarray([steps_per_epoch * m for m in milestones], jnp.int32)  # [len(M)]
+
+    def schedule(step):
+        passed = jnp.sum(jnp.asarray(step) >= starts)
+        return learning_rate * jnp.power(jnp.float32(decay), passed.astype(jnp.float32))
 
     return schedule
 

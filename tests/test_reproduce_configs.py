@@ -74,3 +74,14 @@ def test_verdicts_report_tolerance_ordering_and_gap():
     assert "ours 1.00 nats, published 1.57" in good[1]
     bad = harness.verdicts(order, [_row("VAE k=50", 89.0, 86.35), _row("IWAE k=50", 89.5, 84.78)])
     assert "DOES NOT hold" in bad[0]
+
+
+def test_early_stopped_runs_report_the_evaluated_step():
+    summary = {"steps": 307_000, "early_stopping": {"best_step": 257_000, "stopped_at_step": 307_000}}
+    assert harness._reported_step(summary) == 257_000  # what `jaxvae evaluate` evaluates by default
+    assert harness._reported_step({"steps": 500}) == 500
+    row = {"epochs": 1500, "batch_size": 100, "steps": 307_000, "early_stopping": summary["early_stopping"]}
+    cell = harness._schedule_cell("full", row)
+    assert "early-stopped at step 307,000" in cell and "evaluated) at step 257,000" in cell
+    assert harness._schedule_cell("short", {**row, "early_stopping": None}) == "short: 1500 epochs, batch 100, " \
+        "307,000 steps"

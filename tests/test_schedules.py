@@ -10,6 +10,8 @@ import numpy as np
 import optax
 import pytest
 
+from jaxvae import builders
+from jaxvae import config as config_lib
 from jaxvae import schedules as S
 from jaxvae.errors import ConfigError
 
@@ -367,3 +369,33 @@ def test_iwae_schedule_has_the_papers_stages_of_3_to_the_i_epochs():
     np.testing.assert_allclose(got[len(expected):], 1e-3 * 10 ** (-1.0), rtol=1e-6)  # stays at the last rate
     with pytest.raises(ConfigError, match="steps_per_epoch"):
         S.iwae_learning_rate_schedule(1e-3, 0)
+
+
+def test_multistep_schedule_equals_optax_piecewise_constant_at_pythaes_milestones():
+    """pythae's MultiStepLR: x 10^(-1/5) at epochs 200, 350, 500, 750, 1000; the oracle is optax's own
+    piecewise-constant schedule with the same boundaries in steps."""
+    spe, milestones, gamma = 3, (200, 350, 500, 750, 1000), 10 ** (-1 / 5)
+    f = jax.jit(S.multistep_learning_rate_schedule(1e-3, milestones, gamma, spe))
+    oracle = optax.piecewise_constant_schedule(1e-3, {spe * m: gamma for m in milestones})
+    steps = np.arange(spe * 1100)
+    got = np.asarray(jax.vmap(f)(jnp.asarray(steps)))
+    np.testing.assert_allclose(got, [float(oracle(int(t))) for t in steps], rtol=1e-5)
+    assert got[spe * 200 - 1] == pytest.approx(1e-3) and got[-1] == pytest.approx(1e-3 * gamma**5, rel=1e-5)
+    with pytest.raises(ConfigError, match="increasing"):
+        S.multistep_learning_rate_schedule(1e-3, (350, 200), gamma, spe)
+    with pytest.raises(ConfigError, match="decay"):
+        S.multistep_learning_rate_schedule(1e-3, (200,), 1.5, spe)
+
+
+def test_multistep_schedule_from_the_config_and_its_errors():
+    overrides = ["optimizer.schedule=multistep", "optimizer.milestones=2,5", "optimizer.milestone_factor=0.5"]
+    cfg = config_lib.apply_overrides(config_lib.Config(), overrides)
+    f = builders.learning_rate_schedule(cfg, total_steps=100, steps_per_epoch=10)
+    assert [float(f(t)) for t in (19, 20, 49, 50)] == pytest.approx([1e-3, 5e-4, 5e-4, 2.5e-4])
+    with pytest.raises(ConfigError, match="needs optimizer"):
+        config_lib.apply_overrides(config_lib.Config(), ["optimizer.schedule=multistep"])
+    with pytest.raises(ConfigError, match="only read by it"):
+        config_lib.apply_overrides(config_lib.Config(), ["optimizer.milestones=200"])
+    with pytest.raises(ConfigError, match="strictly increasing"):
+        config_lib.apply_overrides(config_lib.Config(),
+                                   ["optimizer.schedule=multistep", "optimizer.milestones=5,2"])

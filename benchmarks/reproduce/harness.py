@@ -95,7 +95,7 @@ def run_target(name: str, target: dict[str, Any], args: argparse.Namespace) -> l
         if eval_json.exists() and not args.dry_run:
             old = json.loads(eval_json.read_text())
             summary = json.loads((workdir / "summary.json").read_text())
-            reuse = (old.get("nll_num_samples") == ev["num_samples"] and old.get("step") == summary["steps"]
+            reuse = (old.get("nll_num_samples") == ev["num_samples"] and old.get("step") == _reported_step(summary)
                      and (not max_examples or old.get("num_examples") == max_examples))
         cost_file = workdir.parent / f"{slug}.eval-cost.json"  # how long the evaluation took, for the table
         if reuse:
@@ -122,11 +122,28 @@ def run_target(name: str, target: dict[str, Any], args: argparse.Namespace) -> l
             "active_units_per_group": summary.get("latent", {}).get("active_units_per_group"),
             "published_active_units": run.get("published_active_units"),
             "eval_seconds": eval_s, "eval_peak_rss_mib": eval_rss, "workdir": str(workdir),
+            "early_stopping": summary.get("early_stopping"),
         })
         print(f"  -> {target['metric']} {value:.2f} (IWAE NLL {result['nll_iwae']:.2f} ± "
               f"{result['nll_iwae_stderr']:.2f}, k={result['nll_num_samples']}, {result['num_examples']:,} "
               f"test images; eval {eval_s:.0f} s, peak RSS {eval_rss:,.0f} MiB)", flush=True)
     return rows
+
+
+def _reported_step(summary: dict[str, Any]) -> int:
+    """The step `jaxvae evaluate` evaluates by default: the best validation's with early stopping."""
+    best = (summary.get("early_stopping") or {}).get("best_step")
+    return int(summary["steps"] if best is None else best)
+
+
+def _schedule_cell(schedule: str, r: dict[str, Any]) -> str:
+    cell = f"{schedule}: {r['epochs']} epochs, batch {r['batch_size']}, {r['steps']:,} steps"
+    es = r.get("early_stopping") or {}
+    if es.get("stopped_at_step") is not None:
+        cell += f", early-stopped at step {es['stopped_at_step']:,}"
+    if es.get("best_step") is not None:
+        cell += f", best validation (evaluated) at step {es['best_step']:,}"
+    return cell
 
 
 def _active_units(summary: dict[str, Any]) -> str:
@@ -180,8 +197,8 @@ def format_table(target: dict[str, Any], rows: list[dict[str, Any]], schedule: s
             pub += f" (active units {r['published_active_units']})"
         lines.append(
             f"| {r['label']} | {r['value']:.2f} | {pub} | {r['nll_iwae']:.2f} ± {r['nll_stderr']:.2f} | "
-            f"{r['neg_elbo']:.2f} | {r['kl']:.2f} | {r['active_units']} | {schedule}: {r['epochs']} epochs, "
-            f"batch {r['batch_size']}, {r['steps']:,} steps | {r['num_samples']} | {r['num_examples']:,} | "
+            f"{r['neg_elbo']:.2f} | {r['kl']:.2f} | {r['active_units']} | {_schedule_cell(schedule, r)} | "
+            f"{r['num_samples']} | {r['num_examples']:,} | "
             f"{r['seed']} | {r['train_seconds']:.0f} | {r['eval_seconds']:.0f} | {r['eval_peak_rss_mib']:,.0f} |")
     return "\n".join(lines)
 
