@@ -38,6 +38,16 @@ class DataConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class PixelCNNConfig:
+    """``model.decoder=pixelcnn``: the gated PixelCNN decoder (van den Oord et al. 2016; jaxvae.autoregressive)."""
+
+    layers: int = 4  # gated layers; the receptive field grows by kernel_size // 2 rows and columns per layer
+    features: int = 32  # width of the vertical and horizontal stacks
+    kernel_size: int = 3  # odd, >= 3
+    cond_features: int = 8  # size of z's conditioning (network=conv: channels of a feature map; mlp: a vector)
+
+
+@dataclasses.dataclass(frozen=True)
 class ModelConfig:
     """The architecture, the decoder's likelihood and the prior."""
 
@@ -71,6 +81,10 @@ class ModelConfig:
     groups_per_scale: tuple[int, ...] = ()  # top_down: latent groups at the H/2 and H/4 scales (empty: half each)
     residual_channels: int = 32  # top_down: width of the residual stream
     cells: int = 1  # top_down: residual cells per latent group (decoder) and per scale (encoder)
+    # p(x|z): factorized (every pixel independent given z: the networks' decoders), or pixelcnn (autoregressive,
+    # with network=conv or mlp; strong enough that a plain VAE can ignore z: posterior collapse)
+    decoder: str = "factorized"
+    pixelcnn: PixelCNNConfig = PixelCNNConfig()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -549,13 +563,14 @@ _CHOICES = {
     "model.conv_impl": ("auto", "xla", "matmul"),
     "model.init": ("flax", "torch", "glorot"),
     "model.posterior": ("diagonal", "planar", "radial", "iaf", "sylvester"),
+    "model.decoder": ("factorized", "pixelcnn"),
     "train.loop": ("auto", "scan", "host"),
     "data.scale": ("unit", "uint8"),
     "mesh.params": meshspec.PARAM_MODES,
 }
 # Numeric settings must be >= 0; these must be > 0.
-_POSITIVE = ("model.latent_dim", "model.conv_hidden", "model.residual_channels", "model.num_mixtures",
-             "model.prior_components",
+_POSITIVE = ("model.latent_dim", "model.conv_hidden", "model.pixelcnn.layers", "model.pixelcnn.features",
+             "model.residual_channels", "model.num_mixtures", "model.prior_components",
              "objective.num_samples", "objective.num_cycles", "objective.free_bits.group",
              "objective.capacity.steps", "optimizer.learning_rate", "train.batch_size", "train.epochs",
              "train.log_every", "train.keep_checkpoints", "eval.num_samples", "eval.batch_size",
@@ -654,6 +669,14 @@ def validate(cfg: Config) -> Config:
         if m.flow_steps < 1:
             raise ConfigError(f"model.flow_steps must be >= 1 for model.posterior={m.posterior}; got "
                               f"{m.flow_steps}.")
+    if m.decoder == "pixelcnn":
+        if m.network not in ("mlp", "conv"):
+            raise ConfigError(f"model.decoder=pixelcnn is built on model.network=conv (spatial conditioning on z) "
+                              f"or mlp (global conditioning); model.network={m.network} has its own decoder. Use "
+                              "model.network=conv or mlp, or model.decoder=factorized.")
+        k = m.pixelcnn.kernel_size
+        if k < 3 or k % 2 == 0:
+            raise ConfigError(f"model.pixelcnn.kernel_size must be odd and >= 3 (e.g. 3 or 5); got {k}.")
     if cfg.model.network == "conv" and len(cfg.model.channels) < 2:
         raise ConfigError(f"model.network=conv needs at least two model.channels (two stride-2 layers, e.g. "
                           f"model.channels=32,64); got {cfg.model.channels}.")

@@ -120,12 +120,10 @@ def _pieces(model: PureModel, params: Params, x: Array, what: str) -> tuple[Dist
         raise ConfigError(f"{what} needs the model's unconditional prior (PureModel.prior_distribution); this "
                           f"model returns None. {alternative}")
     q = model.posteriors(params, x)[group]
-    event_ndim = len(model.event_shape)
 
     def log_joint(p_params: Params, z: Array) -> tuple[Array, Array]:
-        out = model.decode(p_params, {group: z})  # [K, B, *E, P]
         prior = model.prior_distribution(p_params)
-        return model.likelihood.log_prob(out, x, event_ndim=event_ndim), prior.log_prob(z)
+        return model.log_likelihood(p_params, {group: z}, x), prior.log_prob(z)  # [K, B] each
 
     return q, log_joint
 

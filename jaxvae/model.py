@@ -137,6 +137,17 @@ class Model(nnx.Module, abc.ABC):
     def decode(self, z: Mapping[str, Array]) -> Array:
         """Latents ``{name: [..., D_g]}`` to the likelihood's raw parameters ``[..., *E, P]``."""
 
+    def log_likelihood(self, z: Mapping[str, Array], x: Array) -> Array:
+        """``log p(x|z)`` summed over the event, ``[...]`` for ``z {name: [..., D_g]}`` and ``x`` broadcastable
+        to ``[..., *E]``. Default: the likelihood of :meth:`decode`; autoregressive decoders score ``x`` itself."""
+        return self.likelihood.log_prob(self.decode(z), x, event_ndim=len(self.event_shape))
+
+    def decode_mean(self, z: Mapping[str, Array], key: Array) -> Array:
+        """What an image of the latents shows, ``[..., *E]``. Default: the likelihood's mean of :meth:`decode`
+        (``key`` unused); an autoregressive decoder draws an ancestral sample with ``key``."""
+        del key
+        return self.likelihood.mean(self.decode(z))
+
     def prior_sample_tempered(self, key: Array, n: int, temperature: float = 1.0) -> Latents:
         """``n`` draws at a sampling temperature (each conditional's scale times ``temperature``). The default
         supports only ``temperature=1`` (plain :meth:`prior_sample`); models override it (hierarchies: ancestral
@@ -408,9 +419,16 @@ class PureModel:
         groups = z if isinstance(z, Mapping) else unflatten_latents(z, self.groups)
         return self.merge(params).decode(groups)
 
-    def decode_mean(self, params: Params, z: Mapping[str, Array] | Array) -> Array:
-        """The likelihood's mean for latents ``z``, ``[..., *E]``: what sample images show."""
-        return self.likelihood.mean(self.decode(params, z))
+    def decode_mean(self, params: Params, z: Mapping[str, Array] | Array, key: Array | None = None) -> Array:
+        """What sample images of latents ``z`` show, ``[..., *E]`` (:meth:`Model.decode_mean`: the likelihood's
+        mean; an autoregressive decoder's ancestral sample drawn with ``key``, default ``key(0)``)."""
+        groups = z if isinstance(z, Mapping) else unflatten_latents(z, self.groups)
+        return self.merge(params).decode_mean(groups, jax.random.key(0) if key is None else key)
+
+    def log_likelihood(self, params: Params, z: Mapping[str, Array] | Array, x: Array) -> Array:
+        """``log p(x|z)`` summed over the event (:meth:`Model.log_likelihood`)."""
+        groups = z if isinstance(z, Mapping) else unflatten_latents(z, self.groups)
+        return self.merge(params).log_likelihood(groups, x)
 
     def reconstruct(self, params: Params, x: Array, key: Array | None = None) -> Array:
         """``[B, *E]``: see :meth:`Model.reconstruct`."""

@@ -102,10 +102,13 @@ def check_model(model: Model, x: Array, *, key: Array | None = None, num_samples
     z = jax.jit(pure.prior_sample_groups, static_argnums=2)(params, jax.random.fold_in(key, 2), 4)
     for g, d in pure.groups:
         assert z[g].shape == (4, d), f"prior_sample()[{g!r}] has shape {z[g].shape}, expected {(4, d)}"
-    decoded = jax.jit(pure.decode)(params, z)
-    assert decoded.shape[:1 + len(model.event_shape)] == (4, *model.event_shape), \
-        f"decode(prior_sample(key, 4)) has shape {decoded.shape}, expected [4, *{model.event_shape}, P]"
-    _finite(pure.likelihood.mean(decoded), "the likelihood mean of decoded prior samples")
+    images = jax.jit(pure.decode_mean)(params, z, jax.random.fold_in(key, 4))
+    assert images.shape == (4, *model.event_shape), \
+        f"decode_mean(prior_sample(key, 4)) has shape {images.shape}, expected (4, *{model.event_shape})"
+    _finite(images, "the images (decode_mean) of prior samples")
+    scored = jax.jit(pure.log_likelihood)(params, dict(out.z), x)
+    np.testing.assert_allclose(scored, out.log_px_z, rtol=1e-4, atol=1e-3,
+                               err_msg="log_likelihood(z, x) at forward's own z differs from forward's log_px_z")
 
     per_dim = out.kl_per_dim()
     if per_dim is not None:

@@ -88,6 +88,7 @@ def test_early_stopping_picks_the_best_epoch_and_a_crash_inside_the_patience_win
     assert any("stopped early" in line for line in logs) and again["steps"] == full["steps"]
 
 
+@pytest.mark.slow
 def test_early_stopping_needs_a_validation_split_and_best_needs_early_stopping(tmp_path):
     cfg = config.apply_overrides(config.get_preset("digits"), [*SMALL, "data.valid_size=0", "train.epochs=1"])
     with pytest.raises(ConfigError, match="validation split"):

@@ -29,7 +29,7 @@ def _params(network, init, key=0):
     return build_model(cfg, (28, 28, 1)).init(jax.random.key(key))
 
 
-@pytest.mark.parametrize("network", ["mlp", "conv"])
+@pytest.mark.parametrize("network", ["mlp", pytest.param("conv", marks=pytest.mark.slow)])
 def test_torch_and_glorot_draw_uniform_weights_with_the_right_bounds_and_variance(network):
     for init in ("torch", "glorot"):
         layers = list(_layers(_params(network, init)))

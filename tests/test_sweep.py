@@ -61,6 +61,7 @@ def test_grid_expansion_and_refusals():
         sweep.expand_grid(fb, {"objective.free_bits.group": ["1", "2"]})  # static: a different program
 
 
+@pytest.mark.slow
 def test_failed_models_are_reported_not_dropped(tmp_path):
     # A huge learning rate makes every update non-finite quickly; with a limit of 1 the models are failed.
     base = config.apply_overrides(config.get_preset("digits"), [
