@@ -28,6 +28,7 @@ from jaxvae import (
     inits,
     likelihoods,
     objectives,
+    posteriors,
     priors,
     regularizers,
     schedules,
@@ -140,17 +141,25 @@ PRIORS.register("vamp")(lambda cfg, event_shape, rngs: priors.VampPrior(
 NETWORKS: Registry[Callable[..., VAE]] = Registry("model.network")
 
 
+def _committed(cfg: Config, vae: VAE) -> VAE:
+    """``model.committed_rate``: the encoder's posterior with the scale that commits that rate."""
+    if cfg.model.committed_rate:
+        vae.encoder = posteriors.CommittedRate(vae.encoder, cfg.model.committed_rate)
+    return vae
+
+
 def _pixelcnn(cfg: Config, event_shape, likelihood, prior, rngs) -> VAE:
     m, p = cfg.model, cfg.model.pixelcnn
     if len(event_shape) != 3 or (m.network == "conv" and (event_shape[0] % 4 or event_shape[1] % 4)):
         need = "H and W divisible by 4 for model.network=conv" if len(event_shape) == 3 else "images (H, W, C)"
         raise ConfigError(f"model.decoder=pixelcnn needs {need}; the data has event shape {tuple(event_shape)}. "
                           "Use model.decoder=factorized for other data.")
-    return autoregressive.AutoregressiveVAE.pixelcnn(
+    return _committed(cfg, autoregressive.AutoregressiveVAE.pixelcnn(
         event_shape, m.latent_dim, likelihood, network=m.network, hidden=m.hidden, channels=m.channels,
         conv_hidden=m.conv_hidden, activation=m.activation, conv_impl=m.conv_impl, prior=prior,
         posterior=m.posterior, flow_steps=m.flow_steps, iaf_hidden=m.iaf_hidden, householder=m.householder,
-        features=p.features, layers=p.layers, kernel_size=p.kernel_size, cond_features=p.cond_features, rngs=rngs)
+        features=p.features, layers=p.layers, kernel_size=p.kernel_size, cond_features=p.cond_features,
+        rngs=rngs))
 
 
 @NETWORKS.register("mlp")
@@ -158,9 +167,10 @@ def _mlp(cfg: Config, event_shape, likelihood, prior, rngs) -> VAE:
     m = cfg.model
     if m.decoder == "pixelcnn":
         return _pixelcnn(cfg, event_shape, likelihood, prior, rngs)
-    return VAE.mlp(event_shape, m.latent_dim, likelihood, hidden=m.hidden, activation=m.activation, prior=prior,
-                   posterior=m.posterior, flow_steps=m.flow_steps, iaf_hidden=m.iaf_hidden,
-                   householder=m.householder, rngs=rngs)
+    return _committed(cfg, VAE.mlp(
+        event_shape, m.latent_dim, likelihood, hidden=m.hidden, activation=m.activation, prior=prior,
+        posterior=m.posterior, flow_steps=m.flow_steps, iaf_hidden=m.iaf_hidden, householder=m.householder,
+        rngs=rngs))
 
 
 @NETWORKS.register("conv")
@@ -171,8 +181,9 @@ def _conv(cfg: Config, event_shape, likelihood, prior, rngs) -> VAE:
     if len(event_shape) != 3 or event_shape[0] % 4 or event_shape[1] % 4:
         raise ConfigError(f"model.network=conv needs images (H, W, C) with H and W divisible by 4; the data has "
                           f"event shape {event_shape}. Use model.network=mlp.")
-    return VAE.conv(event_shape, m.latent_dim, likelihood, channels=m.channels, hidden=m.conv_hidden,
-                    activation=m.activation, conv_impl=m.conv_impl, prior=prior, rngs=rngs)
+    return _committed(cfg, VAE.conv(event_shape, m.latent_dim, likelihood, channels=m.channels,
+                                    hidden=m.conv_hidden, activation=m.activation, conv_impl=m.conv_impl,
+                                    prior=prior, rngs=rngs))
 
 
 # model.inference for model.network=hierarchical: (cfg, event_shape, likelihood, rngs) -> a hierarchy.

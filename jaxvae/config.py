@@ -85,6 +85,9 @@ class ModelConfig:
     # with network=conv or mlp; strong enough that a plain VAE can ignore z: posterior collapse)
     decoder: str = "factorized"
     pixelcnn: PixelCNNConfig = PixelCNNConfig()
+    # > 0: the posterior's scale is fixed so that its KL to N(0, I) is at least this many nats per latent unit
+    # (a minimum rate in the spirit of the delta-VAE, Razavi et al. 2019; jaxvae.posteriors.CommittedRate)
+    committed_rate: float = 0.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -669,6 +672,13 @@ def validate(cfg: Config) -> Config:
         if m.flow_steps < 1:
             raise ConfigError(f"model.flow_steps must be >= 1 for model.posterior={m.posterior}; got "
                               f"{m.flow_steps}.")
+    if m.committed_rate:
+        if m.network not in ("mlp", "conv") or m.posterior != "diagonal" or m.prior != "standard_normal":
+            raise ConfigError(f"model.committed_rate fixes the scale of a diagonal Gaussian posterior so that its "
+                              f"KL to the standard normal prior is at least {m.committed_rate} nats per unit: it "
+                              "needs model.network=mlp or conv, model.posterior=diagonal and "
+                              f"model.prior=standard_normal; got network={m.network}, posterior={m.posterior}, "
+                              f"prior={m.prior}.")
     if m.decoder == "pixelcnn":
         if m.network not in ("mlp", "conv"):
             raise ConfigError(f"model.decoder=pixelcnn is built on model.network=conv (spatial conditioning on z) "

@@ -116,7 +116,8 @@ class CollapseMonitor:
         text = (f"WARNING posterior collapse at step {step}: {'; '.join(reasons)}. Collapsed dimensions: {dims}. "
                 f"{ignored}. Remedies: free bits (--set objective.name=free_bits "
                 "--set objective.free_bits.nats=0.25), KL annealing (--set objective.beta_schedule=linear --set "
-                "objective.warmup_steps=5000, or cyclical), a smaller objective.beta, or a weaker decoder.")
+                "objective.warmup_steps=5000, or cyclical), a committed minimum rate (--set "
+                "model.committed_rate=0.25), a smaller objective.beta, or a weaker decoder.")
         return record, text
 
 
