@@ -64,7 +64,8 @@ def test_p_x_given_z_sums_to_one_over_every_binary_image():
     assert float(jnp.std(log_p)) > 0.1  # not the uniform distribution
 
 
-@pytest.mark.parametrize("conditioning, shape", [("global", (9, 5, 1)), ("spatial", (12, 8, 2))])
+@pytest.mark.parametrize("conditioning, shape", [("global", (9, 5, 1)),
+                                                  pytest.param("spatial", (12, 8, 2), marks=pytest.mark.slow)])
 def test_band_sampling_equals_full_image_passes(conditioning, shape):
     dec = PixelCNNDecoder(4, shape, num_outputs=1, conditioning=conditioning, hidden=(8, 4), conv_hidden=16,
                           cond_features=3, features=6, layers=2, rngs=nnx.Rngs(0))
@@ -81,7 +82,8 @@ def test_band_sampling_equals_full_image_passes(conditioning, shape):
     assert 0.05 < float(jnp.mean(x_band)) < 0.95
 
 
-@pytest.mark.parametrize("network", [pytest.param("mlp", marks=pytest.mark.slow), "conv"])
+@pytest.mark.slow
+@pytest.mark.parametrize("network", ["mlp", "conv"])
 def test_the_pixelcnn_vae_satisfies_the_model_protocol(network):
     vae = AutoregressiveVAE.pixelcnn((8, 8, 1), 3, likelihoods.Bernoulli(), network=network, hidden=(16,),
                                      channels=(4, 8), conv_hidden=16, features=6, layers=2, rngs=nnx.Rngs(0))

@@ -68,6 +68,7 @@ def _close(a, b, **kw):
         np.testing.assert_allclose(u, v, **kw)
 
 
+@pytest.mark.slow
 def test_miwae_with_one_group_is_iwae_and_the_bounds_order_on_the_same_samples():
     model, params, x = _ppca(exact=False)
     key = jax.random.key(0)

@@ -118,7 +118,8 @@ def test_planar_steps_are_invertible_for_any_raw_parameters():
         assert np.all(wu >= -1.0 - 1e-4)  # m(a) = -1 + softplus(a) > -1: invertible (float rounding aside)
 
 
-@pytest.mark.parametrize("posterior", ["planar", pytest.param("radial", marks=pytest.mark.slow),
+@pytest.mark.parametrize("posterior", [pytest.param("planar", marks=pytest.mark.slow),
+                                       pytest.param("radial", marks=pytest.mark.slow),
                                        pytest.param("iaf", marks=pytest.mark.slow),
                                        pytest.param("sylvester", marks=pytest.mark.slow)])
 def test_flow_posteriors_train_from_the_config_with_iwae_evaluation(tmp_path, posterior):

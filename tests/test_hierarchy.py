@@ -278,6 +278,7 @@ def test_the_soft_clamp_bounds_log_scales_smoothly():
         assert float(jnp.max(jnp.abs(q.log_scale))) <= 2.0 + 1e-6
 
 
+@pytest.mark.slow
 def test_kl_balancing_keeps_the_loss_and_rescales_each_layers_kl_gradient(batch):
     model = hierarchy.LadderVAE((8, 8, 1), (4, 2), jv.Bernoulli(), hidden=(16, 8), rngs=nnx.Rngs(0))
     pure, params = jv.split(model)

@@ -53,6 +53,7 @@ def test_the_committed_rate_scale_gives_exactly_that_kl_at_mean_zero_and_more_el
     np.testing.assert_allclose(kl, rate + 0.5 * means ** 2, rtol=1e-4)  # the mean only adds mu^2 / 2
 
 
+@pytest.mark.slow
 def test_a_committed_rate_model_never_goes_below_its_rate(tmp_path):
     from jaxvae import config, runs
     from jaxvae.errors import ConfigError
