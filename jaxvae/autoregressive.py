@@ -40,9 +40,8 @@ from flax import nnx
 
 from jaxvae import convops, nets
 from jaxvae import priors as priors_lib
-from jaxvae.distributions import TransformedDistribution, analytic_kl_per_dim
 from jaxvae.errors import ConfigError
-from jaxvae.model import VAE, ModelOutput, _single_group
+from jaxvae.model import VAE, _single_group
 
 Array = jax.Array
 
@@ -144,7 +143,7 @@ class GatedPixelCNN(nnx.Module):
     @property
     def band(self) -> int:
         """Rows one sampling pass needs: the pixel's row and the :func:`receptive_rows` above it."""
-        return self.layers * self.c + 2
+        return receptive_rows(self.layers, 2 * self.c + 1) + 1
 
 
 class PixelCNNDecoder(nnx.Module):
@@ -264,19 +263,8 @@ class AutoregressiveVAE(VAE):
                                   conv_impl=conv_impl, rngs=rngs)
         return cls(base.encoder, decoder, likelihood, base.prior, event_shape)
 
-    def forward(self, x: Array, key: Array, num_samples: int = 1) -> ModelOutput:
-        q = self.encode(x)  # [B, D]
-        p = self.prior_distribution()
-        z, log_qz_x = q.sample_and_log_prob(key, num_samples)  # [K, B, D], [K, B]
-        out = self.decoder(z, x)  # [K, B, *E, P], teacher forcing on x
-        log_px_z = self.likelihood.log_prob(out, x, event_ndim=len(self.event_shape))
-        g = self.group
-        return ModelOutput(log_px_z, log_qz_x, p.log_prob(z), {g: z}, {g: analytic_kl_per_dim(q, p)}, {g: q},
-                           {g: p}, out)
-
-    def log_likelihood(self, z: Mapping[str, Array] | Array, x: Array) -> Array:
-        out = self.decoder(_single_group(z, self.group), x)
-        return self.likelihood.log_prob(out, x, event_ndim=len(self.event_shape))
+    def decoder_outputs(self, z: Array, x: Array) -> Array:
+        return self.decoder(z, x)  # teacher forcing on x
 
     def decode(self, z: Mapping[str, Array] | Array) -> Array:
         raise NotImplementedError(
@@ -284,15 +272,12 @@ class AutoregressiveVAE(VAE):
             "parameters of a factorized p(x|z)) does not exist: score images with log_likelihood(z, x) or the "
             "forward pass, and make images of a latent with decode_mean(z, key).")
 
-    def decode_mean(self, z: Mapping[str, Array] | Array, key: Array) -> Array:
-        """The per-pixel conditional means along one ancestral sample of ``p(x|z)``, ``[..., *E]``."""
+    def decode_mean(self, z: Mapping[str, Array] | Array, key: Array | None) -> Array:
+        """The per-pixel conditional means along one ancestral sample of ``p(x|z)`` drawn with ``key`` (default
+        ``key(0)``), ``[..., *E]``. Reconstructions (:meth:`VAE.reconstruct`) are this at the posterior mean: an
+        ancestral sample, not the teacher-forced prediction, which would look right even when ``z`` carries
+        nothing."""
+        key = jax.random.key(0) if key is None else key
         _, out = self.decoder.sample(_single_group(z, self.group), key, self.likelihood)
         return self.likelihood.mean(out)
-
-    def reconstruct(self, x: Array, key: Array | None = None) -> Array:
-        """:meth:`decode_mean` at the posterior mean: an ancestral sample, not the teacher-forced prediction
-        (which would look right even when ``z`` carries nothing)."""
-        q = self.encode(x)
-        z = q.transform(q.base.mean())[0] if isinstance(q, TransformedDistribution) else q.mean()
-        return self.decode_mean(z, jax.random.key(0) if key is None else key)
 

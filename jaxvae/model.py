@@ -259,7 +259,7 @@ class VAE(Model):
         q = self.encode(x)  # [B, D]
         p = self.prior_distribution()
         z, log_qz_x = q.sample_and_log_prob(key, num_samples)  # [K, B, D], [K, B]
-        out = self.decoder(z)  # [K, B, *E, P]
+        out = self.decoder_outputs(z, x)  # [K, B, *E, P]
         log_px_z = self.likelihood.log_prob(out, x, event_ndim=len(self.event_shape))  # [K, B]
         g = self.group
         return ModelOutput(log_px_z, log_qz_x, p.log_prob(z), {g: z}, {g: analytic_kl_per_dim(q, p)}, {g: q},
@@ -272,16 +272,25 @@ class VAE(Model):
     def prior_sample(self, key: Array, n: int) -> Latents:
         return {self.group: self.prior_distribution().sample(key, n)}
 
+    def decoder_outputs(self, z: Array, x: Array) -> Array:
+        """The likelihood's raw parameters ``[..., *E, P]`` for latents ``z [..., D]`` scoring ``x`` (a
+        factorized decoder ignores ``x``; an autoregressive one reads it: teacher forcing)."""
+        del x
+        return self.decoder(z)
+
+    def log_likelihood(self, z: Mapping[str, Array] | Array, x: Array) -> Array:
+        out = self.decoder_outputs(_single_group(z, self.group), x)
+        return self.likelihood.log_prob(out, x, event_ndim=len(self.event_shape))
+
     def decode(self, z: Mapping[str, Array] | Array) -> Array:
         return self.decoder(_single_group(z, self.group))
 
     def reconstruct(self, x: Array, key: Array | None = None) -> Array:
-        """Decoder mean at the posterior mean, ``[B, *E]``; for a flow posterior (no closed-form mean), at the
-        flow's image of its base mean."""
-        del key
+        """:meth:`decode_mean` at the posterior mean, ``[B, *E]``; for a flow posterior (no closed-form mean), at
+        the flow's image of its base mean."""
         q = self.encode(x)
         z = q.transform(q.base.mean())[0] if isinstance(q, TransformedDistribution) else q.mean()
-        return self.likelihood.mean(self.decoder(z))
+        return self.decode_mean({self.group: z}, key)
 
 
 # ---------------------------------------------------------------------------------------------- flat latents
