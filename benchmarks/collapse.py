@@ -1,13 +1,19 @@
-"""The posterior-collapse lab, image half: a VAE with a gated PixelCNN decoder on statically binarized MNIST,
-trained plain and with each remedy on the same schedule, beside the same encoder with a factorized
-(convolutional) decoder as the control. Each run is a real `jaxvae train` invocation; the table collects the
-test ELBO, IWAE NLL, KL, mutual information and active units from each run's summary.json, the step at which
-the latent-health monitor first reported collapse (and whether the run ended collapsed), and a plot of the
-monitor's KL and active units over training for all runs.
+"""The posterior-collapse lab. Two halves, each trained plain and with every remedy on the same schedule:
 
-The expected picture (Chen et al. 2017; Gulrajani et al. 2017; Alemi et al. 2018), measured here rather than
-assumed: with the PixelCNN the plain VAE ends with KL, MI and active units near zero, while the factorized
-decoder uses z; the remedies keep information in z.
+* ``--task image`` (default): a VAE with a gated PixelCNN decoder on statically binarized MNIST, beside the same
+  encoder with a factorized (convolutional) decoder as the control.
+* ``--task text``: the GRU encoder/decoder VAE of the ``words`` preset on English words as character sequences
+  (Debian's wamerican word list), plain and with KL warm-up, free bits, PI control, a committed rate, word dropout
+  (Bowman et al. 2016) and aggressive inference-network training (He et al. 2019).
+
+Each run is a real `jaxvae train` invocation; the table collects the test ELBO, IWAE NLL, KL, mutual information
+and active units from each run's summary.json, the step at which the latent-health monitor first reported
+collapse (and whether the run ended collapsed), and a plot of the monitor's KL and active units over training for
+all runs.
+
+The expected picture (Bowman et al. 2016; Chen et al. 2017; Gulrajani et al. 2017; Alemi et al. 2018; He et al.
+2019), measured here rather than assumed: with the autoregressive decoder the plain VAE ends with KL, MI and
+active units near zero; the remedies keep information in z.
 """
 
 from __future__ import annotations
@@ -25,7 +31,7 @@ ENCODER = ["model.network=conv", "model.latent_dim=20"]
 PIXELCNN = ["model.decoder=pixelcnn", "model.pixelcnn.layers=4", "model.pixelcnn.features=32"]
 
 
-def runs(steps: int) -> dict[str, list[str]]:
+def image_runs(steps: int) -> dict[str, list[str]]:
     warm = max(steps // 2, 1)
     return {
         "factorized decoder, plain ELBO": [],
@@ -39,28 +45,66 @@ def runs(steps: int) -> dict[str, list[str]]:
     }
 
 
+def text_runs(steps: int) -> dict[str, list[str]]:
+    warm = max(steps // 2, 1)
+    warmup = ["objective.beta_schedule=linear", "objective.beta_start=0", f"objective.warmup_steps={warm}"]
+    return {
+        "GRU, plain ELBO": [],
+        f"GRU, KL warm-up ({warm} steps)": warmup,
+        "GRU, free bits (0.25/dim)": ["objective.name=free_bits", "objective.free_bits.nats=0.25"],
+        "GRU, PI control (KL=5)": ["objective.controller=pi", "objective.pi.kl_target=5", "objective.pi.kp=0.01",
+                                   "objective.pi.ki=0.0005"],
+        "GRU, committed rate (0.1/dim)": ["model.committed_rate=0.1"],
+        "GRU, word dropout 0.5": ["model.rnn.word_dropout=0.5"],
+        f"GRU, word dropout 0.5 + KL warm-up ({warm} steps)": ["model.rnn.word_dropout=0.5", *warmup],
+        "GRU, aggressive inference training": ["train.aggressive.enabled=true"],
+    }
+
+
+TASKS = {
+    "image": dict(preset="binarized-mnist", runs=image_runs, latents=20, batch=100, default_steps=800,
+                  base=ENCODER, epoch=500, checkpoint_every=400, every=50,
+                  title="Posterior-collapse lab: PixelCNN decoder on statically binarized MNIST",
+                  plot_title="Posterior collapse with a PixelCNN decoder, binarized MNIST",
+                  plot="collapse.png",
+                  setup="Adam 1e-3; conv encoder (32, 64 channels), 20 latents; PixelCNN decoder: 4 gated layers "
+                        "of 32 features, 3x3, spatial conditioning on z; control: the same encoder with the "
+                        "factorized conv decoder. Monitor every 50 steps on the first validation images"),
+    "text": dict(preset="words", runs=text_runs, latents=32, batch=64, default_steps=4000, base=[],
+                 epoch=840, checkpoint_every=1000, every=100,
+                 title="Posterior-collapse lab: GRU decoder on English words (characters)",
+                 plot_title="Posterior collapse with a GRU decoder, words (characters)",
+                 plot="collapse_text.png",
+                 setup="the words preset: Adam 1e-3, gradient clipping at 5; GRU encoder and decoder (embedding "
+                       "64, state 256, z initialises the decoder's state and enters every step), 32 latents, "
+                       "categorical likelihood over 28 tokens; aggressive training with the paper's settings "
+                       "(at most 100 inner encoder steps, checked every 10, until 5 epochs without a better "
+                       "validation MI). Monitor every 100 steps on the first validation words"),
+}
+
+
 def _monitor(workdir: Path) -> list[dict]:
     records = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines() if line.strip()]
     return [r for r in records if r.get("split") == "monitor"]
 
 
-def _plot(results: list[tuple[str, dict, list[dict], float]], path: Path, steps: int) -> None:
+def _plot(results: list[tuple[str, dict, list[dict], float]], path: Path, title: str, latents: int) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (ax_kl, ax_au) = plt.subplots(1, 2, figsize=(11, 4), constrained_layout=True)
+    fig, (ax_kl, ax_au) = plt.subplots(1, 2, figsize=(12, 4.4), constrained_layout=True)
     for name, _, mon, _ in results:
         st = [r["step"] for r in mon]
         ax_kl.plot(st, [r["kl"] for r in mon], label=name)
         ax_au.plot(st, [r["active_units"] for r in mon], label=name)
     ax_kl.set(xlabel="training step", ylabel="KL(q(z|x) || p(z)), nats (monitor batch)", yscale="symlog",
               title="KL over training")
-    ax_au.set(xlabel="training step", ylabel="active units (of 20)", title="Active units over training",
-              ylim=(-0.5, 20.5))
-    ax_au.legend(fontsize=8, loc="center right")
-    fig.suptitle(f"Posterior collapse with a PixelCNN decoder, binarized MNIST, {steps} steps of batch 100")
+    ax_au.set(xlabel="training step", ylabel=f"active units (of {latents})", title="Active units over training",
+              ylim=(-0.5, latents + 0.5))
+    ax_au.legend(fontsize=7, loc="center right")
+    fig.suptitle(title)
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
@@ -68,25 +112,42 @@ def _plot(results: list[tuple[str, dict, list[dict], float]], path: Path, steps:
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog="python -m benchmarks collapse", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data-dir", default=str(common.SHARED_DATA / "binarized_mnist"))
-    p.add_argument("--steps", type=int, default=800, help="training steps of batch 100 per run (default 800)")
+    p.add_argument("--task", choices=sorted(TASKS), default="image")
+    p.add_argument("--data-dir", default=None,
+                   help="image: the binarized MNIST folder (default ../shared/data/binarized_mnist); text: a "
+                        "folder holding american-english (default: /usr/share/dict, from the wamerican package)")
+    p.add_argument("--steps", type=int, default=None,
+                   help="training steps per run (default: image 800 of batch 100, text 4000 of batch 64)")
     p.add_argument("--nll-samples", type=int, default=50)
     p.add_argument("--nll-examples", type=int, default=500)
     p.add_argument("--workdir", help="keep the runs here (default: a temporary folder)")
-    p.add_argument("--plot", default=str(Path(__file__).with_name("collapse.png")))
+    p.add_argument("--plot", default=None, help="default: benchmarks/collapse.png (image), collapse_text.png")
     p.add_argument("--no-record", action="store_true")
     args = p.parse_args(argv)
-    if not any(Path(args.data_dir).glob("*train*")):
-        sys.exit(f"Statically binarized MNIST not found in {args.data_dir}; pass --data-dir.")
-    root = Path(args.workdir or tempfile.mkdtemp(prefix="jaxvae-collapse-"))
+    task = TASKS[args.task]
+    steps = args.steps or task["default_steps"]
+    plot = Path(args.plot or Path(__file__).with_name(task["plot"]))
+    data = []
+    if args.task == "image":
+        data_dir = args.data_dir or str(common.SHARED_DATA / "binarized_mnist")
+        if not any(Path(data_dir).glob("*train*")):
+            sys.exit(f"Statically binarized MNIST not found in {data_dir}; pass --data-dir.")
+        data = [f"data.dir={data_dir}"]
+    elif args.data_dir:
+        data = [f"data.dir={args.data_dir}"]
+    elif not Path("/usr/share/dict/american-english").is_file():
+        sys.exit("The words dataset needs /usr/share/dict/american-english: sudo apt-get install -y wamerican "
+                 "(or pass --data-dir with a folder holding that file).")
+    root = Path(args.workdir or tempfile.mkdtemp(prefix=f"jaxvae-collapse-{args.task}-"))
     results = []
-    for i, (name, sets) in enumerate(runs(args.steps).items()):
+    for i, (name, sets) in enumerate(task["runs"](steps).items()):
         workdir = root / f"run{i}"
-        base = [f"data.dir={args.data_dir}", f"train.steps={args.steps}", "train.batch_size=100",
-                "train.log_every=50", "monitor.every=50", "train.checkpoint_every=400",
+        base = [*data, f"train.steps={steps}", f"train.batch_size={task['batch']}",
+                f"train.log_every={task['every']}", f"monitor.every={task['every']}",
+                f"train.checkpoint_every={task['checkpoint_every']}",
                 f"eval.num_samples={args.nll_samples}", f"eval.max_examples={args.nll_examples}"]
-        cmd = [sys.executable, "-m", "jaxvae", "train", "--preset", "binarized-mnist", "--workdir", str(workdir),
-               "--no-progress", *[a for s in [*base, *ENCODER, *sets] for a in ("--set", s)]]
+        cmd = [sys.executable, "-m", "jaxvae", "train", "--preset", task["preset"], "--workdir", str(workdir),
+               "--no-progress", *[a for s in [*base, *task["base"], *sets] for a in ("--set", s)]]
         if (workdir / "summary.json").exists():  # written last: a finished run (delete the folder to retrain)
             print(f"{name}: finished run in {workdir} reused", flush=True)
         else:
@@ -95,7 +156,7 @@ def main(argv: list[str] | None = None) -> None:
                 raise RuntimeError(f"{name}: {out.stderr[-3000:]}")
         s = json.loads((workdir / "summary.json").read_text())
         results.append((name, s, _monitor(workdir), s["train_seconds"]))
-        print(f"{name:36s} ELBO {s['test_elbo']:8.2f}  NLL {s['test_nll_iwae']:7.2f}  KL {s['test_kl']:6.2f}  "
+        print(f"{name:48s} ELBO {s['test_elbo']:8.2f}  NLL {s['test_nll_iwae']:7.2f}  KL {s['test_kl']:6.2f}  "
               f"AU {s['active_units']:2d}  ({results[-1][3]:.0f} s)", flush=True)
     header = ("| run | test NLL (IWAE) | test ELBO | KL | MI | active units | first collapse warning | "
               "collapsed at the end | train s |\n|---|---|---|---|---|---|---|---|---|")
@@ -105,20 +166,21 @@ def main(argv: list[str] | None = None) -> None:
         end = mon[-1].get("collapse") if mon else None
         lines.append(f"| {name} | {s['test_nll_iwae']:.2f} ± {s['test_nll_iwae_stderr']:.2f} | "
                      f"{s['test_elbo']:.2f} | {s['test_kl']:.2f} | {s['mutual_information']:.3f} | "
-                     f"{s['active_units']}/20 | {'step ' + str(first) if first is not None else 'never'} | "
+                     f"{s['active_units']}/{task['latents']} | "
+                     f"{'step ' + str(first) if first is not None else 'never'} | "
                      f"{'yes' if end else 'no'} | {t:.0f} |")
     table = "\n".join([header, *lines])
     print(table)
-    _plot(results, Path(args.plot), args.steps)
-    print(f"plot: {args.plot}")
+    title = f"{task['plot_title']}, {steps} steps of batch {task['batch']}"
+    _plot(results, plot, title, task["latents"])
+    print(f"plot: {plot}")
     if not args.no_record:
+        epochs = steps / task["epoch"]
         common.append_results(
-            "Posterior-collapse lab: PixelCNN decoder on statically binarized MNIST", common.command_line(), table,
-            f"SHORTENED: {args.steps} steps of batch 100 ({args.steps / 500:.1f} epochs) per run, Adam 1e-3; conv "
-            "encoder (32, 64 channels), 20 latents; PixelCNN decoder: 4 gated layers of 32 features, 3x3, spatial "
-            "conditioning on z; control: the same encoder with the factorized conv decoder. Monitor every 50 "
-            f"steps on the first validation images; IWAE with k={args.nll_samples} on {args.nll_examples} random "
-            f"test images. Plot: benchmarks/{Path(args.plot).name}.")
+            task["title"], common.command_line(), table,
+            f"SHORTENED: {steps} steps of batch {task['batch']} ({epochs:.1f} epochs) per run; {task['setup']}; "
+            f"IWAE with k={args.nll_samples} on {args.nll_examples} random test examples. Plot: "
+            f"benchmarks/{plot.name}.")
 
 
 if __name__ == "__main__":

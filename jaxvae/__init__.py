@@ -5,6 +5,7 @@ Submodules (``jv.likelihoods``, ``jv.priors``, ``jv.objectives``, ...) hold the 
 """
 
 from jaxvae import (
+    aggressive,
     autoregressive,
     builders,
     chunks,

@@ -263,7 +263,8 @@ class AutoregressiveVAE(VAE):
                                   conv_impl=conv_impl, rngs=rngs)
         return cls(base.encoder, decoder, likelihood, base.prior, event_shape)
 
-    def decoder_outputs(self, z: Array, x: Array) -> Array:
+    def decoder_outputs(self, z: Array, x: Array, key: Array | None = None) -> Array:
+        del key
         return self.decoder(z, x)  # teacher forcing on x
 
     def decode(self, z: Mapping[str, Array] | Array) -> Array:

@@ -110,6 +110,7 @@ def _scale(text: str) -> float | str:
 for _name in likelihoods.names():
     LIKELIHOODS.register(_name)(lambda cfg, _name=_name: likelihoods.get(_name))
 del _name
+LIKELIHOODS.register("categorical")(lambda cfg: likelihoods.get("categorical", num_classes=cfg.model.num_classes))
 LIKELIHOODS.register("gaussian")(lambda cfg: likelihoods.get("gaussian", sigma=_scale(cfg.model.likelihood_scale)))
 LIKELIHOODS.register("laplace")(lambda cfg: likelihoods.get("laplace", scale=_scale(cfg.model.likelihood_scale)))
 LIKELIHOODS.register("discretized_logistic_mixture")(
@@ -162,11 +163,25 @@ def _pixelcnn(cfg: Config, event_shape, likelihood, prior, rngs) -> VAE:
         rngs=rngs))
 
 
+def _gru(cfg: Config, event_shape, likelihood, prior, rngs) -> VAE:
+    from jaxvae import recurrent
+
+    m, r = cfg.model, cfg.model.rnn
+    if len(event_shape) != 1:
+        raise ConfigError(f"model.decoder=gru models token sequences [L]; the data has event shape "
+                          f"{tuple(event_shape)}. Use a text dataset (data.name=words) or another decoder.")
+    return _committed(cfg, recurrent.RecurrentVAE.gru(
+        event_shape[0], m.latent_dim, likelihood, embed=r.embed, hidden=r.hidden, encoder_hidden=r.encoder_hidden,
+        word_dropout=r.word_dropout, prior=prior, rngs=rngs))
+
+
 @NETWORKS.register("mlp")
 def _mlp(cfg: Config, event_shape, likelihood, prior, rngs) -> VAE:
     m = cfg.model
     if m.decoder == "pixelcnn":
         return _pixelcnn(cfg, event_shape, likelihood, prior, rngs)
+    if m.decoder == "gru":
+        return _gru(cfg, event_shape, likelihood, prior, rngs)
     return _committed(cfg, VAE.mlp(
         event_shape, m.latent_dim, likelihood, hidden=m.hidden, activation=m.activation, prior=prior,
         posterior=m.posterior, flow_steps=m.flow_steps, iaf_hidden=m.iaf_hidden, householder=m.householder,
@@ -269,15 +284,21 @@ def resolve_builder(reference: str) -> ModelBuilder:
     return obj
 
 
-def model_builder(cfg: Config, event_shape: tuple[int, ...], builder: ModelBuilder | None = None
-                  ) -> Callable[[nnx.Rngs], Model]:
+def model_builder(cfg: Config, event_shape: tuple[int, ...], builder: ModelBuilder | None = None, *,
+                  training: bool = False) -> Callable[[nnx.Rngs], Model]:
     """A function ``rngs -> Model`` for the configured architecture and data shape.
+
+    ``training``: the model the objective trains, which differs from the evaluated one only in what acts in
+    training alone (``model.rnn.word_dropout``); both have the same parameters.
 
     ``builder`` (a user function ``(event_shape, latent_dim, likelihood, rngs) -> Model``) takes precedence;
     otherwise ``model.network`` is a built-in name (:data:`NETWORKS`, with ``model.prior`` from :data:`PRIORS`)
     or a ``MODULE:FUNCTION`` reference to such a function. ``model.init`` other than ``flax`` redraws the dense
     and convolutional layers' weights afterwards (:func:`jaxvae.inits.reinitialize`).
     """
+    if not training and cfg.model.rnn.word_dropout:
+        cfg = dataclasses.replace(cfg, model=dataclasses.replace(
+            cfg.model, rnn=dataclasses.replace(cfg.model.rnn, word_dropout=0.0)))
     m = cfg.model
     likelihood = build_likelihood(cfg)
     event_shape = tuple(event_shape)
@@ -295,10 +316,19 @@ def model_builder(cfg: Config, event_shape: tuple[int, ...], builder: ModelBuild
     return lambda rngs: inits.reinitialize(build(rngs), m.init, rngs)  # model.init: jaxvae.inits
 
 
-def build_model(cfg: Config, event_shape: tuple[int, ...], builder: ModelBuilder | None = None) -> PureModel:
+def build_model(cfg: Config, event_shape: tuple[int, ...], builder: ModelBuilder | None = None, *,
+                training: bool = False) -> PureModel:
     """The pure model for ``cfg`` and the data's event shape (no parameters allocated); see
-    :func:`model_builder`."""
-    return PureModel.from_builder(model_builder(cfg, tuple(event_shape), builder))
+    :func:`model_builder` (``training``: the model the objective trains)."""
+    return PureModel.from_builder(model_builder(cfg, tuple(event_shape), builder, training=training))
+
+
+def build_training_model(cfg: Config, model: PureModel, event_shape: tuple[int, ...],
+                         builder: ModelBuilder | None = None) -> PureModel:
+    """The model the objective trains: ``model`` itself unless something acts in training only (word dropout)."""
+    if not cfg.model.rnn.word_dropout:
+        return model
+    return build_model(cfg, event_shape, builder, training=True)
 
 
 # --------------------------------------------------------------------------------------------- optimizer

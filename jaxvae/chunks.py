@@ -89,7 +89,13 @@ class ChunkLoop:
         self.data_seed, self.num_examples = data_seed, num_examples
         self.on_device = permutation_on_device
         self._seen_lengths: set[int] = set()
+        self._replacement: Any = None
         self.steady_examples, self.steady_seconds = 0, 0.0
+
+    def replace_state(self, state: Any) -> None:
+        """Makes :meth:`run` continue from ``state`` instead of the state it last yielded (a change the host made
+        between chunks, e.g. the end of the aggressive phase in :mod:`jaxvae.loop`)."""
+        self._replacement = state
 
     @property
     def steady_examples_per_sec(self) -> float | None:
@@ -127,6 +133,8 @@ class ChunkLoop:
                 record["examples_per_sec"] = steps_in * self.batch_size / sum(t for _, t, _ in pending)
                 pending.clear()
             yield ChunkResult(state, chunk, seconds, record)
+            if self._replacement is not None:
+                state, self._replacement = self._replacement, None
 
 
 def make_host_chunk(step_fn: Callable, train: np.ndarray, batch_size: int, rows: Any,

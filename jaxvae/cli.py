@@ -208,6 +208,15 @@ def cmd_sample(args: argparse.Namespace) -> int:
     tag = f"{args.sampler}-t{args.temperature:g}" if args.sampler == "prior" else args.sampler
     out = Path(args.out or Path(args.workdir) / f"samples-{tag}-seed{args.seed}.png")
     np.save(out.with_suffix(".npy"), x, allow_pickle=False)
+    if ctx.dataset.vocabulary:  # token data: the decoded texts
+        from jaxvae.data import text
+        from jaxvae.writers import atomic_write_text
+
+        texts = text.decode(x, ctx.dataset.vocabulary)
+        atomic_write_text(out.with_suffix(".txt"), "".join(f"{t}\n" for t in texts))
+        print(" ".join(texts[:16]))
+        print(f"Wrote {out.with_suffix('.txt')} and {out.with_suffix('.npy')}")
+        return 0
     images = report.to_images(x, ctx.dataset.event_shape, scale=report.value_scale(ctx.cfg.data.scale))
     if images is not None:
         report.save_png(out, report.image_grid(images, ncols=8))

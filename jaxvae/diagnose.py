@@ -17,7 +17,7 @@ import jax
 import numpy as np
 
 from jaxvae import diagnostics, report, runs, samplers
-from jaxvae.data import random_subset
+from jaxvae.data import random_subset, text
 from jaxvae.posteriors import DiagonalGaussian
 from jaxvae.writers import atomic_write_json
 
@@ -27,8 +27,16 @@ def _images(ctx: runs.RunContext, x: np.ndarray) -> np.ndarray | None:
 
 
 def _grid_png(ctx: runs.RunContext, x: np.ndarray, ncols: int = 8) -> bytes | None:
-    images = _images(ctx, x)
+    images = None if ctx.dataset.vocabulary else _images(ctx, x)
     return None if images is None else report.png_bytes(report.image_grid(images, ncols=ncols))
+
+
+def _show(ctx: runs.RunContext, x: np.ndarray, caption: str = "", ncols: int = 8) -> str:
+    """Examples as HTML: an image grid, the decoded texts of token data, or ``""`` for other data."""
+    if ctx.dataset.vocabulary:
+        return report.text_block(text.decode(np.asarray(x), ctx.dataset.vocabulary), ncols, caption)
+    png = _grid_png(ctx, x, ncols)
+    return report.img_tag(png, caption) if png else ""
 
 
 def run_diagnose(workdir: str | Path, *, max_examples: int = 2000, gmm_components: int = 10,
@@ -126,11 +134,9 @@ def _write_report(ctx, params, result, workdir, decode, z_prior, z_cold, z_gmm, 
     scatter = report.latent_scatter(q_train.loc, labels, outliers=out_in_fit)
     sections.append(("KL per dimension and the latent space",
                      f'<div class="row">{report.img_tag(kl_png)}{report.img_tag(scatter)}</div>'))
-    samples = [(report.img_tag(png, cap) if png else "") for png, cap in (
-        (_grid_png(ctx, decode(params, z_prior)), "prior, T=1"),
-        (_grid_png(ctx, decode(params, z_cold)), "prior, T=0.7"),
-        (_grid_png(ctx, decode(params, z_gmm)), f"ex-post GMM ({result['gmm']['num_components']} components)"),
-    )]
+    samples = [_show(ctx, decode(params, z), cap) for z, cap in (
+        (z_prior, "prior, T=1"), (z_cold, "prior, T=0.7"),
+        (z_gmm, f"ex-post GMM ({result['gmm']['num_components']} components)"))]
     if any(samples):
         sections.append(("Samples: prior vs ex-post mixture", f'<div class="row">{"".join(samples)}</div>'))
     rng = np.random.default_rng(0)
@@ -138,25 +144,23 @@ def _write_report(ctx, params, result, workdir, decode, z_prior, z_cold, z_gmm, 
     pairs = rng.choice(test.shape[0], size=(4, 2), replace=False)
     interp = np.concatenate([np.asarray(samplers.interpolate(model, params, test[a], test[b], 8))
                              for a, b in pairs])
-    png = _grid_png(ctx, interp)
-    if png:
-        sections.append(("Interpolations (spherical, between posterior means of test examples)",
-                         report.img_tag(png)))
+    shown = _show(ctx, interp)
+    if shown:
+        sections.append(("Interpolations (spherical, between posterior means of test examples)", shown))
     active_dims = [d for d in range(result["latent_dim"]) if d not in inactive][:10] or [0]
     trav = np.asarray(samplers.traversals(model, params, test[int(pairs[0, 0])], dims=active_dims, num=9))
-    png = _grid_png(ctx, trav.reshape(-1, *trav.shape[2:]), ncols=9)
-    if png:
-        sections.append((f"Traversals of active dimensions {active_dims} (-3 to +3 prior std)",
-                         report.img_tag(png)))
+    shown = _show(ctx, trav.reshape(-1, *trav.shape[2:]), ncols=9)
+    if shown:
+        sections.append((f"Traversals of active dimensions {active_dims} (-3 to +3 prior std)", shown))
     for split, data in (("train", ds.train), ("test", ds.test)):
         o = result["outliers"].get(split)
         if not o or not o["indices"]:
             continue
-        png = _grid_png(ctx, data[np.asarray(o["indices"])])
+        shown = _show(ctx, data[np.asarray(o["indices"])])
         scores = ", ".join(f"{s:.1f}" for s in o["scores"][:8])
-        if png:
+        if shown:
             sections.append((f"Most anomalous {split} examples (latent outlier scores {scores}, ...; median "
-                             f"{o['median_score']:.1f})", report.img_tag(png)))
+                             f"{o['median_score']:.1f})", shown))
     report.write_html(workdir / "report.html", f"jaxvae latent health: {html.escape(str(workdir))}", sections)
 
 

@@ -74,7 +74,7 @@ class Likelihood(abc.ABC):
     (broadcastable against ``out[..., 0]``, e.g. ``x [B, *E]`` with ``out [K, B, *E, P]``).
     """
 
-    support: ClassVar[str]  # "binary", "unit_interval", "real" or "integer_0_255".
+    support: ClassVar[str]  # "binary", "unit_interval", "real", "integer_0_255" or "tokens".
 
     @property
     @abc.abstractmethod
@@ -393,6 +393,62 @@ class Categorical256(Likelihood):
 
 
 @dataclasses.dataclass(frozen=True)
+class Categorical(Likelihood):
+    r"""Categorical over the ``num_classes`` tokens of a vocabulary, with logits ``out [..., *E, num_classes]``,
+    for token sequences (the recurrent decoder of :mod:`jaxvae.recurrent`; Bowman et al. 2016).
+
+    .. math::  \log p(x_t = k \mid \mathrm{out}) = \mathrm{out}_{t,k} - \log\sum_j e^{\mathrm{out}_{t,j}}
+               \quad (x_t \neq \mathrm{pad}), \qquad 0 \quad (x_t = \mathrm{pad}).
+
+    Padding positions (token ``pad_id``, 0 in jaxvae's text datasets) score 0: they are not part of the sequence,
+    so the likelihood of a sequence is that of its tokens up to and including its end-of-sequence token. A
+    position of a sequence never holds ``pad_id``, so its logit is excluded (set to -1e9) from the softmax.
+    ``x`` holds token ids (any dtype). Token ids have no mean: :meth:`mean` is the most likely token (the
+    mode), which is what greedy decoding reads.
+    """
+
+    support: ClassVar[str] = "tokens"
+    num_classes: int = 28
+    pad_id: int = 0
+
+    def __post_init__(self):
+        if self.num_classes < 2 or not 0 <= self.pad_id < self.num_classes:
+            raise ConfigError(f"The categorical likelihood needs num_classes >= 2 and 0 <= pad_id < num_classes; "
+                              f"got num_classes={self.num_classes}, pad_id={self.pad_id}. Set model.num_classes "
+                              "to the vocabulary size of the data.")
+
+    @property
+    def num_outputs(self) -> int:
+        return self.num_classes
+
+    def _logits(self, out: Array) -> Array:
+        """The logits with padding excluded: a position of a sequence never holds ``pad_id``."""
+        out = self._check(out)
+        return jnp.where(jnp.arange(self.num_classes) == self.pad_id, jnp.asarray(-1e9, out.dtype), out)
+
+    def log_prob_elements(self, out: Array, x: Array) -> Array:
+        log_p = jax.nn.log_softmax(self._logits(out), axis=-1)
+        shape = jnp.broadcast_shapes(log_p.shape[:-1], jnp.shape(x))
+        k = jnp.broadcast_to(jnp.clip(jnp.round(jnp.asarray(x, jnp.float32)), 0, self.num_classes - 1)
+                             .astype(jnp.int32), shape)
+        lp = jnp.take_along_axis(jnp.broadcast_to(log_p, (*shape, self.num_classes)), k[..., None], axis=-1)
+        return jnp.where(k == self.pad_id, 0.0, lp[..., 0])
+
+    def mean(self, out: Array) -> Array:
+        return jnp.argmax(self._logits(out), axis=-1).astype(out.dtype)
+
+    def sample(self, key: Array, out: Array) -> Array:
+        return jax.random.categorical(key, self._logits(out), axis=-1).astype(out.dtype)
+
+    def validate_data(self, x: np.ndarray) -> None:
+        x = np.asarray(x)
+        _validate(x, type(self).__name__, self.support)
+        if x.size and (x.min() < 0 or x.max() >= self.num_classes or not np.array_equal(x, np.round(x))):
+            raise DataError(f"Categorical likelihood needs token ids 0..{self.num_classes - 1}; got values in "
+                            f"{x.min():g}..{x.max():g}. Set model.num_classes to the data's vocabulary size.")
+
+
+@dataclasses.dataclass(frozen=True)
 class DiscretizedLogisticMixture(Likelihood):
     r"""Mixture of discretized logistics over 8-bit values; Salimans et al., "PixelCNN++", ICLR 2017.
 
@@ -502,6 +558,7 @@ _REGISTRY: dict[str, type[Likelihood]] = {
     "gaussian": Gaussian,
     "laplace": Laplace,
     "categorical256": Categorical256,
+    "categorical": Categorical,
     "discretized_logistic_mixture": DiscretizedLogisticMixture,
 }
 
@@ -515,8 +572,8 @@ def get(name: str, **kwargs) -> Likelihood:
     """Constructs a likelihood by name, e.g. ``get("gaussian", sigma="optimal")``.
 
     Valid names: ``bernoulli``, ``continuous_bernoulli``, ``gaussian``, ``laplace``, ``categorical256``,
-    ``discretized_logistic_mixture``. Raises :class:`~jaxvae.errors.ConfigError` for an unknown name (suggesting
-    the closest match) or invalid keyword arguments.
+    ``categorical`` (tokens), ``discretized_logistic_mixture``. Raises :class:`~jaxvae.errors.ConfigError` for an
+    unknown name (suggesting the closest match) or invalid keyword arguments.
     """
     key = str(name).strip().lower()
     if key not in _REGISTRY:

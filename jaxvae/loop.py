@@ -15,8 +15,8 @@ from typing import TYPE_CHECKING
 
 import jax
 
+from jaxvae import aggressive, early_stopping, evaluate, monitor, sharding
 from jaxvae import data as data_lib
-from jaxvae import early_stopping, evaluate, monitor, sharding
 from jaxvae.builders import skip_threshold
 from jaxvae.checkpoint import Checkpointer
 from jaxvae.chunks import ChunkLoop, due, make_host_chunk, make_scan_chunk
@@ -40,7 +40,15 @@ if TYPE_CHECKING:
 
 
 def choose_loop(cfg: Config, dataset: data_lib.Dataset) -> str:
-    """``scan`` or ``host`` for ``train.loop`` (``auto``: scan when the training set fits on the device)."""
+    """``scan`` or ``host`` for ``train.loop`` (``auto``: scan when the training set fits on the device; always
+    scan for ``train.aggressive``, whose inner loop draws its batches from the training set on the device)."""
+    if cfg.train.aggressive.enabled:
+        if jax.process_count() > 1:
+            raise ConfigError(f"train.aggressive draws the inner loop's batches from the whole training set on "
+                              f"the device, and a run of {jax.process_count()} processes feeds each batch from "
+                              "host memory; train with aggressive inference training in one process, or set "
+                              "train.aggressive.enabled=false.")
+        return "scan"  # the config refuses train.loop=host with train.aggressive
     if jax.process_count() > 1:
         return "host"  # each process feeds only its own rows of every batch (see the docs on multi-host runs)
     if cfg.train.loop != "auto":
@@ -88,8 +96,15 @@ def train_loop(ctx: RunContext, *, progress: bool = True, log: Callable[[str], N
         raise ConfigError("train.early_stopping needs a validation split, and this dataset has none: set "
                           "data.valid_size > 0 (e.g. data.valid_size=1000), or turn it off with "
                           "train.early_stopping.patience=0.")
-    train_step = make_train_step(ctx.model, ctx.objective, ctx.optimizer,
-                                 dynamic_binarization=ds.dynamic_binarization, skip_threshold=skip_threshold(cfg))
+    agg = cfg.train.aggressive
+    if agg.enabled and not ds.valid.shape[0]:
+        raise ConfigError("train.aggressive ends its phase on the validation mutual information, and this dataset "
+                          "has no validation split: set data.valid_size > 0 (e.g. data.valid_size=1000), or turn "
+                          "it off with train.aggressive.enabled=false.")
+    if not agg.enabled:
+        train_step = make_train_step(ctx.model, ctx.objective, ctx.optimizer,
+                                     dynamic_binarization=ds.dynamic_binarization,
+                                     skip_threshold=skip_threshold(cfg))
     if cfg.train.loop == "scan" and jax.process_count() > 1:
         log(f"train.loop=scan keeps the whole dataset on every device; with {jax.process_count()} processes each "
             "feeds only its own rows of every batch, so the host loop is used.")
@@ -117,8 +132,14 @@ def train_loop(ctx: RunContext, *, progress: bool = True, log: Callable[[str], N
     if loop == "scan":
         # On one device the batch needs no constraint (the program is the one of a plain jit).
         scan_batch_sh = batch_sh if mesh.devices.size > 1 else None
+        if agg.enabled:  # the inner loop's batches come from the dataset on the device
+            train_step = aggressive.make_aggressive_train_step(
+                ctx.objective, ctx.optimizer, batch_size=bs, max_inner=agg.max_inner, check_every=agg.check_every,
+                dynamic_binarization=ds.dynamic_binarization, skip_threshold=skip_threshold(cfg),
+                batch_sharding=scan_batch_sh)
         run_chunk = make_scan_chunk(lambda length: jit_train_chunk(
-            make_train_chunk(train_step, bs, length, batch_sharding=scan_batch_sh), state_sh, mesh),
+            make_train_chunk(train_step, bs, length, batch_sharding=scan_batch_sh, pass_data=agg.enabled),
+            state_sh, mesh),
             jax.device_put(ds.train, sharding.replicated(mesh)))
     else:
         run_chunk = make_host_chunk(jit_train_step(train_step, state_sh, batch_sh), ds.train, bs,
@@ -143,6 +164,14 @@ def train_loop(ctx: RunContext, *, progress: bool = True, log: Callable[[str], N
     bar = progress_bar(total, ctx.start_step, enabled=progress)
     say = bar.write if progress else log
     state = ctx.state
+    # Aggressive training: the phase's tracker is replayed from the records kept by the writer (<= start_step);
+    # the phase is on only when both the tracker and the checkpointed flag say so.
+    phase = aggressive.for_run(cfg, ctx.workdir, ctx.start_step)
+    if phase is not None:
+        if phase.active and not int(state.opt_state.active):
+            phase.ended_at = ctx.start_step
+        state = aggressive.set_phase(state, phase.active, state_sh.opt_state.active)
+        mi_fn = aggressive.make_mi_evaluator(ctx.model, batch_size=cfg.eval.batch_size)
     postfix: dict[str, str] = {}
     nonfinite_seen = int(state.nonfinite_total)
     try:
@@ -171,6 +200,16 @@ def train_loop(ctx: RunContext, *, progress: bool = True, log: Callable[[str], N
                     writer.write(health_record)
                     if warning:
                         say(warning)
+                if phase is not None and phase.active and step % spe == 0:  # the phase's epoch-end decision
+                    mi = mi_fn(sharding.host_local(evaluation_params(state)), ds.valid,
+                               jax.random.key(cfg.train.seed + aggressive.MI_KEY_OFFSET))
+                    ended = phase.update(step, mi)
+                    writer.write(phase.record(step, mi))
+                    postfix["valid_mi"] = f"{mi:.3f}"
+                    if ended:  # before any checkpoint of this step, so that a resumed run sees the flag
+                        state = aggressive.set_phase(state, False, state_sh.opt_state.active)
+                        chunks.replace_state(state)
+                        say(aggressive.end_message(step, spe, phase))
                 if due(step, cfg.train.eval_every or spe, total) and ds.valid.shape[0]:
                     val = evaluator(sharding.host_local(evaluation_params(state)), ds.valid,
                                     jax.random.key(cfg.train.seed + 1))

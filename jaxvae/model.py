@@ -259,7 +259,7 @@ class VAE(Model):
         q = self.encode(x)  # [B, D]
         p = self.prior_distribution()
         z, log_qz_x = q.sample_and_log_prob(key, num_samples)  # [K, B, D], [K, B]
-        out = self.decoder_outputs(z, x)  # [K, B, *E, P]
+        out = self.decoder_outputs(z, x, jax.random.fold_in(key, 1))  # [K, B, *E, P]
         log_px_z = self.likelihood.log_prob(out, x, event_ndim=len(self.event_shape))  # [K, B]
         g = self.group
         return ModelOutput(log_px_z, log_qz_x, p.log_prob(z), {g: z}, {g: analytic_kl_per_dim(q, p)}, {g: q},
@@ -272,10 +272,12 @@ class VAE(Model):
     def prior_sample(self, key: Array, n: int) -> Latents:
         return {self.group: self.prior_distribution().sample(key, n)}
 
-    def decoder_outputs(self, z: Array, x: Array) -> Array:
+    def decoder_outputs(self, z: Array, x: Array, key: Array | None = None) -> Array:
         """The likelihood's raw parameters ``[..., *E, P]`` for latents ``z [..., D]`` scoring ``x`` (a
-        factorized decoder ignores ``x``; an autoregressive one reads it: teacher forcing)."""
-        del x
+        factorized decoder ignores ``x``; an autoregressive one reads it: teacher forcing). ``key``: the forward
+        pass's randomness for the decoder (word dropout of :mod:`jaxvae.recurrent` in training), ``None`` when
+        scoring (:meth:`log_likelihood`)."""
+        del x, key
         return self.decoder(z)
 
     def log_likelihood(self, z: Mapping[str, Array] | Array, x: Array) -> Array:

@@ -246,6 +246,16 @@ def img_tag(png: bytes, caption: str = "", width: int | None = None) -> str:
     return f'<figure><img src="{data_uri(png)}"{style} alt="{html.escape(caption)}">{cap}</figure>'
 
 
+def text_block(texts: list[str], ncols: int = 8, caption: str = "") -> str:
+    """Decoded texts (token data) as an HTML ``<pre>`` block, ``ncols`` to a row, padded into columns."""
+    import html
+
+    width = max((len(t) for t in texts), default=0) + 2
+    rows = ["".join(t.ljust(width) for t in texts[i:i + ncols]).rstrip() for i in range(0, len(texts), ncols)]
+    cap = f"<figcaption>{html.escape(caption)}</figcaption>" if caption else ""
+    return f'<figure><pre>{html.escape(chr(10).join(rows))}</pre>{cap}</figure>'
+
+
 def html_table(rows: list[tuple[str, str]]) -> str:
     import html
 

@@ -15,10 +15,12 @@ import jax
 import numpy as np
 
 from jaxvae import data as data_lib
-from jaxvae import diagnostics, evaluate, report, sharding
+from jaxvae import diagnostics, evaluate, report, samplers, sharding
 from jaxvae.config import Config
+from jaxvae.data import text
 from jaxvae.likelihoods import bits_per_dim
 from jaxvae.model import Params, PureModel
+from jaxvae.writers import atomic_write_text
 
 
 def data_seed(cfg: Config) -> int:
@@ -89,7 +91,8 @@ def final_key(cfg: Config) -> jax.Array:
 def write_images(workdir: Path, cfg: Config, dataset: data_lib.Dataset, model: PureModel, params: Params,
                  key: jax.Array) -> None:
     """``reconstructions.png`` (originals above their reconstructions) and ``samples.png`` (decoded prior
-    samples) in ``workdir``, for image data."""
+    samples) in ``workdir`` for image data; ``reconstructions.txt`` (``original -> reconstruction``) and
+    ``samples.txt`` for token data (decoded texts)."""
     scale = report.value_scale(cfg.data.scale)
     n = max(8, cfg.eval.num_images - cfg.eval.num_images % 8)
     # A fixed random subset: some test splits are sorted by class (binarized MNIST).
@@ -98,6 +101,16 @@ def write_images(workdir: Path, cfg: Config, dataset: data_lib.Dataset, model: P
     recon = np.asarray(jax.jit(model.reconstruct)(params, originals))
     z = jax.jit(model.prior_sample, static_argnums=2)(params, jax.random.fold_in(key, 3), n)
     samples = np.asarray(jax.jit(model.decode_mean)(params, z))
+    if dataset.vocabulary:
+        decoded = [text.decode(a, dataset.vocabulary) for a in (originals, recon, samples)]
+        atomic_write_text(workdir / "reconstructions.txt",
+                          "".join(f"{o} -> {r}\n" for o, r in zip(decoded[0], decoded[1], strict=True)))
+        atomic_write_text(workdir / "samples.txt", "".join(f"{t}\n" for t in decoded[2]))
+        lines = [f"{decoded[0][2 * i]} : " + " -> ".join(text.decode(np.asarray(samplers.interpolate(
+                     model, params, a, b, 8)), dataset.vocabulary)) + f" : {decoded[0][2 * i + 1]}"
+                 for i, (a, b) in enumerate(zip(originals[0::2], originals[1::2]))]
+        atomic_write_text(workdir / "interpolations.txt", "".join(f"{t}\n" for t in lines[:8]))
+        return
     orig_img, recon_img, sample_img = (report.to_images(a, dataset.event_shape, scale=scale)
                                        for a in (originals, recon, samples))
     if orig_img is None:

@@ -19,14 +19,15 @@ from typing import Any, NamedTuple
 import jax
 import numpy as np
 
+from jaxvae import aggressive, early_stopping, results, sharding
 from jaxvae import config as config_lib
 from jaxvae import data as data_lib
-from jaxvae import early_stopping, results, sharding
 from jaxvae.builders import (
     ModelBuilder,
     build_model,
     build_objective,
     build_optimizer,
+    build_training_model,
     builder_reference,
     is_builder_reference,
     reference_is_importable,
@@ -155,7 +156,10 @@ def setup_run(cfg: Config, workdir: str | os.PathLike, *, force: bool = False,
     validate_data(pure, dataset)
     steps_per_epoch, total_steps = steps_of(cfg, dataset)
     optimizer = build_optimizer(cfg, total_steps, steps_per_epoch)
-    objective = build_objective(cfg, pure, total_steps, dataset_size=dataset.train.shape[0])
+    if cfg.train.aggressive.enabled:  # one instance for the encoder, one for the rest (jaxvae.aggressive)
+        optimizer = aggressive.split_optimizer(optimizer, cfg.train.aggressive.encoder_key)
+    objective = build_objective(cfg, build_training_model(cfg, pure, dataset.event_shape, model), total_steps,
+                                dataset_size=dataset.train.shape[0])
     # Created directly in its shardings (eval_shape, then jit with out_shardings); restored into the same ones.
     state, state_shardings = sharding.init_sharded(
         lambda key: init_train_state(pure, optimizer, objective, key),
@@ -250,6 +254,9 @@ def final_report(ctx: RunContext, state: TrainState, *, log: Callable[[str], Non
         if stopper.best_step is not None:
             log(f"Evaluated the best validation checkpoint (step {stopper.best_step}, validation ELBO "
                 f"{stopper.best:.2f}).")
+    phase = aggressive.for_run(cfg, ctx.workdir, int(state.step))
+    if phase is not None:
+        summary["aggressive"] = phase.summary()
     if sharding.is_main_process():
         results.write_images(ctx.workdir, cfg, ctx.dataset, ctx.model, params, key)
         atomic_write_json(ctx.workdir / "summary.json", summary)

@@ -94,6 +94,11 @@ def expand_grid(base: Config, over: Mapping[str, Sequence[str]], seeds: int = 1)
         raise ConfigError("train.early_stopping is not available in a sweep (its models train in lock step, so "
                           "none can stop alone); set train.early_stopping.patience=0, or train the models with "
                           "separate `jaxvae train` runs.")
+    if base.train.aggressive.enabled:
+        raise ConfigError("train.aggressive is not available in a sweep: each model's inner loop stops after its "
+                          "own number of encoder updates and its phase ends at its own epoch, while a sweep "
+                          "trains its models in lock step in one vmapped program; set "
+                          "train.aggressive.enabled=false, or train the models with separate `jaxvae train` runs.")
     if base.objective.controller != "none" and any(k != "train.seed" for k in over):
         raise ConfigError("With objective.controller set, the controller chooses beta; only train.seed can be "
                           "swept.")

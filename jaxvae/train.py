@@ -165,28 +165,37 @@ def make_train_step_with_hyper(model: PureModel, objective: Objective, optimizer
         # lax.cond runs one branch only, so a skipped update costs nothing and a normal one no extra select.
         new_state = jax.lax.cond(finite, apply, skip, state)
         new_state = new_state._replace(step=state.step + 1)
-        nonfinite = (~finite).astype(jnp.int32)
-        metrics = {
-            **{k: jnp.asarray(v, jnp.float32) for k, v in hyper.items()},
-            "loss": loss,
-            "elbo": jnp.mean(out.elbo),
-            "recon": jnp.mean(out.recon),
-            "kl": jnp.mean(out.kl),
-            "grad_norm": grad_norm,
-            "skipped": nonfinite.astype(jnp.float32),
-            **out.metrics,
-        }
-        if skip_threshold is not None:
-            metrics["skipped_grad_norm"] = too_large.astype(jnp.float32)
-        if out.kl_per_dim is not None:
-            metrics["kl_per_dim"] = jnp.mean(out.kl_per_dim, axis=0)
-        return new_state, metrics
+        return new_state, step_metrics(hyper, loss, out, grad_norm, finite,
+                                       too_large if skip_threshold is not None else None)
 
     return train_step
 
 
-def make_train_chunk(train_step: Callable[[TrainState, Array], tuple[TrainState, Metrics]], batch_size: int,
-                     num_steps: int, *, batch_sharding: jax.sharding.Sharding | None = None
+def step_metrics(hyper: dict[str, Array], loss: Array, out: Any, grad_norm: Array, finite: Array,
+                 too_large: Array | None = None) -> Metrics:
+    """The metrics of one train step: the scheduled weights, the loss and the batch means of the objective's
+    terms, the gradient norm, ``skipped`` (1 for a skipped update) and, with a skip threshold (``too_large``
+    given), ``skipped_grad_norm``."""
+    metrics = {
+        **{k: jnp.asarray(v, jnp.float32) for k, v in hyper.items()},
+        "loss": loss,
+        "elbo": jnp.mean(out.elbo),
+        "recon": jnp.mean(out.recon),
+        "kl": jnp.mean(out.kl),
+        "grad_norm": grad_norm,
+        "skipped": (~finite).astype(jnp.int32).astype(jnp.float32),
+        **out.metrics,
+    }
+    if too_large is not None:
+        metrics["skipped_grad_norm"] = too_large.astype(jnp.float32)
+    if out.kl_per_dim is not None:
+        metrics["kl_per_dim"] = jnp.mean(out.kl_per_dim, axis=0)
+    return metrics
+
+
+def make_train_chunk(train_step: Callable[..., tuple[TrainState, Metrics]], batch_size: int,
+                     num_steps: int, *, batch_sharding: jax.sharding.Sharding | None = None,
+                     pass_data: bool = False
                      ) -> Callable[[TrainState, Array, Array, Array], tuple[TrainState, Metrics]]:
     """``num_steps`` train steps as one ``jax.lax.scan`` over a dataset that lives on the device.
 
@@ -194,7 +203,8 @@ def make_train_chunk(train_step: Callable[[TrainState, Array], tuple[TrainState,
     takes batch ``b`` as ``data[perm[b * B:(b + 1) * B]]`` for ``b = first_batch, ..., first_batch +
     num_steps - 1``; metrics are averaged over the chunk. Jit it with ``donate_argnums=0`` (or use
     :func:`jit_train_chunk`). With ``batch_sharding`` (a mesh), each gathered batch is split over the mesh's
-    ``data`` axis (the dataset itself is replicated on every device).
+    ``data`` axis (the dataset itself is replicated on every device). With ``pass_data``, the step is called as
+    ``train_step(state, batch, data)`` (the aggressive step of :mod:`jaxvae.aggressive` draws more batches).
     """
 
     def chunk(state: TrainState, data: Array, perm: Array, first_batch: Array) -> tuple[TrainState, Metrics]:
@@ -203,7 +213,7 @@ def make_train_chunk(train_step: Callable[[TrainState, Array], tuple[TrainState,
             batch = jnp.take(data, idx, axis=0)  # [B, *E]
             if batch_sharding is not None:
                 batch = jax.lax.with_sharding_constraint(batch, batch_sharding)
-            return train_step(state, batch)
+            return train_step(state, batch, data) if pass_data else train_step(state, batch)
 
         state, metrics = jax.lax.scan(body, state, jnp.arange(num_steps))
         return state, jax.tree.map(lambda m: jnp.mean(m, axis=0), metrics)

@@ -136,8 +136,13 @@ def test_a_pixelcnn_run_trains_evaluates_samples_and_diagnoses_through_the_cli(t
 def test_every_collapse_lab_run_is_a_valid_config():
     from benchmarks import collapse
 
-    lab = collapse.runs(800)
+    lab = collapse.image_runs(800)
     assert sum("pixelcnn" in " ".join(sets) for sets in lab.values()) == len(lab) - 1  # one factorized control
     for sets in lab.values():
         cfg = config.apply_overrides(config.get_preset("binarized-mnist"), [*collapse.ENCODER, *sets])
         assert cfg.model.network == "conv" and cfg.model.latent_dim == 20
+    text = collapse.text_runs(4000)
+    assert any("train.aggressive.enabled=true" in sets for sets in text.values())
+    for sets in text.values():
+        cfg = config.validate(config.apply_overrides(config.get_preset("words"), sets))
+        assert cfg.model.decoder == "gru" and cfg.model.latent_dim == 32

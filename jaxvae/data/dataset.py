@@ -10,7 +10,7 @@ import numpy as np
 from jaxvae.errors import DataError
 
 #: Values a :attr:`Dataset.support` can take.
-SUPPORTS = ("binary", "unit_interval", "real", "integer_0_255")
+SUPPORTS = ("binary", "unit_interval", "real", "integer_0_255", "tokens")
 SPLITS = ("train", "valid", "test")
 
 
@@ -24,12 +24,14 @@ class Dataset:
       event_shape: shape of one example; images are HWC, e.g. ``(28, 28, 1)``.
       support: the values the data takes, which decides the likelihood that fits it: ``"binary"`` (0/1),
         ``"unit_interval"`` ([0, 1]), ``"integer_0_255"`` (integers 0..255 stored as float32, for 256-way or
-        discretized likelihoods) or ``"real"``.
+        discretized likelihoods), ``"real"``, or ``"tokens"`` (token ids of a text dataset, as exact float32
+        integers; :mod:`jaxvae.data.text`).
       labels: ``{split: int32 [N]}`` class labels where the dataset has them, else ``None``.
       dynamic_binarization: if True, ``train`` holds grey levels in [0, 1] (``support`` is ``"binary"``) that the
         training loop must binarize afresh every epoch with :func:`binarize`; ``valid``/``test`` were binarized
         once with a fixed seed, so evaluation is deterministic.
       info: provenance: ``source``, ``license``, ``citation``, ``splits`` (how the splits were made), ``files``.
+      vocabulary: the tokens of a text dataset (``support == "tokens"``), else ``None``.
     """
 
     train: np.ndarray
@@ -41,10 +43,14 @@ class Dataset:
     labels: dict[str, np.ndarray] | None = None
     dynamic_binarization: bool = False
     info: dict[str, Any] = field(default_factory=dict)
+    vocabulary: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
         if self.support not in SUPPORTS:
             raise DataError(f"Dataset support must be one of {SUPPORTS}, got {self.support!r}.")
+        if (self.support == "tokens") != (self.vocabulary is not None):
+            raise DataError(f"{self.name}: token data (support 'tokens') and a vocabulary go together; got "
+                            f"support {self.support!r} and vocabulary {'set' if self.vocabulary else 'None'}.")
         for split in SPLITS:
             x = getattr(self, split)
             if x.dtype != np.float32 or x.shape[1:] != tuple(self.event_shape):

@@ -13,6 +13,8 @@ datasets use their fixed ``split_seed`` (0 for all), so their splits never chang
 * ``frey``: 1,565 / 200 / 200; test is the last 200 of a permutation of all 1,965 images, valid the last 200 of a
   permutation of the remaining 1,765.
 * ``digits``: 1,297 / 250 / 250, made like frey's from the 1,797 images.
+* ``words``: 53,779 / 5,000 / 5,000, made like frey's from the 63,779 words (token sequences, support
+  ``tokens``: the ids are kept as integers, see :mod:`jaxvae.data.text`).
 
 User data (a ``.npy``/``.npz`` path or a folder of images) without valid/test splits is split the same way with
 ``seed``, holding out 10% of the training examples for each missing split unless ``valid_size`` says otherwise.
@@ -70,6 +72,7 @@ def load_dataset(
         source, paths = locate(spec, data_dir, download=download)
         raw, max_value = source.parse(paths), spec.max_value
         split_seed, default_valid, default_test = spec.split_seed, spec.valid_size, spec.test_size
+        vocabulary = spec.vocabulary
         info = {"source": spec.homepage, "license": spec.license, "citation": spec.citation,
                 "description": spec.description, "files": [str(p) for p in paths.values()]}
     else:
@@ -77,10 +80,16 @@ def load_dataset(
         raw, support, max_value = _read_user_data(path)
         split_seed, default_valid, default_test = seed, None, None
         info = {"source": str(path), "license": "unknown (user data)", "citation": "", "files": [str(path)]}
+        vocabulary = None
         name = str(path)
     splits, labels, notes = _make_splits(raw, split_seed, valid_size, default_valid, default_test)
     if max_value is not None:
         support = "binary" if max_value == 1 else "unit_interval"
+    if vocabulary is not None:  # token ids: kept as integers, never scaled or binarized
+        support, max_value = "tokens", None
+        if scale != "unit" or dynamic_binarization:
+            raise DataError(f"{name} holds token ids (a text dataset): leave data.scale=unit and "
+                            "data.dynamic_binarization=false.")
     if scale == "uint8":
         if max_value != 255:
             levels = f" (integers 0..{max_value})" if max_value not in (None, 1) else ""
@@ -101,7 +110,8 @@ def load_dataset(
     info["splits"] = "; ".join(notes)
     event_shape = tuple(int(d) for d in arrays["train"].shape[1:])
     return Dataset(arrays["train"], arrays["valid"], arrays["test"], name=str(name), event_shape=event_shape,
-                   support=support, labels=labels, dynamic_binarization=dynamic_binarization, info=info)
+                   support=support, labels=labels, dynamic_binarization=dynamic_binarization, info=info,
+                   vocabulary=vocabulary)
 
 
 def _make_splits(raw: RawData, seed: int, valid_size, default_valid, default_test):

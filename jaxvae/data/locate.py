@@ -84,6 +84,7 @@ def locate(spec: DatasetSpec, data_dir: str | os.PathLike | None = None, *, down
     """Find (or download) and verify the files of ``spec``: returns the source used and ``{file name: path}``."""
     if not any(s.files for s in spec.sources):
         return spec.sources[0], {}
+    hint = f" {spec.install_hint}" if spec.install_hint else ""
     if data_dir is not None:
         dirs = _with_folders(Path(data_dir).expanduser(), spec)
         found = _find(spec, dirs)
@@ -92,7 +93,7 @@ def locate(spec: DatasetSpec, data_dir: str | os.PathLike | None = None, *, down
                 f"{spec.name}: data_dir={str(data_dir)!r} does not hold its files. Expected {_expected(spec)} in "
                 f"one of {', '.join(map(str, dirs))}. Download them from {_urls(spec)} into {dirs[0]}, or leave "
                 f"data_dir unset to search $JAXVAE_DATA_DIR and the cache ({cache_dir(spec)}) and download there."
-            )
+                f"{hint}")
         return _verified(found)
     dirs = []
     if env := os.environ.get("JAXVAE_DATA_DIR"):
@@ -106,12 +107,12 @@ def locate(spec: DatasetSpec, data_dir: str | os.PathLike | None = None, *, down
         raise DataError(
             f"{spec.name}: files not found and {why}. Expected {_expected(spec)} in one of "
             f"{', '.join(map(str, dirs))}. Put them in {cache_dir(spec)} or in $JAXVAE_DATA_DIR/{spec.folders[0]} "
-            f"(get them from {_urls(spec)}), or allow downloads."
+            f"(get them from {_urls(spec)}), or allow downloads.{hint}"
         )
     source = next((s for s in spec.sources if all(f.urls for f in s.files)), None)
     if source is None:
         raise DataError(f"{spec.name}: files not found and none can be downloaded. Expected {_expected(spec)} in "
-                        f"one of {', '.join(map(str, dirs))}; see {spec.homepage}.")
+                        f"one of {', '.join(map(str, dirs))}; see {spec.homepage}.{hint}")
     target = cache_dir(spec)
     paths = {}
     for f in source.files:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from jaxvae.data import formats
+from jaxvae.data import formats, text
 from jaxvae.data.storage import FileSpec
 from jaxvae.errors import ChecksumError, DataError
 
@@ -54,6 +54,8 @@ class DatasetSpec:
       split_seed: seed of the fixed permutations that define the splits not published with the data.
       folders: folder names looked up under a data directory; the first is the cache folder.
       system_dirs: extra folders searched after the cache (e.g. Debian packages).
+      vocabulary: the tokens of a text dataset (ids ``0..len - 1``; see :mod:`jaxvae.data.text`), else ``None``.
+      install_hint: how to get files that cannot be downloaded (shown when they are missing).
     """
 
     name: str
@@ -69,6 +71,8 @@ class DatasetSpec:
     test_size: int | None = None
     split_seed: int = 0
     system_dirs: tuple[str, ...] = ()
+    vocabulary: tuple[str, ...] | None = None
+    install_hint: str = ""
 
     @property
     def files(self) -> tuple[FileSpec, ...]:
@@ -271,7 +275,38 @@ DIGITS = DatasetSpec(
              "Repository, 1998.",
 )
 
+# ------------------------------------------------------------------------------------------------ words (text)
+
+#: sha256 of /usr/share/dict/american-english as Debian's wamerican 2020.12.07-2 (bookworm) ships it.
+WAMERICAN_SHA256 = "9f513f1ceadb6a01c5485b7dbdfd5118dc66cd70b59cae2851292112d4066a32"
+WORD_LENGTH = 16  # letters; a sequence has one more position, the end-of-sequence token
+WORDS_VOCABULARY = text.char_vocabulary("abcdefghijklmnopqrstuvwxyz")
+
+
+def _parse_words(paths: Mapping[str, Path]) -> RawData:
+    path = paths["american-english"]
+    lines = path.read_text(encoding="utf-8").splitlines()
+    words = sorted({w for w in lines if 0 < len(w) <= WORD_LENGTH and w.isascii() and w.isalpha() and w.islower()})
+    return RawData({"train": text.encode(words, WORDS_VOCABULARY, WORD_LENGTH + 1)})
+
+
+WORDS = DatasetSpec(
+    name="words",
+    description="English words as character sequences: the 63,779 lowercase a-z words of at most 16 letters in "
+                "the wamerican word list (SCOWL), each a sequence of 17 tokens (letters, end, padding; "
+                "vocabulary of 28). Split 53,779/5,000/5,000 by a fixed permutation. For the recurrent decoder "
+                "(model.decoder=gru) and the text collapse lab.",
+    sources=(Source((FileSpec("american-english", {"sha256": WAMERICAN_SHA256}),), _parse_words),),
+    event_shape=(WORD_LENGTH + 1,), max_value=len(WORDS_VOCABULARY) - 1, valid_size=5_000, test_size=5_000,
+    folders=("words",), system_dirs=("/usr/share/dict",), vocabulary=WORDS_VOCABULARY,
+    install_hint="It ships with Debian and Ubuntu's wamerican package: sudo apt-get install -y wamerican "
+                 "(installs /usr/share/dict/american-english), or copy that file from such a system.",
+    homepage="http://wordlist.aspell.net/", license="SCOWL's permissive license (see /usr/share/doc/wamerican)",
+    citation="K. Atkinson. SCOWL (Spell Checker Oriented Word Lists), size 50 American English list, as packaged "
+             "by Debian (wamerican 2020.12.07).",
+)
+
 #: The registered datasets by name. Tests may replace entries (e.g. with checksums of small fake files).
 DATASETS: dict[str, DatasetSpec] = {
-    s.name: s for s in (MNIST, FASHION_MNIST, BINARIZED_MNIST, FREY, CIFAR10, DIGITS)
+    s.name: s for s in (MNIST, FASHION_MNIST, BINARIZED_MNIST, FREY, CIFAR10, DIGITS, WORDS)
 }
