@@ -66,7 +66,7 @@ from jaxvae import diagnostics
 from jaxvae.errors import ConfigError
 from jaxvae.model import Params, PureModel
 from jaxvae.objectives import Objective
-from jaxvae.train import _BINARIZE_SALT, _OBJECTIVE_SALT, Metrics, TrainState, step_metrics
+from jaxvae.train import _BINARIZE_SALT, _OBJECTIVE_SALT, Metrics, TrainState, apply_or_skip, step_metrics
 
 __all__ = ["AggressiveOptState", "AggressivePhase", "SplitOptimizer", "make_aggressive_train_step",
            "make_mi_evaluator", "split_optimizer"]
@@ -256,18 +256,7 @@ def make_aggressive_train_step(objective: Objective, optimizer: SplitOptimizer, 
             (loss, out), grads = jax.value_and_grad(lambda p: loss_fn(p, batch, key), has_aux=True)(state.params)
             grad_norm = optax.tree.norm(grads)
             ok, too_large = accept(loss, grad_norm)
-
-            def apply(state: TrainState) -> TrainState:
-                updates, opt_state = optimizer.update(grads, state.opt_state, state.params, value=loss)
-                return state._replace(params=optax.apply_updates(state.params, updates), opt_state=opt_state,
-                                      obj_state=objective.update(state.obj_state, out, state.step, hyper),
-                                      nonfinite_consecutive=jnp.zeros_like(state.nonfinite_consecutive))
-
-            def skip(state: TrainState) -> TrainState:
-                return state._replace(nonfinite_total=state.nonfinite_total + 1,
-                                      nonfinite_consecutive=state.nonfinite_consecutive + 1)
-
-            new = jax.lax.cond(ok, apply, skip, state)
+            new = apply_or_skip(state, ok, grads, loss, out, optimizer, objective, hyper)
             return new, (loss, out, grad_norm, ok, too_large, jnp.zeros((), jnp.int32))
 
         active = state.opt_state.active > 0

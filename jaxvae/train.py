@@ -152,23 +152,32 @@ def make_train_step_with_hyper(model: PureModel, objective: Objective, optimizer
             too_large = finite & (grad_norm > skip_threshold)
             finite = finite & ~too_large
 
-        def apply(state: TrainState) -> TrainState:
-            updates, opt_state = optimizer.update(grads, state.opt_state, state.params, value=loss)
-            return state._replace(params=optax.apply_updates(state.params, updates), opt_state=opt_state,
-                                  obj_state=objective.update(state.obj_state, out, state.step, hyper),
-                                  nonfinite_consecutive=jnp.zeros_like(state.nonfinite_consecutive))
-
-        def skip(state: TrainState) -> TrainState:
-            return state._replace(nonfinite_total=state.nonfinite_total + 1,
-                                  nonfinite_consecutive=state.nonfinite_consecutive + 1)
-
-        # lax.cond runs one branch only, so a skipped update costs nothing and a normal one no extra select.
-        new_state = jax.lax.cond(finite, apply, skip, state)
+        new_state = apply_or_skip(state, finite, grads, loss, out, optimizer, objective, hyper)
         new_state = new_state._replace(step=state.step + 1)
         return new_state, step_metrics(hyper, loss, out, grad_norm, finite,
                                        too_large if skip_threshold is not None else None)
 
     return train_step
+
+
+def apply_or_skip(state: TrainState, ok: Array, grads: Params, loss: Array, out: Any, optimizer: Any,
+                  objective: Objective, hyper: dict[str, Array]) -> TrainState:
+    """``state`` after the optimizer's update with ``grads`` (and the objective's state update) where ``ok``, else
+    with the skipped update counted (``nonfinite_total`` and ``nonfinite_consecutive`` incremented). The step
+    counter is the caller's."""
+
+    def apply(state: TrainState) -> TrainState:
+        updates, opt_state = optimizer.update(grads, state.opt_state, state.params, value=loss)
+        return state._replace(params=optax.apply_updates(state.params, updates), opt_state=opt_state,
+                              obj_state=objective.update(state.obj_state, out, state.step, hyper),
+                              nonfinite_consecutive=jnp.zeros_like(state.nonfinite_consecutive))
+
+    def skip(state: TrainState) -> TrainState:
+        return state._replace(nonfinite_total=state.nonfinite_total + 1,
+                              nonfinite_consecutive=state.nonfinite_consecutive + 1)
+
+    # lax.cond runs one branch only, so a skipped update costs nothing and a normal one no extra select.
+    return jax.lax.cond(ok, apply, skip, state)
 
 
 def step_metrics(hyper: dict[str, Array], loss: Array, out: Any, grad_norm: Array, finite: Array,
