@@ -168,7 +168,12 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         batch = -(-batch // n_data) * n_data
     est = evaluate.iwae_log_likelihood(ctx.model, params, data, jax.random.fold_in(key, 1),
                                        num_samples=args.num_samples, batch_size=batch, mesh=mesh)
-    num_dims = int(np.prod(ctx.dataset.event_shape))
+    if ctx.dataset.vocabulary:  # token data: bits per token (the end token counts, padding does not)
+        from jaxvae.data import text
+
+        num_dims = text.mean_length(data)
+    else:
+        num_dims = int(np.prod(ctx.dataset.event_shape))
     result = {"split": args.split, "step": int(ctx.state.step), "num_examples": int(data.shape[0]),
               "elbo": terms["elbo"], "recon": terms["recon"], "kl": terms["kl"],
               "nll_iwae": -est.mean, "nll_iwae_stderr": est.standard_error, "nll_num_samples": est.num_samples,
@@ -179,7 +184,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     print(f"{args.split} split, {result['num_examples']:,} examples, step {result['step']:,}:")
     print(f"  ELBO                     {result['elbo']:.3f} nats")
     print(f"  NLL (IWAE, k={est.num_samples:<6}) {result['nll_iwae']:.3f} ± {est.standard_error:.3f} nats")
-    print(f"  bits/dim                 {result['bits_per_dim']:.4f}")
+    unit = "bits/token" if ctx.dataset.vocabulary else "bits/dim  "
+    print(f"  {unit}               {result['bits_per_dim']:.4f}")
     print(f"Wrote {Path(args.workdir) / 'eval.json'}")
     return 0
 

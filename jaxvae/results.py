@@ -72,7 +72,8 @@ class TestEvaluation:
             "nll_num_samples": nll.num_samples,
             "nll_num_examples": int(self.nll_data.shape[0]),
             "nll_seconds": nll_seconds,
-            "test_bits_per_dim": bits_per_dim(-nll.mean, math.prod(self.dataset.event_shape)),
+            "test_bits_per_dim": bits_per_dim(-nll.mean, text.mean_length(self.nll_data) if self.dataset.vocabulary
+                                              else math.prod(self.dataset.event_shape)),
             "kl_per_dim": terms.get("kl_per_dim"),
             "active_units": latent["active_units"],
             "mutual_information": latent["mutual_information"],

@@ -221,6 +221,9 @@ def test_the_words_preset_trains_evaluates_samples_and_diagnoses_with_decoded_te
     interp = (workdir / "interpolations.txt").read_text().splitlines()
     assert interp and all(line.count(" -> ") == 7 and line.count(" : ") == 2 for line in interp)
     assert cli.main(["evaluate", "--workdir", str(workdir), "--num-samples", "5", "--max-examples", "20"]) == 0
+    result = json.loads((workdir / "eval.json").read_text())  # bits per token: end tokens count, padding not
+    tokens = text.mean_length(load_dataset("words").test)  # all 20 test words
+    assert tokens < 17 and result["bits_per_dim"] == pytest.approx(result["nll_iwae"] / (tokens * np.log(2)))
     assert cli.main(["sample", "--workdir", str(workdir), "--num", "8"]) == 0
     sampled = (workdir / "samples-prior-t1-seed0.txt").read_text().splitlines()
     assert len(sampled) == 8 and all(set(w) <= set("abcdefghijklmnopqrstuvwxyz") for w in sampled)

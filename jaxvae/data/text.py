@@ -51,6 +51,13 @@ def encode(texts: Iterable[str], vocabulary: Sequence[str], length: int) -> np.n
     return out
 
 
+def mean_length(tokens: np.ndarray) -> float:
+    """The mean number of tokens a sequence holds, its end token included and its padding not: the ``D`` of bits
+    per token, ``NLL / (D ln 2)`` (what ``bits_per_dim`` reports for token data)."""
+    tokens = np.asarray(tokens)
+    return float(np.mean(np.sum(tokens != PAD, axis=-1)))
+
+
 def decode(tokens: np.ndarray, vocabulary: Sequence[str]) -> list[str]:
     """The texts of token ids ``[N, L]`` (or ``[L]``): characters up to the first ``<eos>`` or ``<pad>``; ids
     outside the vocabulary (the decoder's own start and unknown tokens) show as ``?``."""
