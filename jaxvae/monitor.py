@@ -114,10 +114,13 @@ class CollapseMonitor:
                    if collapsed_layers and len(collapsed_layers) < len(self.groups)
                    else "The decoder is ignoring the latent code")
         text = (f"WARNING posterior collapse at step {step}: {'; '.join(reasons)}. Collapsed dimensions: {dims}. "
-                f"{ignored}. Remedies: free bits (--set objective.name=free_bits "
-                "--set objective.free_bits.nats=0.25), KL annealing (--set objective.beta_schedule=linear --set "
-                "objective.warmup_steps=5000, or cyclical), a committed minimum rate (--set "
-                "model.committed_rate=0.25), a smaller objective.beta, or a weaker decoder.")
+                f"{ignored}. Remedies that kept information in z in jaxvae's collapse lab (PixelCNN and GRU "
+                "decoders; benchmarks/RESULTS.md): free bits (--set objective.name=free_bits "
+                "objective.free_bits.nats=0.25), PI control of the KL (--set objective.controller=pi "
+                "objective.pi.kl_target=5), a committed minimum rate (--set model.committed_rate=0.1), word "
+                "dropout for a recurrent decoder (--set model.rnn.word_dropout=0.5); also KL annealing (--set "
+                "objective.beta_schedule=linear objective.warmup_steps=5000), aggressive inference training "
+                "(--set train.aggressive.enabled=true), a smaller objective.beta, or a weaker decoder.")
         return record, text
 
 

@@ -2,6 +2,7 @@
 run does not; monitor records land in metrics.jsonl."""
 
 import json
+import re
 
 from jaxvae import config, runs
 
@@ -25,6 +26,11 @@ def test_forced_collapse_trips_the_warning_once_with_the_dimensions(tmp_path):
     assert [r["step"] for r in monitor] == [100, 200, 300, 400]
     assert monitor[-1]["collapse"] and monitor[-1]["active_units"] == 0 and monitor[-1]["kl"] < 0.1
     assert summary["active_units"] == 0
+    # Every remedy it suggests is a valid --set (checked on the words preset, where all of them apply).
+    suggested = re.findall(r"--set ([^)]+)\)", warnings[0])
+    assert len(suggested) == 6, suggested
+    for sets in suggested:
+        config.validate(config.apply_overrides(config.get_preset("words"), sets.split()))
 
 
 def test_healthy_run_does_not_warn_and_monitor_is_cheap(tmp_path):
