@@ -14,7 +14,7 @@ benchmarks:
   hierarchy_throughput  two-layer MLP and top-down hierarchy training throughput vs PyTorch eager
   stabilizers        top-down hierarchy with every stabilizer vs one removed (KL balancing, skipping, ...)
   init_compare       model.init=flax vs torch vs pythae's VAE in the Flax example's setting (test -ELBO)
-  collapse           posterior collapse with a PixelCNN decoder: plain VAE vs warm-up / free bits / PI control
+  collapse           posterior collapse with a PixelCNN (or, --task text, GRU) decoder: plain VAE vs remedies
   gradient_snr       encoder/decoder gradient SNR vs k under IWAE, DReG and PIWAE (Rainforth et al. Fig. 1)
   sharding           train-step time on a 1-device vs an N-device mesh (simulated CPU devices or real ones)
   reproduce          train + evaluate (k=5000) published VAE set-ups and compare with the papers' numbers

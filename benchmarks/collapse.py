@@ -146,6 +146,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--nll-examples", type=int, default=500)
     p.add_argument("--workdir", help="keep the runs here (default: a temporary folder)")
     p.add_argument("--plot", default=None, help="default: benchmarks/collapse.png (image), collapse_text.png")
+    p.add_argument("--skip", action="append", default=[], metavar="TEXT",
+                   help="leave out the runs whose name contains TEXT (repeatable); the table says which")
     p.add_argument("--no-record", action="store_true")
     args = p.parse_args(argv)
     task = TASKS[args.task]
@@ -164,7 +166,11 @@ def main(argv: list[str] | None = None) -> None:
                  "(or pass --data-dir with a folder holding that file).")
     root = Path(args.workdir or tempfile.mkdtemp(prefix=f"jaxvae-collapse-{args.task}-"))
     results = []
+    skipped = []
     for i, (name, sets) in enumerate(task["runs"](steps).items()):
+        if any(text in name for text in args.skip):
+            skipped.append(name)
+            continue
         workdir = root / f"run{i}"
         base = [*data, f"train.steps={steps}", f"train.batch_size={task['batch']}",
                 f"train.log_every={task['every']}", f"monitor.every={task['every']}",
@@ -199,6 +205,8 @@ def main(argv: list[str] | None = None) -> None:
                      f"{'step ' + str(first) if first is not None else 'never'} | "
                      f"{'yes' if end else 'no'} | {t:.0f} |")
     table = "\n".join([header, *lines])
+    if skipped:
+        table += "\n\nLeft out (--skip): " + "; ".join(skipped) + "."
     print(table)
     title = f"{task['plot_title']}, {steps} steps of batch {task['batch']}"
     _plot(results, plot, title, task["latents"])
