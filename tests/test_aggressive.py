@@ -192,6 +192,7 @@ def _train_records(workdir):
 PHASE_SWITCH = [*SMALL, "train.steps=40", "train.aggressive.patience=1", "train.aggressive.min_delta=1e9"]
 
 
+@pytest.mark.slow  # moved to the slow tier to keep `make test` well under 10 minutes on 2 cores
 def test_the_cli_trains_with_aggressive_training_and_the_phase_ends_after_patience_epochs(tmp_path, capsys):
     sets = [a for s in PHASE_SWITCH for a in ("--set", s)]
     assert cli.main(["train", "--workdir", str(tmp_path / "run"), "--no-progress", *sets]) == 0

@@ -28,7 +28,7 @@ def _dependence(net, xs, cond):
 
 
 @pytest.mark.parametrize("conv_impl", ["matmul", "xla"])
-@pytest.mark.parametrize("layers, kernel_size", [(1, 3), (3, 3), (2, 5)])
+@pytest.mark.parametrize("layers, kernel_size", [(1, 3), pytest.param(3, 3, marks=pytest.mark.slow), (2, 5)])
 def test_each_output_pixel_depends_only_on_the_pixels_before_it(conv_impl, layers, kernel_size):
     h, w, c = 6, 7, 2
     net = GatedPixelCNN(c, 3, features=8, layers=layers, kernel_size=kernel_size, cond_features=3,

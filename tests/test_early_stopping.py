@@ -44,6 +44,7 @@ def _oracle(valid, min_delta):
     return best, best_step
 
 
+@pytest.mark.slow  # moved to the slow tier to keep `make test` well under 10 minutes on 2 cores
 def test_early_stopping_picks_the_best_epoch_and_a_crash_inside_the_patience_window_resumes_exactly(
         tmp_path, monkeypatch):
     cfg = config.apply_overrides(config.get_preset("digits"), SMALL)

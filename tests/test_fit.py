@@ -23,6 +23,7 @@ def _cli(*args, cwd=None):
                           env=env, timeout=3600)  # a hang guard, not a time limit
 
 
+@pytest.mark.slow  # moved to the slow tier to keep `make test` well under 10 minutes on 2 cores
 def test_cli_train_writes_complete_run_directory_and_evaluate_and_sample_work(tmp_path):
     workdir = tmp_path / "run"
     sets = [a for s in FAST for a in ("--set", s)]

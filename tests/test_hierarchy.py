@@ -189,7 +189,8 @@ def test_iwae_with_the_exact_posterior_of_a_linear_gaussian_model_is_the_margina
 
 # ----------------------------------------------------------------------------------------- the engine
 
-@pytest.mark.parametrize("inference", sorted(MODELS))
+@pytest.mark.parametrize("inference", [pytest.param(m, marks=pytest.mark.slow) if m == "ladder" else m
+                                       for m in sorted(MODELS)])
 def test_hierarchies_pass_the_model_contract(inference, batch):
     model = MODELS[inference]((8, 8, 1), (4, 2), jv.Bernoulli(), hidden=(16, 8), rngs=nnx.Rngs(0))
     jvt.check_model(model, jnp.asarray(batch), kl_samples=2000)

@@ -126,6 +126,7 @@ def test_word_dropout_replaces_the_documented_share_of_input_tokens_in_training_
     np.testing.assert_array_equal(evaluated.log_likelihood(params, z, x), trained.log_likelihood(params, z, x))
 
 
+@pytest.mark.slow  # moved to the slow tier to keep `make test` well under 10 minutes on 2 cores
 def test_the_recurrent_vae_satisfies_the_model_protocol():
     model = _model(length=6)
     x = jnp.asarray(text.encode(["", "ab", "cabca"], VOCAB, 6), jnp.float32)

@@ -50,9 +50,8 @@ def test_geco_moves_reconstruction_toward_its_tolerance(tmp_path):
 
 @pytest.mark.parametrize("overrides, key", [
     (["objective.beta_schedule=cyclical", "objective.num_cycles=2"], "beta"),
-    (["objective.name=capacity", "objective.capacity.nats=5", "objective.capacity.steps=100",
-      "objective.capacity.gamma=10"],
-     "capacity"),
+    pytest.param(["objective.name=capacity", "objective.capacity.nats=5", "objective.capacity.steps=100",
+                  "objective.capacity.gamma=10"], "capacity", marks=pytest.mark.slow),
 ])
 def test_metric_records_carry_the_scheduled_weight(tmp_path, overrides, key):
     _, records = _train(tmp_path, key, [*overrides, "train.steps=100"])

@@ -146,6 +146,7 @@ def _sigma(w):
     return jnp.linalg.svd(jnp.reshape(w, (-1, w.shape[-1])), compute_uv=False)[0]
 
 
+@pytest.mark.slow  # moved to the slow tier to keep `make test` well under 10 minutes on 2 cores
 def test_spectral_regularization_adds_the_gradient_of_the_largest_singular_values():
     params = {"conv": {"kernel": jax.random.normal(jax.random.key(0), (3, 3, 4, 5)), "bias": jnp.ones(5)},
               "dense": {"kernel": jax.random.normal(jax.random.key(1), (7, 6)), "bias": jnp.ones(6)}}

@@ -4,6 +4,7 @@ dynamic binarization is re-sampled per step and reproducible."""
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from jaxvae import config
 from jaxvae.builders import build_model, build_objective, build_optimizer
@@ -78,6 +79,7 @@ def test_train_step_compiles_once():
     assert len(traces) == 1 and int(state.step) == 5
 
 
+@pytest.mark.slow  # moved to the slow tier to keep `make test` well under 10 minutes on 2 cores
 def test_dynamic_binarization_is_resampled_each_step_and_reproducible():
     model, opt, obj, state = _setup(["objective.num_samples=1"])
     seen = []
