@@ -130,6 +130,7 @@ def _vae(overrides=()):
     return cfg, model, opt, obj, init_train_state(model, opt, obj, jax.random.key(0))
 
 
+@pytest.mark.slow  # moved to the slow tier to keep `make test` well under 10 minutes on 2 cores
 def test_on_a_vae_the_inner_loop_updates_only_the_encoder_and_the_joint_update_is_the_ordinary_one():
     cfg, model, opt, obj, state = _vae()
     assert isinstance(state.opt_state, AggressiveOptState) and int(state.opt_state.active) == 1

@@ -190,7 +190,7 @@ def test_check_prior_catches_an_unnormalised_density():
 
 
 @pytest.mark.parametrize("name", ["bernoulli", "continuous_bernoulli", "gaussian", "laplace", "categorical256",
-                                  "discretized_logistic_mixture"])
+                                  pytest.param("discretized_logistic_mixture", marks=pytest.mark.slow)])
 def test_builtin_likelihoods_pass_the_contract(name):
     lik = jv.likelihoods.get(name)
     x = np.random.default_rng(0).uniform(size=(4, 3, 2)).astype(np.float32)

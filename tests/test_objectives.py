@@ -123,7 +123,8 @@ OBJECTIVES = {
 }
 
 
-@pytest.mark.parametrize("name", sorted(OBJECTIVES))
+@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n == "capacity" else n
+                                  for n in sorted(OBJECTIVES)])
 def test_gradients_are_finite_and_match_finite_differences(name):
     with jax.enable_x64(True):
         model, params = _small_vae()

@@ -133,6 +133,7 @@ def test_bad_run_directories_are_refused_and_left_unchanged(tmp_path, trained_ru
     assert _snapshot(workdir) == before
 
 
+@pytest.mark.slow  # moved to the slow tier to keep `make test` well under 10 minutes on 2 cores
 def test_divergence_stops_with_the_last_good_checkpoint_unchanged(tmp_path, trained_run):
     workdir = tmp_path / "run"
     shutil.copytree(trained_run, workdir)

@@ -49,7 +49,7 @@ def test_geco_moves_reconstruction_toward_its_tolerance(tmp_path):
 
 
 @pytest.mark.parametrize("overrides, key", [
-    (["objective.beta_schedule=cyclical", "objective.num_cycles=2"], "beta"),
+    pytest.param(["objective.beta_schedule=cyclical", "objective.num_cycles=2"], "beta", marks=pytest.mark.slow),
     pytest.param(["objective.name=capacity", "objective.capacity.nats=5", "objective.capacity.steps=100",
                   "objective.capacity.gamma=10"], "capacity", marks=pytest.mark.slow),
 ])

@@ -60,6 +60,7 @@ def batch():
     return (np.asarray(x) > 0.5).astype(np.float32)  # [4, 8, 8, 1] binary
 
 
+@pytest.mark.slow  # moved to the slow tier to keep `make test` well under 10 minutes on 2 cores
 def test_top_down_log_densities_and_kls_equal_a_reference(batch):
     """Two groups (z2 at 2x2 on top, z1 at 4x4), given the model's own samples: every log-density, each group's
     KL and the decoder's Bernoulli log-likelihood, recomputed from the parameters with lax convolutions (the

@@ -153,6 +153,7 @@ def test_user_module_through_cli_interrupt_resume_evaluate_sample_diagnose_and_l
     assert sorted(p.name for p in (project / "run").iterdir()) == before
 
 
+@pytest.mark.slow  # moved to the slow tier to keep `make test` well under 10 minutes on 2 cores
 def test_a_lambda_builder_trains_and_reopens_with_model_given(tmp_path):
     cfg = jv.config.apply_overrides(jv.get_preset("digits"), [
         "model.latent_dim=2", "train.steps=40", "train.log_every=20", "eval.num_samples=4",
