@@ -455,6 +455,23 @@ PRESETS: dict[str, tuple[str, Config]] = {
                 train=dict(batch_size=64, epochs=10, log_every=100, checkpoint_every=2000),
                 eval=dict(num_samples=500, max_examples=1000, num_images=16)),
     ),
+    "dsprites": (
+        "dSprites-style shapes generated on the published factor grid (737,280 binary 64x64 images; "
+        "jaxvae.data.dsprites): convolutional VAE (32-64 channels), latent 10, Bernoulli, batch 64, Adam 1e-3, "
+        "10 epochs. --set objective.beta=4 for a beta-VAE.",
+        _preset(preset="dsprites", data=dict(name="dsprites"),
+                model=dict(network="conv", latent_dim=10),
+                train=dict(batch_size=64, epochs=10, log_every=500, checkpoint_every=10000),
+                eval=dict(num_samples=1000, max_examples=1000)),
+    ),
+    "dsprites-small": (
+        "The CPU-sized dSprites variant (46,080 binary 32x32 images, every 4th orientation and every 2nd "
+        "position): convolutional VAE (32-64 channels), latent 10, Bernoulli, batch 64, 30 epochs.",
+        _preset(preset="dsprites-small", data=dict(name="dsprites-small"),
+                model=dict(network="conv", latent_dim=10),
+                train=dict(batch_size=64, epochs=30, log_every=100, checkpoint_every=2000),
+                eval=dict(num_samples=1000, max_examples=1000)),
+    ),
     "fashion-mnist": (
         "Fashion-MNIST, convolutional VAE (32-64 channels), latent 16, Bernoulli on grey values.",
         _preset(preset="fashion-mnist", data=dict(name="fashion-mnist"),

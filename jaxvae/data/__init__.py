@@ -8,7 +8,8 @@
 
 Files are looked up in ``data_dir``, ``$JAXVAE_DATA_DIR``, the cache ``~/.cache/jaxvae`` (or
 ``$XDG_CACHE_HOME/jaxvae``) and system folders, and downloaded into the cache otherwise; every file is checked
-against its published checksum (see :mod:`jaxvae.data.locate`).
+against its published checksum (see :mod:`jaxvae.data.locate`). ``dsprites`` and ``dsprites-small`` are generated
+on the host instead, with their factors as ground truth, and cached (see :mod:`jaxvae.data.dsprites`).
 """
 
 from jaxvae.data.batching import (

@@ -32,6 +32,10 @@ class Dataset:
         once with a fixed seed, so evaluation is deterministic.
       info: provenance: ``source``, ``license``, ``citation``, ``splits`` (how the splits were made), ``files``.
       vocabulary: the tokens of a text dataset (``support == "tokens"``), else ``None``.
+      factors: ``{split: int32 [N, K]}`` the classes of the ground-truth factors of each example, for datasets
+        generated from known factors (``dsprites``: see :mod:`jaxvae.data.dsprites`), else ``None``.
+      factor_names, factor_sizes: the names of the ``K`` factor columns and their numbers of classes (factor
+        ``k`` takes the classes ``0..factor_sizes[k] - 1``); set exactly when ``factors`` is.
     """
 
     train: np.ndarray
@@ -44,6 +48,9 @@ class Dataset:
     dynamic_binarization: bool = False
     info: dict[str, Any] = field(default_factory=dict)
     vocabulary: tuple[str, ...] | None = None
+    factors: dict[str, np.ndarray] | None = None
+    factor_names: tuple[str, ...] | None = None
+    factor_sizes: tuple[int, ...] | None = None
 
     def __post_init__(self) -> None:
         if self.support not in SUPPORTS:
@@ -62,6 +69,29 @@ class Dataset:
                 if len(y) != len(self.split(split)):
                     raise DataError(f"{self.name}: {len(y)} {split} labels for {len(self.split(split))} examples.")
             object.__setattr__(self, "labels", {s: _read_only(y) for s, y in self.labels.items()})
+        if (self.factors is None) != (self.factor_names is None) or (self.factors is None) != (
+                self.factor_sizes is None):
+            raise DataError(f"{self.name}: factors, factor_names and factor_sizes go together; set all or none.")
+        if self.factors is not None:
+            self._check_factors()
+
+    def _check_factors(self) -> None:
+        sizes = tuple(int(k) for k in self.factor_sizes)
+        if len(self.factor_names) != len(sizes) or set(self.factors) != set(SPLITS):
+            raise DataError(f"{self.name}: factors need one [N, K] array per split {SPLITS} and K = "
+                            f"{len(sizes)} names and sizes; got names {self.factor_names}, sizes {sizes}, "
+                            f"splits {sorted(self.factors)}.")
+        for split, f in self.factors.items():
+            n = len(self.split(split))
+            if f.dtype != np.int32 or f.shape != (n, len(sizes)):
+                raise DataError(f"{self.name}: {split} factors must be int32 [{n}, {len(sizes)}], got {f.dtype} "
+                                f"{f.shape}.")
+            if n and (np.any(f.min(axis=0) < 0) or np.any(f.max(axis=0) >= np.asarray(sizes))):
+                raise DataError(f"{self.name}: {split} factors hold classes outside 0..size-1 for the sizes "
+                                f"{sizes}.")
+        object.__setattr__(self, "factor_names", tuple(self.factor_names))
+        object.__setattr__(self, "factor_sizes", sizes)
+        object.__setattr__(self, "factors", {s: _read_only(f) for s, f in self.factors.items()})
 
     def split(self, name: str) -> np.ndarray:
         """The array of split ``name`` ("train", "valid" or "test")."""

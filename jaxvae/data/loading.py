@@ -15,6 +15,11 @@ datasets use their fixed ``split_seed`` (0 for all), so their splits never chang
 * ``digits``: 1,297 / 250 / 250, made like frey's from the 1,797 images.
 * ``words``: 53,779 / 5,000 / 5,000, made like frey's from the 63,779 words (token sequences, support
   ``tokens``: the ids are kept as integers, see :mod:`jaxvae.data.text`).
+* ``dsprites``: 717,280 / 10,000 / 10,000, and ``dsprites-small``: 42,080 / 2,000 / 2,000, made like frey's from
+  the generated grid (:mod:`jaxvae.data.dsprites`). Disentanglement work trains on every image; the small
+  held-out splits serve the library's evaluation (ELBO, IWAE), and the metrics sample the whole grid through
+  :class:`jaxvae.data.dsprites.DSpritesData`. ``Dataset.factors`` carries each split's factor classes
+  ``[N, 6]``, ``labels`` the shape.
 
 User data (a ``.npy``/``.npz`` path or a folder of images) without valid/test splits is split the same way with
 ``seed``, holding out 10% of the training examples for each missing split unless ``valid_size`` says otherwise.
@@ -29,7 +34,7 @@ import numpy as np
 
 from jaxvae.data.dataset import SPLITS, Dataset, binarize, infer_support, split_off
 from jaxvae.data.formats import read_image_folder, read_npy, read_npz
-from jaxvae.data.locate import get_spec, locate
+from jaxvae.data.locate import generated_folders, get_spec, locate
 from jaxvae.data.registry import DATASETS, RawData
 from jaxvae.errors import DataError
 
@@ -50,10 +55,12 @@ def load_dataset(
 
     Args:
       name: a registered name (``mnist``, ``fashion-mnist``, ``binarized-mnist``, ``frey``, ``cifar10``,
-        ``digits``), or the path of a ``.npy``/``.npz`` file or of a folder of images (``.npz`` keys: ``train``,
-        optional ``valid``, ``test`` and ``{split}_labels``; a folder may hold ``train/``, ``valid/``, ``test/``).
+        ``digits``, ``words``, ``dsprites``, ``dsprites-small``), or the path of a ``.npy``/``.npz`` file or of
+        a folder of images (``.npz`` keys: ``train``, optional ``valid``, ``test`` and ``{split}_labels``; a
+        folder may hold ``train/``, ``valid/``, ``test/``).
       data_dir: folder holding the files (see :mod:`jaxvae.data.locate` for the search order without it); for user
-        data, a relative ``name`` is taken relative to it.
+        data, a relative ``name`` is taken relative to it; for a generated dataset, the folder its cache is read
+        from and written to (under ``data_dir/<folder>``).
       valid_size: validation examples to hold out of the training split, where the dataset defines no validation
         split (default: the dataset's, see the module doc; 0 gives an empty validation split).
       dynamic_binarization: return grey levels for training, to be re-binarized each epoch with
@@ -69,20 +76,26 @@ def load_dataset(
         raise DataError(f"scale must be one of {SCALES}, got {scale!r}.")
     if isinstance(name, str) and name in DATASETS:
         spec = get_spec(name)
-        source, paths = locate(spec, data_dir, download=download)
-        raw, max_value = source.parse(paths), spec.max_value
+        if spec.generate is not None:
+            raw, files = spec.generate(*generated_folders(spec, data_dir))
+        else:
+            source, paths = locate(spec, data_dir, download=download)
+            raw, files = source.parse(paths), tuple(paths.values())
+        max_value = spec.max_value
+        factor_names, factor_sizes = spec.factor_names, spec.factor_sizes
         split_seed, default_valid, default_test = spec.split_seed, spec.valid_size, spec.test_size
         vocabulary = spec.vocabulary
         info = {"source": spec.homepage, "license": spec.license, "citation": spec.citation,
-                "description": spec.description, "files": [str(p) for p in paths.values()]}
+                "description": spec.description, "files": [str(p) for p in files]}
     else:
         path = _user_path(name, data_dir)
         raw, support, max_value = _read_user_data(path)
         split_seed, default_valid, default_test = seed, None, None
         info = {"source": str(path), "license": "unknown (user data)", "citation": "", "files": [str(path)]}
-        vocabulary = None
+        vocabulary = factor_names = factor_sizes = None
         name = str(path)
-    splits, labels, notes = _make_splits(raw, split_seed, valid_size, default_valid, default_test)
+    splits, labels, factors, notes = _make_splits(raw, split_seed, valid_size, default_valid, default_test)
+    del raw  # the unsplit arrays (dsprites: 3 GB) are no longer needed
     if max_value is not None:
         support = "binary" if max_value == 1 else "unit_interval"
     if vocabulary is not None:  # token ids: kept as integers, never scaled or binarized
@@ -111,11 +124,13 @@ def load_dataset(
     event_shape = tuple(int(d) for d in arrays["train"].shape[1:])
     return Dataset(arrays["train"], arrays["valid"], arrays["test"], name=str(name), event_shape=event_shape,
                    support=support, labels=labels, dynamic_binarization=dynamic_binarization, info=info,
-                   vocabulary=vocabulary)
+                   vocabulary=vocabulary, factors=factors, factor_names=factor_names if factors else None,
+                   factor_sizes=factor_sizes if factors else None)
 
 
 def _make_splits(raw: RawData, seed: int, valid_size, default_valid, default_test):
     splits, labels = dict(raw.splits), dict(raw.labels) if raw.labels is not None else None
+    factors = dict(raw.factors) if raw.factors is not None else None
     if valid_size is not None and "valid" in splits:
         raise DataError(f"The data has its own validation split; leave valid_size unset (got {valid_size}).")
     if len(splits) == 1:
@@ -134,11 +149,15 @@ def _make_splits(raw: RawData, seed: int, valid_size, default_valid, default_tes
         splits["train"], splits[split], y_rest, y_held = split_off(splits["train"], y, size, seed, what)
         if labels is not None and y is not None:
             labels["train"], labels[split] = y_rest, y_held
+        if factors is not None and "train" in factors:  # the same permutation: split_off depends on (seed, n)
+            factors["train"], factors[split], _, _ = split_off(factors["train"], None, size, seed, what)
         notes.append(f"{split}: last {size:,} of np.random.default_rng({seed}).permutation({pool:,}) of the "
                      f"training examples, train keeps the other {pool - size:,}")
     if labels is not None and set(labels) != set(SPLITS):
         labels = None  # labels only where every split has them
-    return splits, labels, notes
+    if factors is not None and set(factors) != set(SPLITS):
+        factors = None
+    return splits, labels, factors, notes
 
 
 def _to_float32(x: np.ndarray, max_value: int | None) -> np.ndarray:

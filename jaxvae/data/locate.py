@@ -11,6 +11,10 @@ Look-up order (the first folder holding a complete set of a source's files wins;
 
 ``<folder>`` is one of the dataset's folder names (``mnist``, ``fashion-mnist``, ``binarized_mnist``,
 ``frey_faces``, ``cifar10``). A file found but failing its checksum raises ChecksumError: it is never skipped.
+
+Generated datasets (``dsprites``, ``dsprites-small``) have no files to find: their cache is read from the first
+folder of :func:`generated_folders` that holds a valid one, and written to ``data_dir/<folder>`` when
+``data_dir`` is given, else to the user cache. A cache whose checksum does not match is regenerated, never used.
 """
 
 from __future__ import annotations
@@ -80,8 +84,26 @@ def _urls(spec: DatasetSpec) -> str:
     return ", ".join(urls) if urls else "(no public URL; see the dataset's homepage)"
 
 
+def generated_folders(spec: DatasetSpec,
+                      data_dir: str | os.PathLike | None = None) -> tuple[tuple[Path, ...], Path]:
+    """Where a generated dataset's cache is looked for, and the folder a new cache goes to: ``(search, folder)``.
+
+    With ``data_dir``: ``data_dir`` is searched and ``data_dir/<folder>`` is written. Without it:
+    ``$JAXVAE_DATA_DIR`` and ``$JAXVAE_DATA_DIR/<folder>`` are searched, and the cache (:func:`cache_dir`) is both
+    searched and written.
+    """
+    if data_dir is not None:
+        base = Path(data_dir).expanduser()
+        return (base,), base / spec.folders[0]
+    env = os.environ.get("JAXVAE_DATA_DIR")
+    return (tuple(_with_folders(Path(env).expanduser(), spec)) if env else ()), cache_dir(spec)
+
+
 def locate(spec: DatasetSpec, data_dir: str | os.PathLike | None = None, *, download: bool = True) -> Found:
     """Find (or download) and verify the files of ``spec``: returns the source used and ``{file name: path}``."""
+    if spec.generate is not None:
+        raise DataError(f"{spec.name} is generated, not read from files; load it with "
+                        f"load_dataset({spec.name!r}), which caches it in {generated_folders(spec, data_dir)[1]}.")
     if not any(s.files for s in spec.sources):
         return spec.sources[0], {}
     hint = f" {spec.install_hint}" if spec.install_hint else ""

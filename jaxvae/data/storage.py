@@ -1,4 +1,4 @@
-"""Files on disk: published checksums, verification, atomic downloads, gzip reading and tar member checks.
+"""Files on disk: published checksums, verification, atomic downloads and writes, gzip reading, tar member checks.
 
 Every file a loader reads is verified against the checksums published for it. A file is accepted when
 
@@ -22,7 +22,7 @@ import tarfile
 import tempfile
 import urllib.request
 import zlib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO
@@ -155,6 +155,26 @@ def _fsync_dir(directory: Path) -> None:
         pass
     finally:
         os.close(fd)
+
+
+def write_atomically(dest: Path, write: Callable[[BinaryIO], object]) -> Path:
+    """Write ``dest`` atomically: ``write(f)`` fills a temporary file in the same folder, which is fsynced and
+    renamed to ``dest`` only once complete, so readers see the old file or the new one, never a part of one. On
+    any failure the temporary file is deleted and the error propagates."""
+    dest = Path(dest)
+    fd, tmp_name = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
+    tmp = Path(tmp_name)
+    try:
+        with os.fdopen(fd, "wb") as out:
+            write(out)
+            out.flush()
+            os.fsync(out.fileno())
+        os.chmod(tmp, 0o644)  # mkstemp creates 0600 files; a cache is usually readable by others
+        os.replace(tmp, dest)
+        _fsync_dir(dest.parent)
+        return dest
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def open_url(url: str) -> BinaryIO:
