@@ -397,9 +397,14 @@ def dci_disentanglement(importance: ArrayLike) -> float:
     r = _importance_matrix(importance)
     if r.shape[1] < 2:
         raise DataError(f"DCI disentanglement uses an entropy in base K and needs K >= 2 factors, got {r.shape}.")
-    per_code = 1.0 - _entropy(r + 1e-11, axis=1, base=r.shape[1])  # [D]
+    return _weighted_specificity(r)
+
+
+def _weighted_specificity(r: np.ndarray) -> float:
+    """``sum_j rho_j (1 - H_K(P_j.))`` over the rows of ``r [D, K]`` (disentanglement; completeness on ``r.T``)."""
+    per_row = 1.0 - _entropy(r + 1e-11, axis=1, base=r.shape[1])
     weights = np.ones_like(r) if r.sum() == 0.0 else r
-    return float(np.sum(per_code * weights.sum(axis=1) / weights.sum()))
+    return float(np.sum(per_row * weights.sum(axis=1) / weights.sum()))
 
 
 def dci_completeness(importance: ArrayLike) -> float:
@@ -413,9 +418,7 @@ def dci_completeness(importance: ArrayLike) -> float:
     r = _importance_matrix(importance)
     if r.shape[0] < 2:
         raise DataError(f"DCI completeness uses an entropy in base D and needs D >= 2 codes, got {r.shape}.")
-    per_factor = 1.0 - _entropy(r + 1e-11, axis=0, base=r.shape[0])  # [K]
-    weights = np.ones_like(r) if r.sum() == 0.0 else r
-    return float(np.sum(per_factor * weights.sum(axis=0) / weights.sum()))
+    return _weighted_specificity(r.T)
 
 
 def dci(train_codes: ArrayLike, train_factors: ArrayLike, test_codes: ArrayLike, test_factors: ArrayLike, *,
