@@ -15,6 +15,7 @@ benchmarks:
   stabilizers        top-down hierarchy with every stabilizer vs one removed (KL balancing, skipping, ...)
   init_compare       model.init=flax vs torch vs pythae's VAE in the Flax example's setting (test -ELBO)
   collapse           posterior collapse with a PixelCNN (or, --task text, GRU) decoder: plain VAE vs remedies
+  disentanglement    MIG / FactorVAE / DCI of VAE, beta-VAE, capacity, beta-TCVAE, PI control on dSprites-style
   gradient_snr       encoder/decoder gradient SNR vs k under IWAE, DReG and PIWAE (Rainforth et al. Fig. 1)
   sharding           train-step time on a 1-device vs an N-device mesh (simulated CPU devices or real ones)
   reproduce          train + evaluate (k=5000) published VAE set-ups and compare with the papers' numbers
@@ -30,7 +31,8 @@ def main() -> None:
     import importlib
 
     if name in ("throughput", "sweep_efficiency", "strategies", "monitor_cost", "sample_quality", "iwae_speed",
-                "sharding", "hierarchy_throughput", "stabilizers", "init_compare", "gradient_snr", "collapse"):
+                "sharding", "hierarchy_throughput", "stabilizers", "init_compare", "gradient_snr", "collapse",
+                "disentanglement"):
         importlib.import_module(f"benchmarks.{name}").main(rest)
     elif name == "reproduce":
         importlib.import_module("benchmarks.reproduce.harness").main(rest)

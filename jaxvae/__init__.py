@@ -14,6 +14,7 @@ from jaxvae import (
     data,
     diagnostics,
     discrepancy,
+    disentanglement,
     distributions,
     early_stopping,
     errors,
@@ -63,7 +64,7 @@ from jaxvae.distributions import (
 from jaxvae.early_stopping import EarlyStopping
 from jaxvae.errors import CheckpointError, ChecksumError, ConfigError, DataError, JaxvaeError
 from jaxvae.estimators import ciwae, elbo_stl, iwae_dreg, miwae, piwae
-from jaxvae.evaluate import iwae_log_likelihood
+from jaxvae.evaluate import disentanglement_metrics, iwae_log_likelihood
 from jaxvae.kl import kl_diagonal_gaussians_per_dim, kl_monte_carlo, kl_standard_normal_per_dim
 from jaxvae.likelihoods import (
     Bernoulli,

@@ -146,19 +146,32 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_evaluate(args: argparse.Namespace) -> int:
+# `jaxvae evaluate --metrics`: the likelihood group (ELBO and IWAE NLL), every disentanglement metric, or single
+# disentanglement metrics by their jaxvae.disentanglement.METRICS names.
+EVAL_GROUPS = ("likelihood", "disentanglement")
+
+
+def _eval_metrics(spec: str) -> tuple[bool, list[str]]:
+    """``--metrics`` -> (likelihood?, the disentanglement metrics to compute)."""
+    from jaxvae.disentanglement import METRICS
+
+    names = [n.strip() for n in spec.split(",") if n.strip()]
+    unknown = [n for n in names if n not in (*EVAL_GROUPS, *METRICS)]
+    if unknown or not names:
+        raise JaxvaeError(f"--metrics {spec!r}: unknown {', '.join(map(repr, unknown)) or 'empty list'}. Use a "
+                          f"comma-separated list of {', '.join(EVAL_GROUPS)} (all of {', '.join(METRICS)}) or "
+                          f"single disentanglement metrics, e.g. --metrics likelihood,disentanglement.")
+    chosen = list(METRICS) if "disentanglement" in names else [m for m in METRICS if m in names]
+    return "likelihood" in names, chosen
+
+
+def _likelihood_results(args: argparse.Namespace, ctx, params, data, key) -> dict:
     import jax
     import numpy as np
 
-    from jaxvae import evaluate, runs, sharding
-    from jaxvae.data import random_subset
+    from jaxvae import evaluate, sharding
     from jaxvae.likelihoods import bits_per_dim
-    from jaxvae.writers import atomic_write_json
 
-    ctx, params = runs.restore_run(args.workdir, step=args.step)
-    data = ctx.dataset.split(args.split)
-    data = data[random_subset(data.shape[0], args.max_examples or None, args.seed)]
-    key = jax.random.key(args.seed)
     host_params = sharding.host_local(params)  # multi-process: each process evaluates its own copy
     terms = evaluate.evaluate_elbo(ctx.model, host_params, data, key, batch_size=args.batch_size)
     mesh = ctx.mesh if ctx.mesh is not None and ctx.mesh.devices.size > 1 else None
@@ -174,19 +187,65 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         num_dims = text.mean_length(data)
     else:
         num_dims = int(np.prod(ctx.dataset.event_shape))
-    result = {"split": args.split, "step": int(ctx.state.step), "num_examples": int(data.shape[0]),
-              "elbo": terms["elbo"], "recon": terms["recon"], "kl": terms["kl"],
-              "nll_iwae": -est.mean, "nll_iwae_stderr": est.standard_error, "nll_num_samples": est.num_samples,
-              "bits_per_dim": bits_per_dim(-est.mean, num_dims)}
+    return {"num_examples": int(data.shape[0]), "elbo": terms["elbo"], "recon": terms["recon"], "kl": terms["kl"],
+            "nll_iwae": -est.mean, "nll_iwae_stderr": est.standard_error, "nll_num_samples": est.num_samples,
+            "bits_per_dim": bits_per_dim(-est.mean, num_dims)}
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    import jax
+
+    from jaxvae import evaluate, runs
+    from jaxvae.data import random_subset
+    from jaxvae.writers import atomic_write_json
+
+    likelihood, chosen = _eval_metrics(args.metrics)
+    if args.disentanglement_points < 2:
+        raise JaxvaeError(f"--disentanglement-points must be at least 2; got {args.disentanglement_points}.")
+    ctx, params = runs.restore_run(args.workdir, step=args.step)
+    if chosen and ctx.dataset.factors is None:
+        raise JaxvaeError(f"--metrics {args.metrics}: disentanglement metrics need a dataset with ground-truth "
+                          f"factors, and {ctx.dataset.name} has none. Train on dsprites or dsprites-small (e.g. "
+                          "`jaxvae train --preset dsprites-small`), or evaluate with --metrics likelihood.")
+    key = jax.random.key(args.seed)
+    step = int(ctx.state.step)
+    path = Path(args.workdir) / "eval.json"
+    result = {"split": args.split, "step": step}
+    if path.exists():  # keep the other group's results of the same step and split
+        try:
+            old = json.loads(path.read_text())
+        except (OSError, ValueError):
+            old = {}
+        if old.get("step") == step and old.get("split") == args.split:
+            result = {**old, **result}
+    if likelihood:
+        data = ctx.dataset.split(args.split)
+        data = data[random_subset(data.shape[0], args.max_examples or None, args.seed)]
+        result.update(_likelihood_results(args, ctx, params, data, key))
+    if chosen:
+        points = args.disentanglement_points
+        result["disentanglement"] = evaluate.disentanglement_metrics(
+            ctx.model, params, ctx.dataset, jax.random.fold_in(key, 2), metrics=chosen, num_train=points,
+            num_test=max(points // 2, 1))
+        result["disentanglement_settings"] = {"metrics": chosen, "num_train": points,
+                                              "num_test": max(points // 2, 1), "seed": args.seed,
+                                              "representation": "posterior mean"}
     if jax.process_index() != 0:
         return 0  # process 0 writes and reports
-    atomic_write_json(Path(args.workdir) / "eval.json", result)
-    print(f"{args.split} split, {result['num_examples']:,} examples, step {result['step']:,}:")
-    print(f"  ELBO                     {result['elbo']:.3f} nats")
-    print(f"  NLL (IWAE, k={est.num_samples:<6}) {result['nll_iwae']:.3f} ± {est.standard_error:.3f} nats")
-    unit = "bits/token" if ctx.dataset.vocabulary else "bits/dim  "
-    print(f"  {unit}               {result['bits_per_dim']:.4f}")
-    print(f"Wrote {Path(args.workdir) / 'eval.json'}")
+    atomic_write_json(path, result)
+    if likelihood:
+        print(f"{args.split} split, {result['num_examples']:,} examples, step {step:,}:")
+        print(f"  ELBO                     {result['elbo']:.3f} nats")
+        print(f"  NLL (IWAE, k={result['nll_num_samples']:<6}) {result['nll_iwae']:.3f} ± "
+              f"{result['nll_iwae_stderr']:.3f} nats")
+        unit = "bits/token" if ctx.dataset.vocabulary else "bits/dim  "
+        print(f"  {unit}               {result['bits_per_dim']:.4f}")
+    if chosen:
+        print(f"disentanglement at step {step:,} ({ctx.dataset.name}, posterior means, "
+              f"{args.disentanglement_points:,} training points per metric):")
+        for name, value in result["disentanglement"].items():
+            print(f"  {name:27s}{value:.4f}")
+    print(f"Wrote {path}")
     return 0
 
 
@@ -342,6 +401,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=100,
                    help="examples per evaluation batch (default 100; lower it if memory runs out)")
     p.add_argument("--seed", type=int, default=0, help="seed of the importance samples and the subset (default 0)")
+    p.add_argument("--metrics", default="likelihood", metavar="NAMES",
+                   help="comma-separated: likelihood (ELBO and IWAE NLL; the default), disentanglement (MIG, "
+                        "SAP, DCI, modularity/explicitness, BetaVAE and FactorVAE scores, for datasets with "
+                        "ground-truth factors such as dsprites), or single ones: mig, sap, dci, "
+                        "modularity_explicitness, beta_vae, factor_vae")
+    p.add_argument("--disentanglement-points", type=int, default=10000, metavar="N",
+                   help="training points of each disentanglement metric; test points: N/2 (default 10000, "
+                        "disentanglement_lib's study setting)")
     _add_step_arg(p)
     _add_distributed_args(p)
     p.set_defaults(func=cmd_evaluate)

@@ -7,6 +7,7 @@ Host-side orchestration only: the numbers come from :func:`jaxvae.diagnostics.la
 from __future__ import annotations
 
 import html
+import json
 import math
 import time
 from collections.abc import Callable
@@ -94,6 +95,43 @@ def _dims(dims: list[int], limit: int = 40) -> str:
     return head + (f", ... ({len(dims) - limit} more)" if len(dims) > limit else "")
 
 
+# The disentanglement scores of eval.json as the report shows them, with what each measures.
+_DISENTANGLEMENT_ROWS = (
+    ("mig", "MIG", "mutual information gap: per factor, the gap between the two codes most informative about it "
+                   "(normalised by the factor's entropy; Chen et al. 2018)"),
+    ("factor_vae_score", "FactorVAE score", "accuracy of a majority-vote classifier that names the fixed factor "
+                                            "from the least-varying code (Kim & Mnih 2018)"),
+    ("beta_vae_score", "BetaVAE score", "accuracy of a linear classifier that names the fixed factor from mean "
+                                        "code differences (Higgins et al. 2017)"),
+    ("dci_disentanglement", "DCI disentanglement", "how few factors each code predicts, from gradient-boosted "
+                                                   "trees' importances (Eastwood & Williams 2018)"),
+    ("dci_completeness", "DCI completeness", "how few codes each factor is predicted from"),
+    ("dci_informativeness_test", "DCI informativeness", "test accuracy of those trees, averaged over factors"),
+    ("sap", "SAP", "per factor, the gap between the two codes that predict it best alone (Kumar et al. 2018)"),
+    ("modularity", "modularity", "how much each code depends on one factor only (Ridgeway & Mozer 2018)"),
+    ("explicitness_test", "explicitness", "ROC-AUC of a linear classifier from all codes, averaged over factors"),
+)
+
+
+def _disentanglement_section(workdir: Path, step: int) -> tuple[str, str] | None:
+    """A table of the disentanglement scores ``jaxvae evaluate --metrics disentanglement`` wrote to eval.json for
+    this step, or None when there are none."""
+    try:
+        saved = json.loads((workdir / "eval.json").read_text())
+    except (OSError, ValueError):
+        return None
+    scores = saved.get("disentanglement")
+    if not scores or saved.get("step") != step:
+        return None
+    settings = saved.get("disentanglement_settings", {})
+    points = f"{settings['num_train']:,} training and {settings['num_test']:,} test" if settings else "its"
+    rows = [(name, f"{scores[key]:.3f}: {meaning}") for key, name, meaning in _DISENTANGLEMENT_ROWS
+            if key in scores]
+    caption = ("<p>From eval.json (<code>jaxvae evaluate --metrics disentanglement</code>): scores in [0, 1], "
+               f"higher is more disentangled, on the posterior means with {points} points per metric.</p>")
+    return "Disentanglement (ground-truth factors)", caption + report.html_table(rows)
+
+
 def _write_report(ctx, params, result, workdir, decode, z_prior, z_cold, z_gmm, q_train, fit_idx, key):
     model, ds = ctx.model, ctx.dataset
     inactive = set(result["inactive_dims"])
@@ -116,6 +154,9 @@ def _write_report(ctx, params, result, workdir, decode, z_prior, z_cold, z_gmm, 
                                                   for k, v in result["sampler_hole_fraction"].items())),
     ]
     sections = [("Summary", report.html_table(rows))]
+    dis = _disentanglement_section(workdir, int(ctx.state.step))
+    if dis:
+        sections.append(dis)
     if result.get("kl_per_group") and result.get("active_units_per_group") and len(result["kl_per_group"]) > 1:
         sizes = dict(ctx.model.groups)
         layer_rows = [(g, f"KL {kl:.3f} nats; {result['active_units_per_group'][g]} of {sizes[g]} units active")

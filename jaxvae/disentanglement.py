@@ -64,6 +64,7 @@ generators and scikit-learn seeds are derived from them), so every metric is det
 from __future__ import annotations
 
 import abc
+import math
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
@@ -80,6 +81,7 @@ __all__ = [
     "METRICS",
     "BetaVAEScore",
     "DCIScores",
+    "DatasetFactors",
     "FactorData",
     "FactorVAEScore",
     "GroundTruthData",
@@ -559,6 +561,67 @@ class FactorData(GroundTruthData):
 
     def observations(self, factors: np.ndarray, key: Array) -> ArrayLike:
         return self._observe(factors, key)
+
+
+class DatasetFactors(GroundTruthData):
+    """The :class:`GroundTruthData` of a dataset that holds one example for every combination of its factors.
+
+    ``observations [N, ...]`` and ``factors [N, K]`` (integer classes ``0..S_k - 1``) are all the examples of a
+    dataset generated on a full factor grid, in any order (e.g. the train, valid and test splits of
+    ``dsprites`` concatenated: :meth:`from_dataset`). Factors that take a single value (dSprites' color) are
+    dropped, as disentanglement_lib's ``dsprites_full`` does: they carry no information and make MIG's
+    normalising entropy zero. :meth:`observations` looks examples up by their factor combination; a combination
+    that occurs several times gives its first example.
+    """
+
+    def __init__(self, observations: np.ndarray, factors: ArrayLike, factor_sizes: Sequence[int], *,
+                 factor_names: Sequence[str] | None = None):
+        factors = np.asarray(factors)
+        sizes = tuple(int(s) for s in factor_sizes)
+        if factors.ndim != 2 or factors.shape[1] != len(sizes) or factors.shape[0] != len(observations):
+            raise DataError(f"factors must be [N, K] with N = {len(observations)} observations and K = "
+                            f"{len(sizes)} factor sizes, got shape {factors.shape}.")
+        if not np.issubdtype(factors.dtype, np.integer) or (factors.size and (
+                np.any(factors.min(axis=0) < 0) or np.any(factors.max(axis=0) >= np.asarray(sizes)))):
+            raise DataError(f"factors must hold integer classes 0..size-1 for the sizes {sizes}.")
+        names = tuple(factor_names) if factor_names is not None else tuple(f"factor{k}" for k in range(len(sizes)))
+        keep = [k for k, s in enumerate(sizes) if s > 1]
+        if not keep:
+            raise DataError(f"every factor takes a single value (sizes {sizes}); there is nothing to disentangle.")
+        self._factor_sizes = tuple(sizes[k] for k in keep)
+        self.factor_names = tuple(names[k] for k in keep)
+        flat = np.ravel_multi_index(tuple(factors[:, k] for k in keep), self._factor_sizes)  # [N]
+        table = np.full(math.prod(self._factor_sizes), -1, np.int64)
+        table[flat[::-1]] = np.arange(len(flat))[::-1]  # the first example of each combination wins
+        missing = int(np.sum(table < 0))
+        if missing:
+            raise DataError(f"{missing:,} of the {table.size:,} combinations of the factors {self.factor_names} "
+                            f"(sizes {self._factor_sizes}) have no example; the BetaVAE and FactorVAE scores draw "
+                            "observations for any combination, so they need a dataset generated on the full grid "
+                            "(e.g. dsprites). The code-based metrics (MIG, SAP, DCI, modularity) can run on "
+                            "(codes, factors) pairs directly.")
+        self._observations = observations
+        self._table = table
+
+    @classmethod
+    def from_dataset(cls, dataset: Any) -> DatasetFactors:
+        """All splits of a :class:`jaxvae.data.Dataset` with ground-truth factors, as one grid."""
+        if dataset.factors is None:
+            raise DataError(f"{dataset.name} has no ground-truth factors; disentanglement metrics need a dataset "
+                            "generated from known factors, such as dsprites or dsprites-small.")
+        splits = [s for s in ("train", "valid", "test") if len(dataset.split(s))]
+        return cls(np.concatenate([dataset.split(s) for s in splits]),
+                   np.concatenate([dataset.factors[s] for s in splits]), dataset.factor_sizes,
+                   factor_names=dataset.factor_names)
+
+    @property
+    def factor_sizes(self) -> tuple[int, ...]:
+        return self._factor_sizes
+
+    def observations(self, factors: np.ndarray, key: Array | None = None) -> np.ndarray:
+        factors = np.asarray(factors)
+        index = self._table[np.ravel_multi_index(tuple(factors.T), self._factor_sizes)]
+        return np.asarray(self._observations[index])
 
 
 def _represent(representation_fn: RepresentationFn, data: GroundTruthData, factors: np.ndarray, key: Array,

@@ -208,3 +208,24 @@ def evaluate_elbo(model: PureModel, params: Params, data: np.ndarray, key: Array
                   batch_size: int = 100) -> dict[str, Any]:
     """One-off :func:`make_elbo_evaluator` call (compiles each time; build the evaluator once in loops)."""
     return make_elbo_evaluator(model, batch_size=batch_size)(params, data, key)
+
+
+def posterior_mean_fn(model: PureModel, params: Params) -> Callable[[Any], np.ndarray]:
+    """``x [B, ...] -> codes [B, D]``: the flat posterior mean of every latent group (one jitted program).
+
+    This is the representation disentanglement_lib scores (``representation_function`` = the encoder's mean).
+    Groups conditioned on a sample of lower groups use the fixed key 0, so the codes are deterministic.
+    """
+    encode = jax.jit(lambda p, x: model.encode(p, x, jax.random.key(0)).loc)
+    return lambda x: np.asarray(encode(params, jnp.asarray(x, jnp.float32)))
+
+
+def disentanglement_metrics(model: PureModel, params: Params, dataset: Any, key: Array,
+                            **kwargs: Any) -> dict[str, float]:
+    """disentanglement_lib's metrics (:func:`jaxvae.disentanglement.compute_all`) of a trained model's posterior
+    means on a dataset with ground-truth factors (all its splits together form the factor grid: ``dsprites``,
+    ``dsprites-small``); ``kwargs`` go to ``compute_all`` (``metrics``, ``num_train``, ``num_test``, ...)."""
+    from jaxvae import disentanglement
+
+    data = disentanglement.DatasetFactors.from_dataset(dataset)
+    return disentanglement.compute_all(posterior_mean_fn(model, params), data, key, **kwargs)
