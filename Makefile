@@ -32,7 +32,7 @@ train: $(VENV)/.installed-base
 # two pytest-xdist workers.
 # pytest's exit code 5 ("no tests collected") means a broken suite, never a pass.
 test: $(VENV)/.installed-dev
-	@$(PY) -m pytest -n 2 --dist loadgroup $(PYTEST_ARGS); rc=$$?; \
+	@$(PY) -m pytest -n 2 --dist loadgroup --durations=15 $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests; treating as a failure." >&2; fi; \
 	exit $$rc
 
