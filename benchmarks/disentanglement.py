@@ -44,8 +44,8 @@ def models(steps: int) -> list[tuple[str, list[str], dict[str, str]]]:
          {"": "capacity beta-VAE (C -> 25 nats, gamma 1000)"}),
         ("beta_tcvae", ["--set", "objective.name=beta_tcvae", "objective.beta=6"],
          {"": "beta-TCVAE (beta=6)"}),
-        ("pi", ["--set", "objective.controller=pi", "objective.pi.kl_target=12", "objective.beta_start=1",
-                "objective.beta=10"], {"": "PI control (KL=12, beta in [1, 10])"}),
+        ("pi", ["--set", "objective.controller=pi", "objective.pi.kl_target=8", "objective.beta_start=1",
+                "objective.beta=10"], {"": "PI control (KL=8, beta in [1, 10])"}),
     ]
 
 
