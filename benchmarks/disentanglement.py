@@ -84,7 +84,7 @@ def _plot_traversals(grids, path: Path, span: float) -> None:
     import matplotlib.pyplot as plt
     import numpy as np
 
-    fig, axes = plt.subplots(1, len(grids), figsize=(3.3 * len(grids), 4.6), constrained_layout=True)
+    fig, axes = plt.subplots(1, len(grids), figsize=(3.6 * len(grids), 4.0), constrained_layout=True)
     for ax, (images, rows, title) in zip(np.atleast_1d(axes), grids):
         d, n, h, w = images.shape
         canvas = np.ones((d * (h + 1) - 1, n * (w + 1) - 1))
@@ -97,7 +97,7 @@ def _plot_traversals(grids, path: Path, span: float) -> None:
         ax.set_title(title, fontsize=8)
     fig.suptitle("Latent traversals of one test image (seed 0; rows: dimension (KL nats), sorted by KL; "
                  "columns: prior std)", fontsize=9)
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=130)
     plt.close(fig)
 
 
