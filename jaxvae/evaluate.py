@@ -24,6 +24,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxvae import disentanglement
 from jaxvae.data import pad_to_multiple
 from jaxvae.model import Params, PureModel
 
@@ -225,7 +226,5 @@ def disentanglement_metrics(model: PureModel, params: Params, dataset: Any, key:
     """disentanglement_lib's metrics (:func:`jaxvae.disentanglement.compute_all`) of a trained model's posterior
     means on a dataset with ground-truth factors (all its splits together form the factor grid: ``dsprites``,
     ``dsprites-small``); ``kwargs`` go to ``compute_all`` (``metrics``, ``num_train``, ``num_test``, ...)."""
-    from jaxvae import disentanglement
-
     data = disentanglement.DatasetFactors.from_dataset(dataset)
     return disentanglement.compute_all(posterior_mean_fn(model, params), data, key, **kwargs)
