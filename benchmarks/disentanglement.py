@@ -136,8 +136,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--points", type=int, default=5000,
                    help="training points of each metric (test/evaluation points: half); disentanglement_lib's "
                         "study uses 10000 (default 5000)")
-    p.add_argument("--workdir", help="keep the sweeps here (default: a temporary folder);"
-                   " finished parts are reused")
+    p.add_argument("--workdir",
+                   help="keep the sweeps here (default: a temporary folder); finished parts are reused")
     p.add_argument("--no-record", action="store_true")
     args = p.parse_args(argv)
     root = Path(args.workdir or tempfile.mkdtemp(prefix="jaxvae-disentanglement-"))
