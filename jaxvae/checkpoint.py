@@ -38,13 +38,16 @@ class Checkpointer:
     Args:
       directory: the ``checkpoints/`` folder of a run.
       max_to_keep: the K most recent checkpoints are kept.
+      read_only: open for restoring only: nothing is created, saved or deleted, and the temporary folders of a
+        save in progress (by a training run holding the run directory's lock) are left alone.
     """
 
-    def __init__(self, directory: str | os.PathLike, *, max_to_keep: int = 3):
+    def __init__(self, directory: str | os.PathLike, *, max_to_keep: int = 3, read_only: bool = False):
         self.directory = Path(directory).absolute()
         # cleanup_tmp_directories: a save interrupted by SIGKILL leaves a temporary folder; it is removed (the
-        # finished checkpoints are untouched) when the run is resumed.
-        options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True, cleanup_tmp_directories=True)
+        # finished checkpoints are untouched) when the run is resumed by the lock's holder.
+        options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=not read_only,
+                                               cleanup_tmp_directories=not read_only, read_only=read_only)
         self._manager = ocp.CheckpointManager(self.directory, options=options)
 
     def latest_step(self) -> int | None:
@@ -76,10 +79,23 @@ class Checkpointer:
                 type(e).__name__
             raise CheckpointError(
                 f"Could not restore the checkpoint at step {step} from {self.directory} ({reason}). It is "
-                "corrupt or was written by a different model/config. Nothing was changed: restore an intact run "
-                "directory, or start a new run in another --workdir."
+                f"damaged (corrupt or missing files) or was written by a different model/config. Nothing was "
+                f"changed. {self._other_steps_hint(step)}"
             ) from e
         return _from_saveable(saved, like)
+
+    def _other_steps_hint(self, step: int) -> str:
+        """How to go on from the checkpoints other than the damaged ``step``."""
+        others = sorted((s for s in self.all_steps() if s != step), reverse=True)
+        if not others:
+            return ("There is no other checkpoint: restore an intact copy of the run directory, or start a new "
+                    "run in another --workdir.")
+        newest = others[0]
+        damaged = self.directory / str(step)
+        aside = self.directory.parent / f"damaged-checkpoint-{step}"
+        return (f"The newest other checkpoint is step {newest}: to resume training from it, move the damaged one "
+                f"out of the checkpoints folder (`mv {damaged} {aside}`) and run the command again; to evaluate, "
+                f"sample or diagnose it, pass --step {newest}.")
 
     def _check_compatible(self, step: int, target: Any) -> None:
         """Compares the stored array shapes with ``target`` before restoring, for a clear error (and so that a

@@ -6,17 +6,23 @@ Bad input exits non-zero with a one-paragraph message (``--debug`` shows the tra
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import json
+import logging
+import os
 import sys
 import textwrap
+import threading
 import traceback
+from collections.abc import Iterator
 from pathlib import Path
 
 from jaxvae import config as config_lib
 from jaxvae.errors import JaxvaeError, TrainingPreempted
 
 EXIT_USAGE = 2
+EXIT_FAILED = 1  # an unexpected error, or an exception in a background thread or during clean-up
 EXIT_PREEMPTED = 75  # EX_TEMPFAIL: stopped cleanly by SIGTERM/SIGINT with a checkpoint; re-run to resume
 EXIT_INTERRUPTED = 130
 
@@ -85,8 +91,15 @@ def _preset_note(args: argparse.Namespace, cfg: config_lib.Config) -> str | None
             "starting point).")
 
 
+def _has_files(workdir: Path) -> bool:
+    """Whether ``workdir`` holds anything besides a run-directory lock (a run that is starting holds only that)."""
+    from jaxvae.rundir import LOCK_NAME
+
+    return workdir.is_dir() and any(p.name != LOCK_NAME for p in workdir.iterdir())
+
+
 def cmd_train(args: argparse.Namespace) -> int:
-    from jaxvae import runs
+    from jaxvae import rundir, runs
 
     if args.workdir:
         workdir = Path(args.workdir)
@@ -95,7 +108,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             cfg = config_lib.from_dict(json.loads(saved.read_text()))  # resume exactly what is there
         else:
             cfg = _config_from_args(args)
-        if workdir.exists() and any(workdir.iterdir()) and not saved.exists() and not args.force:
+        if _has_files(workdir) and not saved.exists() and not args.force:
             raise JaxvaeError(f"{workdir} exists and is not empty, but it is not a jaxvae run directory (no "
                               "config.json); refusing to write into it. Choose a new --workdir, or pass --force.")
     else:
@@ -119,14 +132,14 @@ def cmd_train(args: argparse.Namespace) -> int:
     try:
         runs.fit(cfg, workdir, force=args.force, progress=not args.no_progress)
     except JaxvaeError:
-        if created and workdir.is_dir() and not any(workdir.iterdir()):
-            workdir.rmdir()  # bad input found before anything was written: leave no empty run directory
+        if created and workdir.is_dir():
+            rundir.remove_if_only_lock(workdir)  # refused before anything was written: leave no run directory
         raise
     return 0
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
-    from jaxvae import sweep
+    from jaxvae import rundir, sweep
 
     cfg = _config_from_args(args)
     over = sweep.parse_over(args.over or [])
@@ -135,15 +148,34 @@ def cmd_sweep(args: argparse.Namespace) -> int:
                           "and/or --seeds N.")
     workdir = Path(args.workdir) if args.workdir else (
         Path("runs") / f"sweep-{cfg.preset}-{dt.datetime.now().strftime('%Y%m%d-%H%M%S')}")
-    if workdir.exists() and any(workdir.iterdir()) and not (workdir / "sweep_config.json").exists():
+    if _has_files(workdir) and not (workdir / "sweep_config.json").exists():
         raise JaxvaeError(f"{workdir} exists and is not empty, but it is not a jaxvae sweep directory; refusing "
                           "to write into it. Choose a new --workdir.")
     note = _preset_note(args, cfg)
     if note:
         print(note, flush=True)
     print(f"Sweep directory: {workdir}", flush=True)
-    sweep.run_sweep(cfg, over, workdir, seeds=args.seeds, progress=not args.no_progress)
+    created = not workdir.exists()
+    try:
+        sweep.run_sweep(cfg, over, workdir, seeds=args.seeds, progress=not args.no_progress)
+    except JaxvaeError:
+        if created and workdir.is_dir():
+            rundir.remove_if_only_lock(workdir)  # refused before anything was written: leave no directory
+        raise
     return 0
+
+
+@contextlib.contextmanager
+def _lock_if_inside(workdir: str, out: Path) -> Iterator[None]:
+    """The run directory's lock while ``out`` is written into it (an output elsewhere needs none, so reading a
+    run that is training stays possible). A folder that does not exist takes no lock: reading it fails with its
+    own message."""
+    from jaxvae import rundir
+
+    run = Path(workdir)
+    inside = run.is_dir() and out.absolute().resolve().is_relative_to(run.absolute().resolve())
+    with rundir.run_lock(run, create=False) if inside else contextlib.nullcontext():
+        yield
 
 
 # `jaxvae evaluate --metrics`: the likelihood group (ELBO and IWAE NLL), every disentanglement metric, or single
@@ -193,15 +225,21 @@ def _likelihood_results(args: argparse.Namespace, ctx, params, data, key) -> dic
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
+    likelihood, chosen = _eval_metrics(args.metrics)
+    if args.disentanglement_points < 2:
+        raise JaxvaeError(f"--disentanglement-points must be at least 2; got {args.disentanglement_points}.")
+    path = Path(args.out) if args.out else Path(args.workdir) / "eval.json"
+    with _lock_if_inside(args.workdir, path):
+        return _evaluate(args, path, likelihood, chosen)
+
+
+def _evaluate(args: argparse.Namespace, path: Path, likelihood: bool, chosen: list[str]) -> int:
     import jax
 
     from jaxvae import evaluate, runs
     from jaxvae.data import random_subset
-    from jaxvae.writers import atomic_write_json
+    from jaxvae.writers import atomic_write_json, read_json_object
 
-    likelihood, chosen = _eval_metrics(args.metrics)
-    if args.disentanglement_points < 2:
-        raise JaxvaeError(f"--disentanglement-points must be at least 2; got {args.disentanglement_points}.")
     ctx, params = runs.restore_run(args.workdir, step=args.step)
     if chosen and ctx.dataset.factors is None:
         raise JaxvaeError(f"--metrics {args.metrics}: disentanglement metrics need a dataset with ground-truth "
@@ -209,15 +247,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
                           "`jaxvae train --preset dsprites-small`), or evaluate with --metrics likelihood.")
     key = jax.random.key(args.seed)
     step = int(ctx.state.step)
-    path = Path(args.workdir) / "eval.json"
     result = {"split": args.split, "step": step}
-    if path.exists():  # keep the other group's results of the same step and split
-        try:
-            old = json.loads(path.read_text())
-        except (OSError, ValueError):
-            old = {}
-        if old.get("step") == step and old.get("split") == args.split:
-            result = {**old, **result}
+    old = read_json_object(path, "it will be replaced by this evaluation") if path.exists() else None
+    if old and old.get("step") == step and old.get("split") == args.split:
+        result = {**old, **result}  # keep the other group's results of the same step and split
     if likelihood:
         data = ctx.dataset.split(args.split)
         data = data[random_subset(data.shape[0], args.max_examples or None, args.seed)]
@@ -250,6 +283,13 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_sample(args: argparse.Namespace) -> int:
+    tag = f"{args.sampler}-t{args.temperature:g}" if args.sampler == "prior" else args.sampler
+    out = Path(args.out or Path(args.workdir) / f"samples-{tag}-seed{args.seed}.png")
+    with _lock_if_inside(args.workdir, out):
+        return _sample(args, out)
+
+
+def _sample(args: argparse.Namespace, out: Path) -> int:
     import jax
     import numpy as np
 
@@ -270,9 +310,9 @@ def cmd_sample(args: argparse.Namespace) -> int:
         fit = samplers.fit_gmm(jax.random.fold_in(key, 1), q.loc, min(args.components, len(idx)))
         z = samplers.gmm_sample(fit.gmm, jax.random.fold_in(key, 2), args.num)
     x = np.asarray(jax.jit(model.decode_mean)(params, z))
-    tag = f"{args.sampler}-t{args.temperature:g}" if args.sampler == "prior" else args.sampler
-    out = Path(args.out or Path(args.workdir) / f"samples-{tag}-seed{args.seed}.png")
-    np.save(out.with_suffix(".npy"), x, allow_pickle=False)
+    from jaxvae.writers import atomic_write_npy
+
+    atomic_write_npy(out.with_suffix(".npy"), x)
     if ctx.dataset.vocabulary:  # token data: the decoded texts
         from jaxvae.data import text
         from jaxvae.writers import atomic_write_text
@@ -295,7 +335,7 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
     from jaxvae import diagnose
 
     diagnose.run_diagnose(args.workdir, max_examples=args.max_examples, gmm_components=args.components,
-                          seed=args.seed, step=args.step)
+                          seed=args.seed, step=args.step, out_dir=args.out)
     return 0
 
 
@@ -393,7 +433,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_sweep)
 
     p = sub.add_parser("evaluate", help="IWAE log-likelihood and ELBO of a trained run; writes eval.json")
-    p.add_argument("--workdir", required=True, help="run directory of a `jaxvae train` run (eval.json goes there)")
+    p.add_argument("--workdir", required=True, help="run directory of a `jaxvae train` run")
     p.add_argument("--num-samples", type=int, default=5000, help="importance samples per example (default 5000)")
     p.add_argument("--split", default="test", choices=["train", "valid", "test"],
                    help="data split to evaluate (default test)")
@@ -409,6 +449,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--disentanglement-points", type=int, default=10000, metavar="N",
                    help="training points of each disentanglement metric; test points: N/2 (default 10000, "
                         "disentanglement_lib's study setting)")
+    p.add_argument("--out", metavar="FILE", help="where to write the results (default: <workdir>/eval.json; a "
+                   "path outside the run directory needs no lock, so a run can be evaluated while it trains)")
     _add_step_arg(p)
     _add_distributed_args(p)
     p.set_defaults(func=cmd_evaluate)
@@ -431,6 +473,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-examples", type=int, default=2000, help="examples per split used for the statistics")
     p.add_argument("--components", type=int, default=10, help="components of the ex-post mixture")
     p.add_argument("--seed", type=int, default=0, help="seed of the subsets and samples (default 0)")
+    p.add_argument("--out", metavar="DIR", help="folder for diagnostics.json and report.html (default: the run "
+                   "directory; a folder outside it needs no lock, so a run can be diagnosed while it trains)")
     _add_step_arg(p)
     p.set_defaults(func=cmd_diagnose)
 
@@ -445,9 +489,63 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+def _is_secondary(exc: BaseException | None) -> bool:
+    """'Event loop is closed': Orbax's background callbacks that finish after a failed save or restore closed
+    its event loop; they follow the error the command reports and say nothing new."""
+    return isinstance(exc, RuntimeError) and "Event loop is closed" in str(exc)
+
+
+@contextlib.contextmanager
+def _one_line_reports(command: str, debug: bool) -> Iterator[list[str]]:
+    """While a command runs: exceptions in background threads (Orbax's checkpoint writers, TensorStore) and
+    exceptions ignored during clean-up are collected as one line each instead of printing tracebacks (``--debug``
+    prints those too), jaxvae's :class:`~jaxvae.errors.RunFileWarning` prints as one line, and absl's warnings
+    (Orbax logs through absl) are silenced."""
+    import warnings
+
+    from jaxvae.errors import RunFileWarning
+
+    errors: list[str] = []
+    previous = threading.excepthook, sys.unraisablehook, warnings.showwarning
+    absl = logging.getLogger("absl")
+    absl_level = absl.level
+
+    def on_thread(args):
+        if debug:
+            previous[0](args)
+        if _is_secondary(args.exc_value):
+            return
+        where = f" in thread {args.thread.name}" if args.thread is not None else ""
+        errors.append(f"{args.exc_type.__name__}{where}: {str(args.exc_value).strip().splitlines()[0][:300]}"
+                      if str(args.exc_value).strip() else f"{args.exc_type.__name__}{where}")
+
+    def on_unraisable(args):
+        if debug:
+            previous[1](args)
+        if _is_secondary(args.exc_value):
+            return
+        errors.append(f"{type(args.exc_value).__name__} ignored during clean-up"
+                      f"{f' ({args.err_msg})' if args.err_msg else ''}: {str(args.exc_value)[:300]}")
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        if issubclass(category, RunFileWarning):
+            print(f"jaxvae {command}: warning: {message}", file=sys.stderr, flush=True)
+        else:
+            previous[2](message, category, filename, lineno, file, line)
+
+    threading.excepthook, sys.unraisablehook, warnings.showwarning = on_thread, on_unraisable, show
+    if not debug:  # Orbax logs the failures it then raises (with tracebacks); the raised error is reported
+        absl.setLevel(logging.CRITICAL)
+    try:
+        yield errors
+    finally:
+        threading.excepthook, sys.unraisablehook, warnings.showwarning = previous
+        absl.setLevel(absl_level)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from jaxvae import rundir
+
     try:
         _start_distributed(args)
         return args.func(args)
@@ -462,6 +560,30 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"jaxvae {args.command}: interrupted.", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except Exception as e:  # a full disk while writing outputs (train and sweep raise DiskFullError themselves)
+        if not rundir.is_disk_full(e):
+            raise
+        if args.debug:
+            traceback.print_exc()
+        out = getattr(args, "out", None)
+        where = Path(out).absolute().parent if out and not Path(out).is_dir() else Path(out or args.workdir or ".")
+        print(f"jaxvae {args.command}: error: {rundir.disk_full_error(where, e, trains=False)}", file=sys.stderr)
+        return EXIT_USAGE
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Runs one ``jaxvae`` command; returns its exit code (0 only when the command and every background task
+    and clean-up succeeded)."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    with _one_line_reports(args.command, args.debug) as errors:
+        code = _run(args)
+    if errors and code in (0, EXIT_PREEMPTED):  # after an error exit its own message says what went wrong
+        more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+        print(f"jaxvae {args.command}: error: an exception in a background task or during clean-up: "
+              f"{errors[0]}{more}. Run with --debug for the tracebacks.", file=sys.stderr)
+        code = code or EXIT_FAILED
+    return code
 
 
 def console_main() -> None:
@@ -469,15 +591,24 @@ def console_main() -> None:
 
     After an error exit the process ends with ``os._exit``: a failed Orbax/TensorStore restore can leave
     background I/O callbacks that would otherwise print tracebacks during interpreter teardown, burying the one
-    paragraph the user needs. Everything jaxvae wrote is already flushed and closed at that point.
+    paragraph the user needs. Everything jaxvae wrote is already flushed and closed at that point. After a
+    successful command, an exception during interpreter teardown (a background thread, an ``atexit`` handler)
+    still ends the process with a one-line error and exit code 1, never a traceback with exit 0.
     """
-    import os
-
     code = main()
     if code:
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(code)
+
+    def at_teardown(message: str) -> None:
+        sys.stdout.flush()
+        print(f"jaxvae: error during clean-up after the command finished: {message}", file=sys.stderr,
+              flush=True)
+        os._exit(EXIT_FAILED)
+
+    threading.excepthook = lambda a: at_teardown(f"{a.exc_type.__name__}: {a.exc_value}")
+    sys.unraisablehook = lambda a: at_teardown(f"{type(a.exc_value).__name__}: {a.exc_value}")
     sys.exit(code)
 
 

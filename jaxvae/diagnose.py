@@ -6,8 +6,8 @@ Host-side orchestration only: the numbers come from :func:`jaxvae.diagnostics.la
 
 from __future__ import annotations
 
+import contextlib
 import html
-import json
 import math
 import time
 from collections.abc import Callable
@@ -20,7 +20,7 @@ import numpy as np
 from jaxvae import diagnostics, report, runs, samplers
 from jaxvae.data import random_subset, text
 from jaxvae.posteriors import DiagonalGaussian
-from jaxvae.writers import atomic_write_json
+from jaxvae.writers import atomic_write_json, read_json_object
 
 
 def _images(ctx: runs.RunContext, x: np.ndarray) -> np.ndarray | None:
@@ -42,10 +42,31 @@ def _show(ctx: runs.RunContext, x: np.ndarray, caption: str = "", ncols: int = 8
 
 def run_diagnose(workdir: str | Path, *, max_examples: int = 2000, gmm_components: int = 10,
                  gmm_covariance: str = "full", num_samples: int = 64, top_k: int = 16, seed: int = 0,
-                 step: int | str | None = None, log: Callable[[str], None] = print) -> dict[str, Any]:
+                 step: int | str | None = None, out_dir: str | Path | None = None,
+                 log: Callable[[str], None] = print) -> dict[str, Any]:
     """Computes the latent report of the run in ``workdir`` and writes diagnostics.json and report.html.
-    ``step``: the checkpoint (see :func:`jaxvae.runs.restore_run`; default: the model the run reports)."""
+
+    Args:
+      step: the checkpoint (see :func:`jaxvae.runs.restore_run`; default: the model the run reports).
+      out_dir: where the two files go (default: ``workdir``). Writing into the run directory holds its lock
+        (:func:`jaxvae.rundir.run_lock`); a folder outside it does not, so a run can be diagnosed while it trains.
+    """
+    from jaxvae import rundir
+
     workdir = Path(workdir)
+    out = Path(out_dir) if out_dir is not None else workdir
+    inside = workdir.is_dir() and out.absolute().resolve().is_relative_to(workdir.absolute().resolve())
+    with rundir.run_lock(workdir, create=False) if inside else contextlib.nullcontext():
+        if not inside:
+            out.mkdir(parents=True, exist_ok=True)
+        return _diagnose(workdir, out, max_examples=max_examples, gmm_components=gmm_components,
+                         gmm_covariance=gmm_covariance, num_samples=num_samples, top_k=top_k, seed=seed, step=step,
+                         log=log)
+
+
+def _diagnose(workdir: Path, out: Path, *, max_examples: int, gmm_components: int, gmm_covariance: str,
+              num_samples: int, top_k: int, seed: int, step: int | str | None,
+              log: Callable[[str], None]) -> dict[str, Any]:
     t0 = time.perf_counter()
     ctx, params = runs.restore_run(workdir, step=step)
     model, ds = ctx.model, ctx.dataset
@@ -81,9 +102,9 @@ def run_diagnose(workdir: str | Path, *, max_examples: int = 2000, gmm_component
                     "the aggregate posterior, holes, the ex-post mixture) are those of the flow's base Gaussian; "
                     "the model's KL and bounds in summary.json and eval.json include the flow"}
     result["seconds"] = time.perf_counter() - t0
-    atomic_write_json(workdir / "diagnostics.json", result)
-    _write_report(ctx, params, result, workdir, decode, z_prior, z_cold, z_gmm, q_train, fit_idx, key)
-    log(format_diagnostics(result, workdir))
+    atomic_write_json(out / "diagnostics.json", result)
+    _write_report(ctx, params, result, workdir, out, decode, z_prior, z_cold, z_gmm, q_train, fit_idx, key)
+    log(format_diagnostics(result, out))
     return result
 
 
@@ -116,9 +137,9 @@ _DISENTANGLEMENT_ROWS = (
 def _disentanglement_section(workdir: Path, step: int) -> tuple[str, str] | None:
     """A table of the disentanglement scores ``jaxvae evaluate --metrics disentanglement`` wrote to eval.json for
     this step, or None when there are none."""
-    try:
-        saved = json.loads((workdir / "eval.json").read_text())
-    except (OSError, ValueError):
+    path = workdir / "eval.json"
+    saved = read_json_object(path, "the report leaves its scores out") if path.exists() else None
+    if saved is None:
         return None
     scores = saved.get("disentanglement")
     if not scores or saved.get("step") != step:
@@ -132,7 +153,7 @@ def _disentanglement_section(workdir: Path, step: int) -> tuple[str, str] | None
     return "Disentanglement (ground-truth factors)", caption + report.html_table(rows)
 
 
-def _write_report(ctx, params, result, workdir, decode, z_prior, z_cold, z_gmm, q_train, fit_idx, key):
+def _write_report(ctx, params, result, workdir, out, decode, z_prior, z_cold, z_gmm, q_train, fit_idx, key):
     model, ds = ctx.model, ctx.dataset
     inactive = set(result["inactive_dims"])
     rows = [
@@ -202,7 +223,7 @@ def _write_report(ctx, params, result, workdir, decode, z_prior, z_cold, z_gmm, 
         if shown:
             sections.append((f"Most anomalous {split} examples (latent outlier scores {scores}, ...; median "
                              f"{o['median_score']:.1f})", shown))
-    report.write_html(workdir / "report.html", f"jaxvae latent health: {html.escape(str(workdir))}", sections)
+    report.write_html(out / "report.html", f"jaxvae latent health: {html.escape(str(workdir))}", sections)
 
 
 def format_diagnostics(result: dict[str, Any], workdir: Path) -> str:

@@ -38,3 +38,15 @@ class TrainingPreempted(JaxvaeError):
     def __init__(self, message: str, signum: int):
         super().__init__(message)
         self.signum = signum
+
+
+class RunDirectoryBusyError(JaxvaeError):
+    """Another process holds the run directory's lock (see :mod:`jaxvae.rundir`)."""
+
+
+class DiskFullError(JaxvaeError):
+    """A write into a run directory failed for lack of space; the last complete checkpoint is intact."""
+
+
+class RunFileWarning(UserWarning):
+    """A damaged run-directory file was skipped or replaced as documented (README, "Reliability")."""

@@ -168,7 +168,7 @@ def setup_run(cfg: Config, workdir: str | os.PathLike, *, force: bool = False,
     if restore_step == "best":
         _check_best(workdir)
     folder = early_stopping.BEST_DIR if restore_step == "best" else "checkpoints"
-    ckpt = Checkpointer(workdir / folder, max_to_keep=cfg.train.keep_checkpoints)
+    ckpt = Checkpointer(workdir / folder, max_to_keep=cfg.train.keep_checkpoints, read_only=not write_config)
     try:
         if restore_step == "best":
             restore_step = ckpt.latest_step()
@@ -302,19 +302,31 @@ def fit(cfg: Config, workdir: str | os.PathLike, *, model: ModelBuilder | None =
         ``model.network`` in ``config.json`` so that resume, ``jaxvae evaluate``/``sample``/``diagnose`` and
         :func:`load_run` rebuild the same model; define it in an importable module for that.
       force: resume even if ``cfg`` differs from the saved config.
+
+    Raises:
+      RunDirectoryBusyError: another process is writing into ``workdir`` (:func:`jaxvae.rundir.run_lock`).
+      DiskFullError: a write failed for lack of space; the last complete checkpoint is intact, and calling
+        ``fit`` again after freeing space resumes from it.
     """
-    from jaxvae import loop
+    from jaxvae import loop, rundir
 
     if not sharding.is_main_process():  # in a multi-process run only process 0 logs and shows progress
         log, progress = (lambda _: None), False
     cfg = with_builder(cfg, model, log)
-    ctx = setup_run(cfg, workdir, force=force, log=log, model=model)
-    state = ctx.state
-    if ctx.start_step < ctx.total_steps:
-        state = loop.train_loop(ctx, progress=progress, log=log)
-    else:
-        log(f"{ctx.workdir} already finished its {ctx.total_steps} steps; re-evaluating.")
-    summary = final_report(ctx, state, log=log)
+    built: list[RunContext] = []  # for the disk-full message's estimate before the first checkpoint
+
+    def state_bytes() -> int:
+        return sum(x.nbytes for x in jax.tree.leaves(built[0].state)) if built else 0
+
+    with rundir.run_lock(workdir), rundir.disk_full_guard(workdir, fallback_bytes=state_bytes):
+        ctx = setup_run(cfg, workdir, force=force, log=log, model=model)
+        built.append(ctx)
+        state = ctx.state
+        if ctx.start_step < ctx.total_steps:
+            state = loop.train_loop(ctx, progress=progress, log=log)
+        else:
+            log(f"{ctx.workdir} already finished its {ctx.total_steps} steps; re-evaluating.")
+        summary = final_report(ctx, state, log=log)
     log(results.format_summary(summary, ctx.workdir))
     return summary
 
@@ -343,7 +355,7 @@ def restore_run(workdir: str | os.PathLike, *, step: int | str | None = None,
     if not saved.exists():
         raise _not_a_run(workdir)
     cfg = config_lib.from_dict(json.loads(saved.read_text()))
-    ckpt = Checkpointer(workdir / "checkpoints", max_to_keep=cfg.train.keep_checkpoints)
+    ckpt = Checkpointer(workdir / "checkpoints", max_to_keep=cfg.train.keep_checkpoints, read_only=True)
     latest = ckpt.latest_step()
     ckpt.close()
     if latest is None:

@@ -142,13 +142,22 @@ def run_sweep(base: Config, over: Mapping[str, Sequence[str]], workdir: str | Pa
     Every member folder ``models/<i>-<label>/`` is a complete run directory (``config.json``, a checkpoint of
     the final step, ``metrics.jsonl``, ``summary.json``, images), so ``jaxvae evaluate``/``sample``/``diagnose``,
     :func:`jaxvae.load_run` and ``jaxvae train --workdir MEMBER`` (to train it further alone) work on it.
+
+    The sweep holds the lock of ``workdir`` while it runs (:func:`jaxvae.rundir.run_lock`; a second writer is
+    refused), and a write failed for lack of space ends it with a :class:`~jaxvae.errors.DiskFullError`.
     """
+    from jaxvae import rundir
+
+    with rundir.run_lock(workdir), rundir.disk_full_guard(workdir):
+        return _run_sweep(base, over, Path(workdir), seeds=seeds, model=model, progress=progress, log=log)
+
+
+def _run_sweep(base: Config, over: Mapping[str, Sequence[str]], workdir: Path, *, seeds: int,
+               model: ModelBuilder | None, progress: bool, log: Callable[[str], None]) -> dict[str, Any]:
     base = with_builder(base, model, log)
     grid = expand_grid(base, over, seeds)
     labels, configs = [g[0] for g in grid], [g[1] for g in grid]
     base = configs[0]
-    workdir = Path(workdir)
-    workdir.mkdir(parents=True, exist_ok=True)
     ds = load_run_dataset(base)
     pure = build_model(base, ds.event_shape, model)
     validate_data(pure, ds)

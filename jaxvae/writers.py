@@ -9,9 +9,12 @@ import json
 import math
 import os
 import tempfile
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+
+from jaxvae.errors import RunFileWarning
 
 
 def default_file_mode() -> int:
@@ -46,6 +49,34 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
 
 def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=_json_default) + "\n")
+
+
+def atomic_write_npy(path: str | os.PathLike, array: Any) -> None:
+    """Writes ``array`` as a ``.npy`` file atomically (no pickled objects)."""
+    import io
+
+    import numpy as np
+
+    buffer = io.BytesIO()
+    np.save(buffer, np.asarray(array), allow_pickle=False)
+    atomic_write_bytes(path, buffer.getvalue())
+
+
+def read_json_object(path: str | os.PathLike, consequence: str) -> dict[str, Any] | None:
+    """The JSON object in ``path``; a file that is not one (damaged, truncated by hand, another format) gives a
+    :class:`~jaxvae.errors.RunFileWarning` saying ``consequence`` and returns None."""
+    path = Path(path)
+    try:
+        value = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        reason = e.strerror if isinstance(e, OSError) else f"not valid JSON: {e}"
+        warnings.warn(RunFileWarning(f"{path} could not be read ({reason}); {consequence}."), stacklevel=2)
+        return None
+    if not isinstance(value, dict):
+        warnings.warn(RunFileWarning(f"{path} holds a JSON {type(value).__name__}, not an object; {consequence}."),
+                      stacklevel=2)
+        return None
+    return value
 
 
 def _json_default(value: Any) -> Any:
@@ -86,8 +117,11 @@ class MetricWriter:
         if not enabled:
             return
         if resume_step is not None and self.path.exists():
-            kept = [line for line in self.path.read_text().splitlines()
-                    if (step := _record_step(line)) is not None and step <= resume_step]
+            lines = self.path.read_text(errors="replace").splitlines()
+            steps = [_record_step(line) for line in lines]
+            _warn_damaged(self.path, [i for i, step in enumerate(steps) if step is None], len(lines),
+                          "dropped while resuming (the records around them are kept)")
+            kept = [line for line, step in zip(lines, steps) if step is not None and step <= resume_step]
             atomic_write_text(self.path, "".join(line + "\n" for line in kept))
         elif resume_step is None and self.path.exists():
             self.path.unlink()
@@ -128,13 +162,31 @@ def _record_step(line: str) -> int | None:
         return None
 
 
+def _warn_damaged(path: Path, bad: list[int], num_lines: int, what: str) -> None:
+    """A :class:`RunFileWarning` for damaged lines of ``metrics.jsonl`` (0-based indices ``bad``), except a torn
+    last line alone: a process killed while appending leaves one, and a resumed run drops it as a matter of
+    course."""
+    if not bad or bad == [num_lines - 1]:
+        return
+    numbers = ", ".join(str(i + 1) for i in bad[:8]) + (f" (and {len(bad) - 8} more)" if len(bad) > 8 else "")
+    warnings.warn(RunFileWarning(f"{path}: line(s) {numbers} of {num_lines} are damaged (not a JSON record with a "
+                                 f"step) and were {what}."), stacklevel=3)
+
+
 def read_metrics(workdir: str | os.PathLike) -> list[dict[str, Any]]:
-    """All records of ``metrics.jsonl`` (a torn last line is ignored)."""
+    """All records of ``metrics.jsonl``. Damaged lines are skipped: a torn last line silently (a process killed
+    while appending leaves one), others with a :class:`~jaxvae.errors.RunFileWarning` naming their numbers."""
     path = Path(workdir) / "metrics.jsonl"
-    out = []
-    for line in path.read_text().splitlines() if path.exists() else []:
+    lines = path.read_text(errors="replace").splitlines() if path.exists() else []
+    out, bad = [], []
+    for i, line in enumerate(lines):
         try:
-            out.append(json.loads(line))
+            record = json.loads(line)
         except json.JSONDecodeError:
-            continue
+            record = None
+        if isinstance(record, dict) and "step" in record:
+            out.append(record)
+        else:
+            bad.append(i)
+    _warn_damaged(path, bad, len(lines), "skipped")
     return out
