@@ -18,6 +18,7 @@ benchmarks:
   disentanglement    MIG / FactorVAE / DCI of VAE, beta-VAE, capacity, beta-TCVAE, PI control on dSprites-style
   gradient_snr       encoder/decoder gradient SNR vs k under IWAE, DReG and PIWAE (Rainforth et al. Fig. 1)
   sharding           train-step time on a 1-device vs an N-device mesh (simulated CPU devices or real ones)
+  cli_startup        wall time of `jaxvae --help` / `presets` / `config show`, beside an earlier revision
   reproduce          train + evaluate (k=5000) published VAE set-ups and compare with the papers' numbers
 
 Each takes --help. PyTorch runs in benchmarks/.venv-torch (create it with `make bench-torch-env`)."""
@@ -32,7 +33,7 @@ def main() -> None:
 
     if name in ("throughput", "sweep_efficiency", "strategies", "monitor_cost", "sample_quality", "iwae_speed",
                 "sharding", "hierarchy_throughput", "stabilizers", "init_compare", "gradient_snr", "collapse",
-                "disentanglement"):
+                "disentanglement", "cli_startup"):
         importlib.import_module(f"benchmarks.{name}").main(rest)
     elif name == "reproduce":
         importlib.import_module("benchmarks.reproduce.harness").main(rest)

@@ -35,7 +35,7 @@ from jaxvae import (
     topdown,
 )
 from jaxvae import train as train_lib
-from jaxvae.config import Config
+from jaxvae.config import Config, is_builder_reference
 from jaxvae.errors import ConfigError
 from jaxvae.model import VAE, Model, PureModel
 from jaxvae.objectives import Objective
@@ -232,11 +232,6 @@ def _top_down(cfg: Config, event_shape, likelihood, rngs) -> Model:
 def _hierarchical(cfg: Config, event_shape, likelihood, prior, rngs) -> Model:
     del prior  # a hierarchy's top layer has a standard normal prior (config.validate says so)
     return INFERENCE[cfg.model.inference](cfg, event_shape, likelihood, rngs)
-
-
-def is_builder_reference(network: str) -> bool:
-    """Whether ``model.network`` names a user builder ``MODULE:FUNCTION`` rather than a built-in network."""
-    return ":" in network
 
 
 def builder_reference(builder: ModelBuilder) -> str:

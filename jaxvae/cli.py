@@ -63,20 +63,20 @@ def _default_preset(overrides: list[str]) -> str:
     """The preset of a command without ``--preset``: the preset named like the dataset of ``data.name`` (``--set
     data.name=mnist`` starts from the ``mnist`` preset), ``user-data`` when ``data.name`` is user data (a path,
     not a registered dataset name), else ``digits``."""
-    from jaxvae.data import DATASETS
-
     name = _data_name(overrides)
     if not name:
         return DEFAULT_PRESET
     if name in config_lib.PRESETS:
         return name
+    from jaxvae.data import DATASETS  # imports JAX (the generated datasets' module): only when needed
+
     return USER_DATA_PRESET if name not in DATASETS else DEFAULT_PRESET
 
 
-def _config_from_args(args: argparse.Namespace) -> config_lib.Config:
+def _config_from_args(args: argparse.Namespace, components=None) -> config_lib.Config:
     overrides = _overrides(args)
     cfg = config_lib.get_preset(args.preset or _default_preset(overrides))
-    return config_lib.apply_overrides(cfg, overrides)
+    return config_lib.apply_overrides(cfg, overrides, components=components)
 
 
 def _preset_note(args: argparse.Namespace, cfg: config_lib.Config) -> str | None:
@@ -324,7 +324,10 @@ def _sample(args: argparse.Namespace, out: Path) -> int:
         return 0
     images = report.to_images(x, ctx.dataset.event_shape, scale=report.value_scale(ctx.cfg.data.scale))
     if images is not None:
-        report.save_png(out, report.image_grid(images, ncols=8))
+        what = {"prior": f"the prior (T={args.temperature:g})", "vamp": "the VampPrior",
+                "gmm": f"an ex-post Gaussian mixture ({args.components} components)"}[args.sampler]
+        report.save_png(out, report.annotate_grid(report.image_grid(images, ncols=8),
+                                                  title=f"{args.num} samples from {what}, seed {args.seed}"))
         print(f"Wrote {out} and {out.with_suffix('.npy')}")
     else:
         print(f"Wrote {out.with_suffix('.npy')} (data is not image-like, no PNG)")
@@ -340,7 +343,8 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
 
 
 def cmd_config_show(args: argparse.Namespace) -> int:
-    cfg = _config_from_args(args)  # validated, like train
+    # Validated like train, with the built-in components' names (the registries would import JAX).
+    cfg = _config_from_args(args, components=config_lib.BUILTIN_COMPONENTS)
     note = _preset_note(args, cfg)
     if note:
         print(note, file=sys.stderr)  # stdout stays pure JSON
@@ -499,16 +503,16 @@ def _is_secondary(exc: BaseException | None) -> bool:
 def _one_line_reports(command: str, debug: bool) -> Iterator[list[str]]:
     """While a command runs: exceptions in background threads (Orbax's checkpoint writers, TensorStore) and
     exceptions ignored during clean-up are collected as one line each instead of printing tracebacks (``--debug``
-    prints those too), jaxvae's :class:`~jaxvae.errors.RunFileWarning` prints as one line, and absl's warnings
-    (Orbax logs through absl) are silenced."""
+    prints those too), jaxvae's :class:`~jaxvae.errors.RunFileWarning` prints as one line, absl's log lines (Orbax
+    logs through absl) are silenced and MLflow's and Alembic's info lines too (unless ``--debug``)."""
     import warnings
 
     from jaxvae.errors import RunFileWarning
 
     errors: list[str] = []
     previous = threading.excepthook, sys.unraisablehook, warnings.showwarning
-    absl = logging.getLogger("absl")
-    absl_level = absl.level
+    quiet = [logging.getLogger(name) for name in ("absl", "mlflow.store.db.utils", "alembic")]  # info lines
+    levels = [logger.level for logger in quiet]
 
     def on_thread(args):
         if debug:
@@ -535,12 +539,15 @@ def _one_line_reports(command: str, debug: bool) -> Iterator[list[str]]:
 
     threading.excepthook, sys.unraisablehook, warnings.showwarning = on_thread, on_unraisable, show
     if not debug:  # Orbax logs the failures it then raises (with tracebacks); the raised error is reported
-        absl.setLevel(logging.CRITICAL)
+        quiet[0].setLevel(logging.CRITICAL)
+        for logger in quiet[1:]:
+            logger.setLevel(logging.WARNING)
     try:
         yield errors
     finally:
         threading.excepthook, sys.unraisablehook, warnings.showwarning = previous
-        absl.setLevel(absl_level)
+        for logger, level in zip(quiet, levels):
+            logger.setLevel(level)
 
 
 def _run(args: argparse.Namespace) -> int:

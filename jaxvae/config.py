@@ -18,7 +18,7 @@ import difflib
 import json
 import types
 import typing
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from jaxvae import meshspec
@@ -34,7 +34,7 @@ class DataConfig:
     dynamic_binarization: bool = False  # re-sample binary training images every epoch (IWAE protocol)
     scale: str = "unit"  # "unit": values in [0, 1]; "uint8": integers 0..255 (categorical / logistic mixture)
     valid_size: int | None = None  # validation examples taken from train where the dataset defines none
-    download: bool = True
+    download: bool = True  # fetch missing files (checksummed) into the cache; false: only local files
 
 
 @dataclasses.dataclass(frozen=True)
@@ -65,10 +65,10 @@ class ModelConfig:
     latent_dim: int = 8  # one latent layer's units (network=hierarchical: see latent_dims)
     hidden: tuple[int, ...] = (256, 128)  # MLP encoder widths (the decoder mirrors them)
     channels: tuple[int, ...] = (32, 64)  # conv encoder channels (the decoder mirrors them)
-    conv_hidden: int = 256
+    conv_hidden: int = 256  # network=conv: the dense layer between the conv stack and the latent layer
     conv_impl: str = "auto"  # auto (matmul on CPU, native on GPU/TPU), xla or matmul; see jaxvae.convops
     init: str = "flax"  # weight init: flax (LeCun normal), torch (nn.Linear's uniform), glorot; jaxvae.inits
-    activation: str = "relu"
+    activation: str = "relu"  # the hidden layers' nonlinearity: relu, gelu, silu, tanh, elu, ... (jaxvae.nets)
     likelihood: str = "bernoulli"  # see jaxvae.likelihoods.get
     likelihood_scale: str = "1.0"  # Gaussian sigma / Laplace scale: a number, "learned", "per_pixel", "optimal"
     num_mixtures: int = 5  # discretized logistic mixture components
@@ -114,10 +114,11 @@ class FreeBitsConfig:
 
 @dataclasses.dataclass(frozen=True)
 class CapacityConfig:
-    """``objective.name=capacity``: gamma |KL - C(t)| with C rising linearly to ``nats`` (Burgess et al. 2018)."""
+    """``objective.name=capacity``: ``gamma * |KL - C(t)|`` with C rising linearly to ``nats`` (Burgess et al.
+    2018)."""
 
     nats: float = 25.0  # capacity reached at the end of `steps`
-    steps: int = 10_000
+    steps: int = 10_000  # steps over which C rises linearly from 0 to nats
     gamma: float = 1000.0  # weight of |KL - C|
 
 
@@ -134,7 +135,7 @@ class BetaTCVAEConfig:
 class InfoVAEConfig:
     """``objective.name=info_vae``: (1 - alpha) KL + (alpha + lambda - 1) MMD(q(z), p(z)) (Zhao et al. 2019)."""
 
-    alpha: float = 0.0
+    alpha: float = 0.0  # the paper's alpha: 0 keeps the full KL, 1 removes it
     mmd_weight: float = 1000.0  # lambda of the paper
     kernel: str = "imq"  # imq or rbf (jaxvae.discrepancy.KERNELS)
 
@@ -144,7 +145,7 @@ class OuterSamplesConfig:
     """``objective.name=miwae`` / ``piwae``: ``outer`` groups of ``objective.num_samples`` importance samples
     each, MIWAE(M=outer, K=num_samples) (Rainforth et al. 2018, who use M = K = 8)."""
 
-    outer: int = 8
+    outer: int = 8  # M, groups of importance samples whose bounds are averaged
 
 
 @dataclasses.dataclass(frozen=True)
@@ -170,8 +171,8 @@ class PIConfig:
     2020); beta stays in [objective.beta_start, objective.beta]."""
 
     kl_target: float = 10.0  # KL set point (nats per example)
-    kp: float = 0.01
-    ki: float = 1e-4
+    kp: float = 0.01  # proportional gain (on the KL error in nats)
+    ki: float = 1e-4  # integral gain
 
 
 @dataclasses.dataclass(frozen=True)
@@ -190,7 +191,7 @@ class ObjectiveConfig:
     num_cycles: int = 4  # cyclical: number of cycles over the run
     cycle_ratio: float = 0.5  # cyclical: share of each cycle spent increasing
     num_samples: int = 1  # posterior samples per example (IWAE k)
-    analytic_kl: bool = True
+    analytic_kl: bool = True  # the closed-form KL where one exists (else a Monte Carlo estimate)
     kl_balance: bool = False  # NVAE's KL balancing across latent groups during the warm-up (objective elbo)
     free_bits: FreeBitsConfig = FreeBitsConfig()
     capacity: CapacityConfig = CapacityConfig()
@@ -243,7 +244,7 @@ class PlateauConfig:
 
     patience: int = 0  # epochs; 0 = off
     factor: float = 0.1  # new scale = scale * factor
-    rtol: float = 1e-4
+    rtol: float = 1e-4  # relative improvement of the epoch loss that counts
     cooldown: int = 0  # epochs to wait after a reduction
     min_scale: float = 0.0  # the scale does not fall below this
 
@@ -251,16 +252,16 @@ class PlateauConfig:
 @dataclasses.dataclass(frozen=True)
 class OptimizerConfig:
     name: str = "adam"  # adam, adamw or adamax (jaxvae.builders.OPTIMIZERS)
-    learning_rate: float = 1e-3
+    learning_rate: float = 1e-3  # the peak rate (schedules scale it)
     schedule: str = "constant"  # constant, cosine, warmup_cosine, iwae (the IWAE paper's 3^i epochs stages),
     # multistep (the rate times milestone_factor at each epoch of milestones: PyTorch's MultiStepLR)
     warmup_steps: int = 0
     milestones: tuple[int, ...] = ()  # multistep: epochs (pythae's scripts: 200,350,500,750,1000)
     milestone_factor: float = 0.1  # multistep: the rate's factor at each milestone (pythae's: 10^(-1/5))
     weight_decay: float = 0.0  # adamw only
-    b1: float = 0.9
-    b2: float = 0.999
-    eps: float = 1e-8
+    b1: float = 0.9  # Adam's first-moment decay
+    b2: float = 0.999  # Adam's second-moment decay
+    eps: float = 1e-8  # Adam's denominator epsilon
     grad_clip_norm: float = 0.0  # 0 disables clipping
     skip_threshold: float = 0.0  # skip updates whose gradient norm exceeds this (VDVAE); 0 disables
     ema_decay: float = 0.0  # evaluate an exponential moving average of the parameters (VDVAE: 0.9999); 0 = off
@@ -286,7 +287,7 @@ class AggressiveConfig:
     encoder, on fresh random batches, until its loss stops falling (at most ``max_inner`` updates), then only the
     decoder; the phase ends when the validation mutual information has not improved for ``patience`` epochs."""
 
-    enabled: bool = False
+    enabled: bool = False  # run the aggressive phase from the first step
     max_inner: int = 100  # encoder updates per step at most (the paper: 100)
     check_every: int = 10  # the inner loop stops when the mean loss of a window of this many updates is above
     # the previous window's (the paper: 10)
@@ -297,8 +298,8 @@ class AggressiveConfig:
 
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
-    batch_size: int = 100
-    epochs: int = 30
+    batch_size: int = 100  # examples per step (global: split over the mesh's data axis)
+    epochs: int = 30  # passes over the training set (unless train.steps is set)
     steps: int | None = None  # total steps; overrides epochs when set
     seed: int = 0  # parameters and per-step randomness
     data_seed: int | None = None  # batch order and data splits/binarization; None = the same as seed
@@ -307,7 +308,7 @@ class TrainConfig:
     log_every: int = 50  # steps between metric records (and progress updates)
     eval_every: int = 0  # steps between validation passes; 0 = once per epoch
     checkpoint_every: int = 1000  # steps between checkpoints (rounded to a whole chunk); 0 = end only
-    keep_checkpoints: int = 3
+    keep_checkpoints: int = 3  # the most recent checkpoints kept in checkpoints/
     device_data_limit_mb: int = 1024  # "auto" keeps a dataset on the device when it is below this size
     early_stopping: EarlyStoppingConfig = EarlyStoppingConfig()
     aggressive: AggressiveConfig = AggressiveConfig()
@@ -316,7 +317,7 @@ class TrainConfig:
 @dataclasses.dataclass(frozen=True)
 class EvalConfig:
     num_samples: int = 1000  # importance samples for the IWAE log-likelihood in summary.json
-    batch_size: int = 100
+    batch_size: int = 100  # examples per evaluation batch
     max_examples: int | None = None  # evaluate on a random subset of the test split (None = all)
     num_images: int = 64  # examples in reconstructions.png / samples.png
 
@@ -331,6 +332,21 @@ class MonitorConfig:
     min_active_units: int = 1  # warn when fewer units are active
     min_kl: float = 0.1  # warn when the total KL (nats) falls below this
     min_mi: float = 0.05  # warn when the mutual information (nats) falls below this
+
+
+# The experiment trackers jaxvae.trackers implements (tests/test_trackers.py checks that the two agree).
+TRACKER_NAMES = ("tensorboard", "mlflow", "wandb")
+
+
+@dataclasses.dataclass(frozen=True)
+class TrackConfig:
+    """Experiment trackers (see :mod:`jaxvae.trackers`); they report the run, so a resumed run may change them."""
+
+    backends: tuple[str, ...] = ("tensorboard",)  # any of tensorboard, mlflow, wandb (comma-separated), or none
+    project: str = "jaxvae"  # the MLflow experiment and the W&B project
+    run_name: str = ""  # the tracker run's name (default: the run directory's name)
+    mlflow_uri: str = ""  # MLflow tracking URI (default: a local SQLite store, <workdir>/mlflow.db)
+    wandb_mode: str = "offline"  # offline (files in <workdir>/wandb; `wandb sync` uploads them) or online
 
 
 @dataclasses.dataclass(frozen=True)
@@ -353,6 +369,7 @@ class Config:
     eval: EvalConfig = EvalConfig()
     monitor: MonitorConfig = MonitorConfig()
     mesh: MeshConfig = MeshConfig()
+    track: TrackConfig = TrackConfig()
     preset: str = "digits"
 
 
@@ -522,7 +539,9 @@ def _parse_value(text: str, annotation: Any, key: str) -> Any:
         return _parse_value(text, args[0], key)
     if origin is tuple:
         item_type = typing.get_args(annotation)[0]
-        parts = [p for p in text.replace("x", ",").replace("(", "").replace(")", "").split(",") if p.strip()]
+        if item_type in (int, float):  # shapes may be written 4x2
+            text = text.replace("x", ",")
+        parts = [p for p in text.replace("(", "").replace(")", "").split(",") if p.strip()]
         return tuple(_parse_value(p.strip(), item_type, key) for p in parts)
     try:
         if annotation is bool:
@@ -578,12 +597,13 @@ def _replace_path(node: Any, path: list[str], value: Any, key: str) -> Any:
     return dataclasses.replace(node, **{name: value})
 
 
-def apply_overrides(cfg: Config, overrides: Iterable[str] | Mapping[str, Any]) -> Config:
+def apply_overrides(cfg: Config, overrides: Iterable[str] | Mapping[str, Any], *,
+                    components: Components | None = None) -> Config:
     """Returns ``cfg`` with ``"section.key=value"`` overrides applied (strings parsed by field type).
 
     Keys are dotted paths (``model.latent_dim``, ``objective.capacity.nats``); the older flat names of
     :data:`LEGACY_KEYS` are accepted. A mapping ``{"section.key": value}`` with already-typed values is accepted
-    too. The result is validated.
+    too. The result is validated (``components``: see :func:`validate`).
     """
     items = overrides.items() if isinstance(overrides, Mapping) else (_split_override(o) for o in overrides)
     for key, value in items:
@@ -593,7 +613,7 @@ def apply_overrides(cfg: Config, overrides: Iterable[str] | Mapping[str, Any]) -
             raise ConfigError(f"Unknown config key {key!r}.{_closest(key, all_keys())} "
                               "Keys look like 'model.latent_dim'; see `jaxvae config show` for all of them.")
         cfg = _replace_path(cfg, path, value, key)
-    validate(cfg)
+    validate(cfg, components=components)
     return cfg
 
 
@@ -628,7 +648,82 @@ _CHOICES = {
     "train.loop": ("auto", "scan", "host"),
     "data.scale": ("unit", "uint8"),
     "mesh.params": meshspec.PARAM_MODES,
+    "track.wandb_mode": ("offline", "online", "disabled"),
 }
+@dataclasses.dataclass(frozen=True)
+class Components:
+    """What validation needs to know about the registered components: their names per config key (in
+    registration order) and which of them have the traits that restrict combinations."""
+
+    names: Mapping[str, tuple[str, ...]]
+    controllable: tuple[str, ...]  # objectives whose beta a KL controller may set
+    single_group: tuple[str, ...]  # objectives that re-score one latent group (no hierarchies)
+    needs_factorized_prior: tuple[str, ...]  # objectives that need a KL per latent dimension
+    factorized_priors: tuple[str, ...]  # priors that are a product over dimensions
+
+
+def registered_components() -> Components:
+    """The live registries of :mod:`jaxvae.builders` (imports JAX), user-registered components included."""
+    from jaxvae import builders
+
+    objectives, priors = builders.OBJECTIVES, builders.PRIORS
+    return Components(
+        names={r.key: tuple(r) for r in builders.REGISTRIES},
+        controllable=tuple(n for n in objectives if objectives.spec(n).controllable),
+        single_group=tuple(n for n in objectives if objectives.spec(n).single_group),
+        needs_factorized_prior=tuple(n for n in objectives if objectives.spec(n).needs_factorized_prior),
+        factorized_priors=tuple(n for n in priors if priors.spec(n).factorized))
+
+
+# The built-in registries of jaxvae.builders, as data: `jaxvae config show` validates with these so that it starts
+# without importing JAX (builders imports it); every other caller validates against registered_components(), which
+# also holds the user's components. tests/test_config.py checks that the two agree.
+BUILTIN_COMPONENTS = Components(
+    names={
+        "model.likelihood": ("bernoulli", "continuous_bernoulli", "gaussian", "laplace", "categorical256",
+                             "categorical", "discretized_logistic_mixture"),
+        "model.prior": ("standard_normal", "learned_gaussian", "mixture", "vamp"),
+        "model.network": ("mlp", "conv", "hierarchical"),
+        "model.inference": ("bottom_up", "ladder", "top_down"),
+        "optimizer.schedule": ("constant", "cosine", "warmup_cosine", "iwae", "multistep"),
+        "optimizer.name": ("adam", "adamax", "adamw"),
+        "objective.beta_schedule": ("constant", "cyclical", "linear", "sigmoid", "cosine"),
+        "objective.controller": ("none", "geco", "pi"),
+        "objective.name": ("elbo", "iwae", "free_bits", "capacity", "beta_tcvae", "info_vae", "miwae", "ciwae",
+                           "piwae", "iwae_dreg", "elbo_stl"),
+    },
+    controllable=("elbo", "free_bits", "elbo_stl"),
+    single_group=("piwae", "iwae_dreg", "elbo_stl"),
+    needs_factorized_prior=("free_bits", "beta_tcvae"),
+    factorized_priors=("standard_normal", "learned_gaussian"),
+)
+
+
+def is_builder_reference(network: str) -> bool:
+    """Whether ``model.network`` names a user builder ``MODULE:FUNCTION`` rather than a built-in network."""
+    return ":" in network
+
+
+def topdown_groups(latent_channels: Sequence[int], groups_per_scale: Sequence[int] | None
+                   ) -> tuple[tuple[int, ...], tuple[int, int]]:
+    """``(latent channels per group, (fine, coarse) groups)`` of a top-down hierarchy from ``model.latent_dims``
+    and ``model.groups_per_scale`` (default: half the groups at each scale, the extra one coarse); raises
+    :class:`ConfigError` for settings no hierarchy can take."""
+    chans = tuple(int(c) for c in latent_channels)
+    if not chans or any(c <= 0 for c in chans):
+        raise ConfigError(f"A top-down hierarchy needs one positive number of latent channels per group, bottom "
+                          f"(finest scale) first, e.g. model.latent_dims=4,4,4,4; got {latent_channels!r}.")
+    if groups_per_scale:
+        split = tuple(int(g) for g in groups_per_scale)
+        if len(split) != 2 or any(g < 0 for g in split) or sum(split) != len(chans) or split[1] == 0:
+            raise ConfigError(f"model.groups_per_scale gives the latent groups at the fine (H/2) and the coarse "
+                              f"(H/4) scale, e.g. 2,2, summing to the {len(chans)} groups of model.latent_dims "
+                              f"with at least one at the coarse scale; got {groups_per_scale!r}.")
+    else:
+        split = (len(chans) // 2, len(chans) - len(chans) // 2)
+    return chans, split  # type: ignore[return-value]
+
+
 # Numeric settings must be >= 0; these must be > 0.
 _POSITIVE = ("model.latent_dim", "model.conv_hidden", "model.pixelcnn.layers", "model.pixelcnn.features",
              "model.rnn.embed", "model.rnn.hidden",
@@ -656,22 +751,25 @@ def latent_size(cfg: Config) -> int | None:
     return None if cfg.model.inference == "top_down" else sum(cfg.model.latent_dims)
 
 
-def validate(cfg: Config) -> Config:
-    """Checks ranges and choices; raises :class:`ConfigError` naming the key and the fix. Returns ``cfg``."""
-    from jaxvae import builders
+def validate(cfg: Config, *, components: Components | None = None) -> Config:
+    """Checks ranges and choices; raises :class:`ConfigError` naming the key and the fix. Returns ``cfg``.
 
+    ``components``: the registered components (default: :func:`registered_components`, which imports JAX and
+    includes user-registered ones); :data:`BUILTIN_COMPONENTS` validates without importing JAX."""
+    components = registered_components() if components is None else components
+    networks = components.names["model.network"]
     network = cfg.model.network
-    if not builders.is_builder_reference(network):
-        if network not in builders.NETWORKS:
-            raise ConfigError(f"model.network={network!r} is not valid.{_closest(network, builders.NETWORKS)} "
-                              f"Choose one of: {', '.join(builders.NETWORKS)}, or give your own model builder as "
+    if not is_builder_reference(network):
+        if network not in networks:
+            raise ConfigError(f"model.network={network!r} is not valid.{_closest(network, networks)} "
+                              f"Choose one of: {', '.join(networks)}, or give your own model builder as "
                               "MODULE:FUNCTION (e.g. model.network=mymodels:build).")
     elif network.count(":") != 1 or not network.split(":")[1] or \
             not all(p.isidentifier() for p in network.split(":")[0].split(".")):
         raise ConfigError(f"model.network={network!r}: a user model builder is MODULE:FUNCTION, e.g. "
                           "model.network=mymodels:build (a module importable from the working directory).")
     # model.network is checked above (a registered name or a user builder's reference).
-    choices = {**_CHOICES, **{r.key: tuple(r) for r in builders.REGISTRIES if r is not builders.NETWORKS}}
+    choices = {**_CHOICES, **{k: v for k, v in components.names.items() if k != "model.network"}}
     for key, options in choices.items():
         value = get_value(cfg, key)
         if value not in options:
@@ -706,8 +804,7 @@ def validate(cfg: Config) -> Config:
                               "(VDVAE's scaled residual cells); leave model.init=flax for "
                               "model.inference=top_down.")
         if m.inference == "top_down":
-            from jaxvae import topdown
-            topdown._split_groups(m.latent_dims, m.groups_per_scale)
+            topdown_groups(m.latent_dims, m.groups_per_scale)
         elif m.groups_per_scale:
             raise ConfigError(f"model.groups_per_scale sets the scales of model.inference=top_down; "
                               f"model.inference={m.inference} has one MLP layer per entry of model.latent_dims.")
@@ -788,24 +885,28 @@ def validate(cfg: Config) -> Config:
         raise ConfigError(f"objective.ciwae.beta must be in [0, 1] (1 is the ELBO, 0 IWAE); got {ob.ciwae.beta}.")
     if not 0.0 < ob.geco.alpha < 1.0:
         raise ConfigError(f"objective.geco.alpha must be in (0, 1); got {ob.geco.alpha}.")
-    spec = builders.OBJECTIVES.spec(ob.name)
     if ob.kl_balance and ob.name != "elbo":
         raise ConfigError(f"objective.kl_balance rebalances the KL gradients of objective.name=elbo (during its "
                           f"warm-up, objective.beta_schedule); objective.name={ob.name} has its own KL weighting.")
-    if ob.controller != "none" and not spec.controllable:
-        controllable = [n for n in builders.OBJECTIVES if builders.OBJECTIVES.spec(n).controllable]
+    if ob.controller != "none" and ob.name not in components.controllable:
         raise ConfigError(f"objective.controller={ob.controller} sets the KL weight of the "
-                          f"{' or '.join(controllable)} objectives; objective.name={ob.name} has its own weights.")
-    if spec.single_group and cfg.model.network == "hierarchical":
-        generic = [n for n in builders.OBJECTIVES if n in ("iwae", "miwae", "ciwae")]
+                          f"{' or '.join(components.controllable)} objectives; objective.name={ob.name} has its "
+                          "own weights.")
+    if ob.name in components.single_group and cfg.model.network == "hierarchical":
+        generic = [n for n in components.names["objective.name"] if n in ("iwae", "miwae", "ciwae")]
         raise ConfigError(f"objective.name={ob.name} re-scores one latent group with some parameters held fixed; "
                           f"model.network=hierarchical has several. Use objective.name={' or '.join(generic)}.")
-    factorized = [n for n in builders.PRIORS if builders.PRIORS.spec(n).factorized]
-    if spec.needs_factorized_prior and not builders.is_builder_reference(cfg.model.network) and \
-            cfg.model.prior not in factorized:
+    if ob.name in components.needs_factorized_prior and not is_builder_reference(cfg.model.network) and \
+            cfg.model.prior not in components.factorized_priors:
         raise ConfigError(f"objective.name={ob.name} needs a factorized prior (a KL per dimension): use "
-                          f"model.prior={' or '.join(factorized)}.")
+                          f"model.prior={' or '.join(components.factorized_priors)}.")
     _validate_mesh(cfg)
+    backends = cfg.track.backends
+    unknown = [b for b in backends if b not in (*TRACKER_NAMES, "none")]
+    if unknown or ("none" in backends and len(backends) > 1):
+        problem = f"unknown {', '.join(map(repr, unknown))}" if unknown else "none cannot go with trackers"
+        raise ConfigError(f"track.backends={','.join(backends)}: {problem}. Give any of "
+                          f"{', '.join(TRACKER_NAMES)} (comma-separated), or none.")
     _validate_aggressive(cfg)
     return cfg
 
@@ -902,10 +1003,17 @@ def from_dict(d: Mapping[str, Any]) -> Config:
     return apply_overrides(cfg, flat)
 
 
-def diff(a: Config, b: Config) -> list[str]:
-    """Human-readable differences ``'key: a -> b'`` between two configs."""
+# Settings that change how a run is reported, not what it computes: resuming a run with other values is allowed.
+REPORTING_ONLY = ("track.",)
+
+
+def diff(a: Config, b: Config, *, ignore: Sequence[str] = ()) -> list[str]:
+    """Human-readable differences ``'key: a -> b'`` between two configs (keys starting with a prefix in
+    ``ignore`` left out)."""
     out = []
     for key in all_keys():
+        if key.startswith(tuple(ignore)):
+            continue
         va, vb = get_value(a, key), get_value(b, key)
         if va != vb:
             out.append(f"{key}: {va!r} -> {vb!r}")

@@ -20,7 +20,7 @@ import numpy as np
 from jaxvae import diagnostics, report, runs, samplers
 from jaxvae.data import random_subset, text
 from jaxvae.posteriors import DiagonalGaussian
-from jaxvae.writers import atomic_write_json, read_json_object
+from jaxvae.writers import atomic_write_json, read_json_object, read_metrics
 
 
 def _images(ctx: runs.RunContext, x: np.ndarray) -> np.ndarray | None:
@@ -37,7 +37,7 @@ def _show(ctx: runs.RunContext, x: np.ndarray, caption: str = "", ncols: int = 8
     if ctx.dataset.vocabulary:
         return report.text_block(text.decode(np.asarray(x), ctx.dataset.vocabulary), ncols, caption)
     png = _grid_png(ctx, x, ncols)
-    return report.img_tag(png, caption) if png else ""
+    return report.img_tag(png, caption, width=640, pixels=True) if png else ""
 
 
 def run_diagnose(workdir: str | Path, *, max_examples: int = 2000, gmm_components: int = 10,
@@ -156,25 +156,41 @@ def _disentanglement_section(workdir: Path, step: int) -> tuple[str, str] | None
 def _write_report(ctx, params, result, workdir, out, decode, z_prior, z_cold, z_gmm, q_train, fit_idx, key):
     model, ds = ctx.model, ctx.dataset
     inactive = set(result["inactive_dims"])
+    holes = result["prior_holes"]
     rows = [
-        ("dataset / steps", f"{ds.name} / {int(ctx.state.step):,}"),
-        *([("posterior", f"{result['posterior']['kind']} flow, {result['posterior']['flow_steps']} steps: "
-                         f"{result['posterior']['note']}")] if "posterior" in result else []),
-        ("active units", f"{result['active_units']} of {result['latent_dim']} (threshold "
-                         f"{result['active_threshold']:g}); inactive: {_dims(sorted(inactive))}"),
-        ("total KL", f"{result['kl_total']:.3f} nats"),
-        ("mutual information I(x; z)", f"{result['mutual_information']:.3f} nats "
-                                       f"(upper bound log N = {result['mutual_information_upper_bound']:.2f})"),
-        ("KL of the moment-matched aggregate posterior to N(0, I)",
-         f"{result['aggregate_posterior']['kl_moment_matched_to_standard_normal']:.3f} nats"),
-        ("MMD² aggregate posterior vs prior", f"{result['mmd_to_prior']:.4f} ({result['mmd_kernel']} kernel)"),
-        ("prior holes", f"{100 * result['prior_holes']['hole_fraction']:.1f}% of prior samples fall where the "
-                        f"data's latents have less density than their own {result['prior_holes']['percentile']:g}"
-                        "st percentile"),
-        ("latents in holes by sampler", ", ".join(f"{k}: {100 * v:.1f}%"
-                                                  for k, v in result["sampler_hole_fraction"].items())),
+        ("dataset / step", f"{ds.name} / {int(ctx.state.step):,}", "the checkpoint this report describes"),
+        *([("posterior", f"{result['posterior']['kind']} flow, {result['posterior']['flow_steps']} steps",
+            result["posterior"]["note"])] if "posterior" in result else []),
+        ("active units",
+         f"{result['active_units']} of {result['latent_dim']}; inactive: {_dims(sorted(inactive))}",
+         f"a unit is active when its posterior mean varies over the data, Cov_x(E_q[z_d]) > "
+         f"{result['active_threshold']:g} (Burda et al. 2016); an inactive unit carries no information about x"),
+        ("total KL", f"{result['kl_total']:.3f} nats",
+         "the rate: the average KL(q(z|x) || p(z)); near 0 means posterior collapse"),
+        ("mutual information I(x; z)", f"{result['mutual_information']:.3f} nats",
+         f"how much the code tells about the example (Hoffman & Johnson 2016); it cannot exceed the KL, and the "
+         f"estimate cannot exceed log N = {result['mutual_information_upper_bound']:.2f}"),
+        ("aggregate posterior vs the prior",
+         f"KL {result['aggregate_posterior']['kl_moment_matched_to_standard_normal']:.3f} nats (moment-matched); "
+         f"MMD² {result['mmd_to_prior']:.4f}",
+         f"how far the codes of the data, taken together, are from N(0, I): the KL of a Gaussian with their mean "
+         f"and covariance, and a kernel two-sample distance ({result['mmd_kernel']} kernel); large values mean "
+         "prior samples land where the decoder saw no data"),
+        ("prior holes", f"{100 * holes['hole_fraction']:.1f}% of prior samples",
+         f"the share of samples from the prior that fall where the data's codes are sparse: their density under "
+         f"the aggregate posterior is below that of the data's own {holes['percentile']:g}st percentile. Such "
+         "samples decode to poor images"),
+        ("latents in holes, per sampler", ", ".join(f"{k}: {100 * v:.1f}%"
+                                                    for k, v in result["sampler_hole_fraction"].items()),
+         "the same share for each sampler's latents (the prior at temperature 1 and 0.7, and the ex-post Gaussian "
+         "mixture fitted to the training codes); a good sampler puts few latents in holes"),
     ]
-    sections = [("Summary", report.html_table(rows))]
+    sections = [("Summary", report.html_table(rows, header=("", "value", "what it means")))]
+    curves = report.training_curves(read_metrics(workdir))
+    if curves:
+        sections.append(("Training curves (metrics.jsonl)", report.img_tag(
+            curves, "Per-dimension KL: each row a latent dimension, brighter = more information; a row that stays "
+            "dark is an inactive unit.", width=1400)))
     dis = _disentanglement_section(workdir, int(ctx.state.step))
     if dis:
         sections.append(dis)
@@ -184,7 +200,7 @@ def _write_report(ctx, params, result, workdir, out, decode, z_prior, z_cold, z_
                       for g, kl in result["kl_per_group"].items()]
         png = report.layer_chart(result["kl_per_group"], result["active_units_per_group"], sizes)
         sections.append(("Per layer (the model's own KL of each latent group)",
-                         f'<div class="row">{report.html_table(layer_rows)}{report.img_tag(png)}</div>'))
+                         f'<div class="grid">{report.html_table(layer_rows)}{report.img_tag(png)}</div>'))
     title = ("KL per dimension of each posterior to N(0, I), a proxy for a hierarchy's conditional priors"
              if result.get("kl_per_group") else "KL per dimension")
     kl_png = report.kl_bar_chart(result["kl_per_dim"], [d not in inactive for d in range(result["latent_dim"])],
@@ -194,26 +210,29 @@ def _write_report(ctx, params, result, workdir, out, decode, z_prior, z_cold, z_
     pos = {int(i): j for j, i in enumerate(fit_idx)}
     out_in_fit = np.array([pos[int(i)] for i in outliers if int(i) in pos], dtype=int)
     scatter = report.latent_scatter(q_train.loc, labels, outliers=out_in_fit)
-    sections.append(("KL per dimension and the latent space",
-                     f'<div class="row">{report.img_tag(kl_png)}{report.img_tag(scatter)}</div>'))
+    sections.append(("KL per dimension and the latent space", '<div class="grid">' + report.img_tag(
+        kl_png, "The data-averaged KL of each latent dimension; grey bars are inactive units.") + report.img_tag(
+        scatter, "Posterior means projected on their two principal axes, with the prior's 1-2-3 standard-"
+        "deviation circles (exact contours of N(0, I) in this plane); red rings mark latent outliers.")
+        + "</div>"))
     samples = [_show(ctx, decode(params, z), cap) for z, cap in (
         (z_prior, "prior, T=1"), (z_cold, "prior, T=0.7"),
         (z_gmm, f"ex-post GMM ({result['gmm']['num_components']} components)"))]
     if any(samples):
-        sections.append(("Samples: prior vs ex-post mixture", f'<div class="row">{"".join(samples)}</div>'))
+        sections.append(("Samples: prior vs ex-post mixture", f'<div class="grid">{"".join(samples)}</div>'))
     rng = np.random.default_rng(0)
     test = ds.test if ds.test.shape[0] >= 2 else ds.train
     pairs = rng.choice(test.shape[0], size=(4, 2), replace=False)
     interp = np.concatenate([np.asarray(samplers.interpolate(model, params, test[a], test[b], 8))
                              for a, b in pairs])
-    shown = _show(ctx, interp)
+    shown = _show(ctx, interp, "Each row: from one test example's posterior mean (left) to another's (right).")
     if shown:
         sections.append(("Interpolations (spherical, between posterior means of test examples)", shown))
     active_dims = [d for d in range(result["latent_dim"]) if d not in inactive][:10] or [0]
     trav = np.asarray(samplers.traversals(model, params, test[int(pairs[0, 0])], dims=active_dims, num=9))
-    shown = _show(ctx, trav.reshape(-1, *trav.shape[2:]), ncols=9)
+    shown = _traversal_figure(ctx, trav, active_dims, result["kl_per_dim"])
     if shown:
-        sections.append((f"Traversals of active dimensions {active_dims} (-3 to +3 prior std)", shown))
+        sections.append((f"Traversals of the active dimensions {active_dims}", shown))
     for split, data in (("train", ds.train), ("test", ds.test)):
         o = result["outliers"].get(split)
         if not o or not o["indices"]:
@@ -224,6 +243,26 @@ def _write_report(ctx, params, result, workdir, out, decode, z_prior, z_cold, z_
             sections.append((f"Most anomalous {split} examples (latent outlier scores {scores}, ...; median "
                              f"{o['median_score']:.1f})", shown))
     report.write_html(out / "report.html", f"jaxvae latent health: {html.escape(str(workdir))}", sections)
+
+
+def _traversal_figure(ctx: runs.RunContext, trav: np.ndarray, dims: list[int], kl_per_dim: list[float]) -> str:
+    """Traversals ``[len(dims), num, *E]`` as HTML: image rows labelled with their dimension and its KL, columns
+    with the offset from the posterior mean; decoded texts for token data."""
+    num = trav.shape[1]
+    offsets = np.linspace(-3.0, 3.0, num)
+    caption = ("One test example's posterior mean with the dimension of each row set to the prior mean plus the "
+               "number of prior standard deviations above its column, the other dimensions unchanged; the KL "
+               "beside each row is that dimension's data-averaged KL.")
+    if ctx.dataset.vocabulary:
+        return _show(ctx, trav.reshape(-1, *trav.shape[2:]), caption, ncols=num)
+    images = _images(ctx, trav.reshape(-1, *trav.shape[2:]))
+    if images is None:
+        return ""
+    grid = report.annotate_grid(  # tiles of at least 56 px, shown at their own size: sharp labels
+        report.image_grid(images, ncols=num, min_tile=56),
+        row_labels=[f"z{d} (KL {kl_per_dim[d]:.2f})" for d in dims], col_labels=[f"{o:+g} sd" for o in offsets],
+        font_size=13)
+    return report.img_tag(report.png_bytes(grid), caption, width=grid.shape[1])
 
 
 def format_diagnostics(result: dict[str, Any], workdir: Path) -> str:

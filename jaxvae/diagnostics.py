@@ -241,8 +241,9 @@ def aggregate_posterior_moments(q: DiagonalGaussian, prior: DiagonalGaussian | N
       prior: optional diagonal Gaussian prior ``[D]``; adds ``kl_moment_matched_to_prior``.
 
     Returns:
-      ``{"mean": [D], "covariance": [D, D], "variance": [D], "kl_moment_matched_to_standard_normal": float,
-      "gaussian_total_correlation": float[, "kl_moment_matched_to_prior": float]}`` (numpy arrays).
+      A dict with the keys ``mean`` ``[D]``, ``covariance`` ``[D, D]``, ``variance`` ``[D]`` (numpy arrays),
+      ``kl_moment_matched_to_standard_normal`` and ``gaussian_total_correlation`` (floats), and, when ``prior``
+      is given, ``kl_moment_matched_to_prior``.
     """
     loc = np.asarray(q.loc, np.float64).reshape(-1, np.shape(q.loc)[-1])
     var = np.exp(2.0 * np.asarray(q.log_scale, np.float64)).reshape(loc.shape)

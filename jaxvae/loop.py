@@ -10,8 +10,8 @@ model, and a resumed run continues with exactly the batch it would have seen.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
 import jax
 
@@ -88,8 +88,10 @@ def nonfinite_check(state: TrainState, step: int, seen: int, max_bad: int,
     return total, None
 
 
-def train_loop(ctx: RunContext, *, progress: bool = True, log: Callable[[str], None] = print) -> TrainState:
-    """Runs the steps from ``ctx.start_step`` to ``ctx.total_steps``; writes metrics and checkpoints."""
+def train_loop(ctx: RunContext, *, progress: bool = True, log: Callable[[str], None] = print,
+               trackers: Sequence[Any] = ()) -> TrainState:
+    """Runs the steps from ``ctx.start_step`` to ``ctx.total_steps``; writes metrics (to ``metrics.jsonl`` and the
+    ``trackers``) and checkpoints."""
     cfg, ds = ctx.cfg, ctx.dataset
     total, spe, bs = ctx.total_steps, ctx.steps_per_epoch, cfg.train.batch_size
     if cfg.train.early_stopping.patience and not ds.valid.shape[0]:
@@ -111,7 +113,7 @@ def train_loop(ctx: RunContext, *, progress: bool = True, log: Callable[[str], N
     loop = choose_loop(cfg, ds)
     evaluator = evaluate.make_elbo_evaluator(ctx.model, batch_size=cfg.eval.batch_size)
     ckpt = Checkpointer(ctx.workdir / "checkpoints", max_to_keep=cfg.train.keep_checkpoints)
-    writer = MetricWriter(ctx.workdir, resume_step=ctx.start_step if ctx.start_step else None,
+    writer = MetricWriter(ctx.workdir, resume_step=ctx.start_step if ctx.start_step else None, trackers=trackers,
                           enabled=sharding.is_main_process())
     previous = [r for r in read_metrics(ctx.workdir) if "elapsed_seconds" in r]
     elapsed = previous[-1]["elapsed_seconds"] if previous else 0.0

@@ -116,8 +116,10 @@ def write_images(workdir: Path, cfg: Config, dataset: data_lib.Dataset, model: P
                                        for a in (originals, recon, samples))
     if orig_img is None:
         return  # not image data
-    report.save_png(workdir / "reconstructions.png", report.reconstruction_grid(orig_img, recon_img))
-    report.save_png(workdir / "samples.png", report.image_grid(sample_img, ncols=8))
+    report.save_png(workdir / "reconstructions.png", report.reconstruction_grid(
+        orig_img, recon_img, title=f"{dataset.name} test examples and their reconstructions (posterior mean)"))
+    report.save_png(workdir / "samples.png", report.annotate_grid(
+        report.image_grid(sample_img, ncols=8), title=f"{n} samples from the prior (T=1), decoded to the mean"))
 
 
 def _mi_text(summary: dict[str, Any]) -> str:

@@ -12,7 +12,7 @@ import dataclasses
 import hashlib
 import json
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -108,7 +108,7 @@ def check_workdir(workdir: Path, cfg: Config, force: bool) -> None:
         except (json.JSONDecodeError, JaxvaeError) as e:
             raise CheckpointError(f"{saved} is not a valid jaxvae config ({e}). This folder is not a jaxvae run "
                                   "directory, or it is damaged; use another --workdir.") from None
-        changes = config_lib.diff(old, cfg)
+        changes = config_lib.diff(old, cfg, ignore=config_lib.REPORTING_ONLY)
         if changes and not force:
             raise CheckpointError(
                 f"{workdir} holds a run with a different config; resuming it with this one would mix two "
@@ -225,8 +225,10 @@ def run_summary(cfg: Config, dataset: data_lib.Dataset, state: TrainState, steps
     }
 
 
-def final_report(ctx: RunContext, state: TrainState, *, log: Callable[[str], None] = print) -> dict[str, Any]:
-    """Evaluates on the test split, writes ``summary.json`` and the image grids (process 0), returns the summary.
+def final_report(ctx: RunContext, state: TrainState, *, log: Callable[[str], None] = print,
+                 trackers: Sequence[Any] = ()) -> dict[str, Any]:
+    """Evaluates on the test split, writes ``summary.json`` and the image grids (process 0) and hands both to the
+    ``trackers`` (:mod:`jaxvae.trackers`); returns the summary.
 
     The IWAE estimate is sharded over the mesh's ``data`` axis; in a multi-process run the other evaluations run
     on each process's own copy of the parameters.
@@ -260,6 +262,11 @@ def final_report(ctx: RunContext, state: TrainState, *, log: Callable[[str], Non
     if sharding.is_main_process():
         results.write_images(ctx.workdir, cfg, ctx.dataset, ctx.model, params, key)
         atomic_write_json(ctx.workdir / "summary.json", summary)
+        for tracker in trackers:
+            tracker.log_summary(summary, int(state.step))
+            for name in ("reconstructions", "samples"):
+                if (ctx.workdir / f"{name}.png").exists():
+                    tracker.log_image(name, (ctx.workdir / f"{name}.png").read_bytes(), int(state.step))
     return summary
 
 
@@ -309,6 +316,7 @@ def fit(cfg: Config, workdir: str | os.PathLike, *, model: ModelBuilder | None =
         ``fit`` again after freeing space resumes from it.
     """
     from jaxvae import loop, rundir
+    from jaxvae import trackers as trackers_lib
 
     if not sharding.is_main_process():  # in a multi-process run only process 0 logs and shows progress
         log, progress = (lambda _: None), False
@@ -319,14 +327,18 @@ def fit(cfg: Config, workdir: str | os.PathLike, *, model: ModelBuilder | None =
         return sum(x.nbytes for x in jax.tree.leaves(built[0].state)) if built else 0
 
     with rundir.run_lock(workdir), rundir.disk_full_guard(workdir, fallback_bytes=state_bytes):
+        trackers_lib.check_available(cfg.track.backends)  # before anything is written
         ctx = setup_run(cfg, workdir, force=force, log=log, model=model)
         built.append(ctx)
         state = ctx.state
-        if ctx.start_step < ctx.total_steps:
-            state = loop.train_loop(ctx, progress=progress, log=log)
-        else:
-            log(f"{ctx.workdir} already finished its {ctx.total_steps} steps; re-evaluating.")
-        summary = final_report(ctx, state, log=log)
+        with trackers_lib.open_trackers(ctx.cfg.track, ctx.workdir, config_lib.to_dict(ctx.cfg),
+                                        resume_step=ctx.start_step or None,
+                                        enabled=sharding.is_main_process()) as trackers:
+            if ctx.start_step < ctx.total_steps:
+                state = loop.train_loop(ctx, progress=progress, log=log, trackers=trackers)
+            else:
+                log(f"{ctx.workdir} already finished its {ctx.total_steps} steps; re-evaluating.")
+            summary = final_report(ctx, state, log=log, trackers=trackers)
     log(results.format_summary(summary, ctx.workdir))
     return summary
 

@@ -221,7 +221,7 @@ def _train(states, state_sh, sweep_step, ds, base, workdir, model_dirs, mesh, st
     chunks = ChunkLoop(run_chunk, total_steps=total, steps_per_epoch=spe, batch_size=bs,
                        log_every=base.train.log_every, every=(base.train.checkpoint_every,),
                        data_seed=data_seed(base), num_examples=ds.train.shape[0], permutation_on_device=True)
-    writers = [MetricWriter(d, resume_step=start if start else None, tensorboard=False) for d in model_dirs]
+    writers = [MetricWriter(d, resume_step=start if start else None) for d in model_dirs]
     ckpt = Checkpointer(workdir / "checkpoints", max_to_keep=base.train.keep_checkpoints)
     bar = progress_bar(total, start, enabled=progress, desc="sweep")
     try:

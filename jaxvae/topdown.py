@@ -47,6 +47,7 @@ from flax import nnx
 
 from jaxvae import kl as kl_lib
 from jaxvae import nets
+from jaxvae.config import topdown_groups
 from jaxvae.distributions import DiagonalGaussian
 from jaxvae.errors import ConfigError
 from jaxvae.hierarchy import _first, _marginal, _names, _temper
@@ -76,23 +77,6 @@ class ResidualCell(nnx.Module):
         return h + nets._apply_conv(self.conv_b, self.activation(r), self.conv_impl)
 
 
-def _split_groups(latent_channels: Sequence[int], groups_per_scale: Sequence[int] | None
-                  ) -> tuple[tuple[int, ...], tuple[int, int]]:
-    chans = tuple(int(c) for c in latent_channels)
-    if not chans or any(c <= 0 for c in chans):
-        raise ConfigError(f"A top-down hierarchy needs one positive number of latent channels per group, bottom "
-                          f"(finest scale) first, e.g. model.latent_dims=4,4,4,4; got {latent_channels!r}.")
-    if groups_per_scale:
-        split = tuple(int(g) for g in groups_per_scale)
-        if len(split) != 2 or any(g < 0 for g in split) or sum(split) != len(chans) or split[1] == 0:
-            raise ConfigError(f"model.groups_per_scale gives the latent groups at the fine (H/2) and the coarse "
-                              f"(H/4) scale, e.g. 2,2, summing to the {len(chans)} groups of model.latent_dims "
-                              f"with at least one at the coarse scale; got {groups_per_scale!r}.")
-    else:
-        split = (len(chans) // 2, len(chans) - len(chans) // 2)
-    return chans, split  # type: ignore[return-value]
-
-
 class TopDownVAE(Model):
     r"""The top-down residual hierarchy described in the module docstring.
 
@@ -120,7 +104,7 @@ class TopDownVAE(Model):
         if channels <= 0 or cells < 0:
             raise ConfigError(f"The top-down hierarchy needs channels > 0 and cells >= 0; got "
                               f"channels={channels}, cells={cells}.")
-        chans, split = _split_groups(latent_channels, groups_per_scale)
+        chans, split = topdown_groups(latent_channels, groups_per_scale)
         self.event_shape = (height, width, c_in)
         self.likelihood = likelihood
         self.latent_channels = chans

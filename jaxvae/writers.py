@@ -1,4 +1,5 @@
-"""Metric writers: ``metrics.jsonl`` always, TensorBoard when ``tensorboardX`` is installed; atomic file writes.
+"""Metric writers: ``metrics.jsonl``, mirrored to the experiment trackers (:mod:`jaxvae.trackers`); atomic file
+writes.
 
 Only the host loop calls these (never traced code). On multi-host runs only process 0 writes.
 """
@@ -10,7 +11,7 @@ import math
 import os
 import tempfile
 import warnings
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -97,23 +98,24 @@ def _clean(value: Any) -> Any:
 
 
 class MetricWriter:
-    """Appends one JSON object per record to ``metrics.jsonl`` (and mirrors scalars to TensorBoard).
+    """Appends one JSON object per record to ``metrics.jsonl`` and passes its numbers to the trackers.
 
     Args:
       workdir: the run directory.
       resume_step: when resuming, records with ``step > resume_step`` (written after the last checkpoint by the
         interrupted run) are dropped first, so the file has no duplicated or missing steps.
-      tensorboard: mirror scalars to ``workdir/tensorboard`` if tensorboardX is importable.
+      trackers: :class:`jaxvae.trackers.Tracker` s (opened and closed by the caller) that receive each record's
+        numbers as ``<split>/<name>`` (``train`` for training records).
       enabled: ``False`` makes every call a no-op and touches no file (the processes other than 0 of a
         multi-process run).
     """
 
-    def __init__(self, workdir: str | os.PathLike, *, resume_step: int | None = None, tensorboard: bool = True,
+    def __init__(self, workdir: str | os.PathLike, *, resume_step: int | None = None, trackers: Sequence[Any] = (),
                  enabled: bool = True):
         self.path = Path(workdir) / "metrics.jsonl"
         self.enabled = enabled
         self._file = None
-        self._tb = None
+        self._trackers = list(trackers) if enabled else []
         if not enabled:
             return
         if resume_step is not None and self.path.exists():
@@ -126,14 +128,6 @@ class MetricWriter:
         elif resume_step is None and self.path.exists():
             self.path.unlink()
         self._file = open(self.path, "a")
-        self._tb = None
-        if tensorboard:
-            try:
-                from tensorboardX import SummaryWriter
-            except ImportError:
-                pass
-            else:
-                self._tb = SummaryWriter(str(Path(workdir) / "tensorboard"))
 
     def write(self, record: Mapping[str, Any]) -> None:
         if self._file is None:
@@ -141,17 +135,16 @@ class MetricWriter:
         record = {k: _clean(v) for k, v in record.items()}
         self._file.write(json.dumps(record) + "\n")
         self._file.flush()
-        if self._tb is not None:
-            prefix = record.get("split", "train")
-            for k, v in record.items():
-                if isinstance(v, int | float) and k != "step":
-                    self._tb.add_scalar(f"{prefix}/{k}", v, record["step"])
+        if self._trackers:
+            from jaxvae.trackers import scalars_of
+
+            scalars = scalars_of(record)
+            for tracker in self._trackers:
+                tracker.log_scalars(int(record["step"]), scalars, record.get("split", "train"))
 
     def close(self) -> None:
         if self._file is not None:
             self._file.close()
-        if self._tb is not None:
-            self._tb.close()
 
 
 def _record_step(line: str) -> int | None:

@@ -151,3 +151,30 @@ def test_train_on_an_npz_without_preset_records_the_user_data_preset(tmp_path, c
     assert "Preset: user-data" in out
     saved = json.loads((workdir / "config.json").read_text())
     assert saved["preset"] == "user-data" and saved["data"]["name"] == str(path)
+
+
+def test_help_and_presets_do_not_import_jax():
+    """`jaxvae --help` and `jaxvae presets` print without importing JAX (the package's names load on first use)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = ("import sys\nfrom jaxvae import cli\n"
+            "for argv in (['presets'], ['--help'], ['train', '--help']):\n"
+            "    try:\n        cli.main(argv)\n    except SystemExit:\n        pass\n"
+            "print('JAX IMPORTED' if 'jax' in sys.modules else 'no jax')\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                            env={"PYTHONPATH": str(Path(__file__).resolve().parents[1]), "PATH": "/usr/bin:/bin"})
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().endswith("no jax"), result.stdout[-300:]
+    assert "binarized-mnist" in result.stdout and "--workdir" in result.stdout
+
+
+def test_every_public_name_resolves():
+    import jaxvae as jv
+
+    missing = [name for name in jv.__all__ if getattr(jv, name, None) is None]
+    assert not missing
+    assert jv.fit is jv.runs.fit and jv.rundir.LOCK_NAME == ".jaxvae.lock"  # any submodule resolves too
+    with pytest.raises(AttributeError, match="no attribute 'not_a_name'"):
+        jv.not_a_name  # noqa: B018

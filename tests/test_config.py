@@ -101,3 +101,24 @@ def test_choices_come_from_the_component_registries():
         config.apply_overrides(config.Config(), ["objective.name=iwae", "objective.controller=pi"])
     with pytest.raises(ConfigError, match="needs a factorized prior"):
         config.apply_overrides(config.Config(), ["objective.name=beta_tcvae", "model.prior=vamp"])
+
+
+def test_builtin_components_are_the_registries():
+    """`jaxvae config show` validates with config.BUILTIN_COMPONENTS (no JAX); they must be the registries."""
+    assert config.BUILTIN_COMPONENTS == config.registered_components()
+
+
+def test_config_show_validates_without_importing_jax():
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = ("import sys\nfrom jaxvae import cli\n"
+            "ok = cli.main(['config', 'show', '--set', 'objective.name=beta_tcvae', 'data.name=mnist'])\n"
+            "bad = cli.main(['config', 'show', '--set', 'objective.name=iwae', 'objective.controller=pi'])\n"
+            "print(ok, bad, 'JAX IMPORTED' if 'jax' in sys.modules else 'no jax')\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                            env={"PYTHONPATH": str(Path(__file__).resolve().parents[1]), "PATH": "/usr/bin:/bin"})
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split()[-4:] == ["0", "2", "no", "jax"], result.stdout[-300:]
+    assert "objective.controller=pi sets the KL weight of the elbo or free_bits or elbo_stl" in result.stderr

@@ -262,3 +262,49 @@ def test_latent_report_on_a_tiny_model_is_json_serializable():
     summary = diagnostics.latent_summary(model, params, train, jax.random.key(1))
     assert {"active_units", "active_threshold", "posterior_mean_variance", "mutual_information",
             "mutual_information_upper_bound"} <= set(summary)
+
+
+def test_plots_leave_matplotlibs_backend_and_pyplot_alone():
+    """jaxvae draws with matplotlib's object-oriented API: a notebook's backend (and pyplot's figure registry) is
+    the same after a report or a sweep's rate-distortion plot as before (no global matplotlib.use)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = ("import sys, tempfile, numpy as np, matplotlib\nmatplotlib.use('svg')\n"
+            "from jaxvae import report\n"
+            "png = report.kl_bar_chart([0.5, 0.0], [True, False])\n"
+            "png += report.latent_scatter(np.random.default_rng(0).normal(size=(50, 3)))\n"
+            "png += report.layer_chart({'z1': 1.0, 'z2': 0.1}, {'z1': 3, 'z2': 0}, {'z1': 4, 'z2': 2})\n"
+            "report.plot_rate_distortion([{'label': 'a', 'test_kl': 1.0, 'test_recon': 20.0}],\n"
+            "                            tempfile.mkdtemp() + '/rd.png')\n"
+            "assert png.count(b'\\x89PNG') == 3\n"
+            "print(matplotlib.get_backend(), 'matplotlib.pyplot' in sys.modules)\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                            env={"PYTHONPATH": str(Path(__file__).resolve().parents[1]), "PATH": "/usr/bin:/bin"})
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["svg", "False"]
+
+
+def test_annotated_grids_keep_every_pixel_and_add_their_labels():
+    from jaxvae import report
+
+    images = np.random.default_rng(0).uniform(size=(6, 8, 8, 1))
+    grid = report.image_grid(images, ncols=3)
+    out = report.annotate_grid(grid, title="six", row_labels=["first", "second"], col_labels=["a", "b", "c"])
+    assert out.ndim == 3 and out.shape[2] == 3 and out.shape[0] > grid.shape[0] and out.shape[1] > grid.shape[1]
+    top, left = out.shape[0] - grid.shape[0], out.shape[1] - grid.shape[1]
+    np.testing.assert_array_equal(out[top:, left:, 0], grid[..., 0])  # the images, unchanged, below the labels
+    assert (out[:top] < 128).any() and (out[top:, :left] < 128).any()  # dark text drawn in both margins
+    np.testing.assert_array_equal(report.annotate_grid(grid), grid)  # nothing to add: the grid itself
+
+
+def test_training_curves_need_training_records():
+    from jaxvae import report
+
+    assert report.training_curves([{"step": 10, "split": "valid", "elbo": -5.0}]) is None
+    records = [{"step": s, "loss": 10.0 / s, "elbo": -10.0 / s, "kl": 1.0, "beta": 1.0, "kl_per_dim": [0.5, 0.5]}
+               for s in (10, 20, 30)]
+    records += [{"step": 30, "split": "monitor", "active_units": 2, "mi": 0.9}]
+    png = report.training_curves(records)
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"

@@ -144,6 +144,15 @@ def test_cli_diagnose_and_samplers_on_a_trained_run(tmp_path):
         assert key in diag, key
     page = (workdir / "report.html").read_text()
     assert page.count("data:image/png;base64,") >= 6 and "<script" not in page  # self-contained, static
+    for text in ("what it means", "Training curves (metrics.jsonl)", "Traversals of the active dimensions",
+                 "a good sampler puts few latents in holes"):
+        assert text in page, text
+    before = {p.name: p.stat().st_mtime_ns for p in workdir.iterdir()}
+    elsewhere = tmp_path / "diagnosis"
+    result = _cli("diagnose", "--workdir", str(workdir), "--max-examples", "200", "--out", str(elsewhere))
+    assert result.returncode == 0, result.stderr
+    assert (elsewhere / "report.html").is_file() and (elsewhere / "diagnostics.json").is_file()
+    assert {p.name: p.stat().st_mtime_ns for p in workdir.iterdir()} == before  # the run directory untouched
     for sampler in ("gmm", "prior"):
         result = _cli("sample", "--workdir", str(workdir), "--sampler", sampler, "--num", "8", "--components", "3")
         assert result.returncode == 0, result.stderr

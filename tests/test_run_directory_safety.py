@@ -62,7 +62,7 @@ def test_sweep_members_share_their_sweep_but_exclude_the_sweep_itself(tmp_path):
             with rundir.run_lock(sweep):
                 pass
     with rundir.run_lock(sweep, command="jaxvae sweep"):
-        with pytest.raises(RunDirectoryBusyError, match="belongs to the sweep in .* `jaxvae sweep`"):
+        with pytest.raises(RunDirectoryBusyError, match=r"belongs to the sweep in .* `jaxvae sweep`"):
             with rundir.run_lock(sweep / "models" / "00-a"):
                 pass
 
@@ -120,7 +120,7 @@ def test_two_concurrent_trains_on_one_directory(tmp_path):
         second = _cli("train", "--workdir", str(workdir), "--no-progress", *sets)
     finally:
         first.send_signal(signal.SIGCONT)
-    out, err = first.communicate(timeout=600)
+    _, err = first.communicate(timeout=600)
     assert first.returncode == 0, err
     assert second.returncode == 2, second.stdout + second.stderr
     assert f"is in use by `jaxvae train` (PID {first.pid} on" in second.stderr
@@ -229,7 +229,7 @@ def test_sigkill_inside_the_asynchronous_save_resumes_bitwise(tmp_path, point, f
     assert not any(p.name.endswith("tmp") for p in (workdir / "checkpoints").iterdir())  # cleaned on resume
 
 
-# -- damaged run files --------------------------------------------------------------------------------------------
+# -- damaged run files -------------------------------------------------------------------------------------------
 
 
 def test_a_damaged_metrics_line_is_dropped_on_resume_with_a_warning(tmp_path, finished_run):
@@ -286,7 +286,7 @@ def test_a_checkpoint_with_missing_files_names_the_way_back(tmp_path, finished_r
     assert json.loads((workdir / "summary.json").read_text())["params_sha256"] == finished_run[1]["params_sha256"]
 
 
-# -- no traceback with exit 0 ---------------------------------------------------------------------------------------
+# -- no traceback with exit 0 -------------------------------------------------------------------------------------
 
 
 def test_an_exception_in_a_background_thread_fails_the_command(tmp_path, finished_run):
