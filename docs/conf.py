@@ -27,8 +27,9 @@ exclude_patterns = ["_build", "Thumbs.db", ".DS_Store"]
 html_theme = "furo"
 html_title = f"jaxvae {release}"
 autodoc_member_order = "bysource"
-autodoc_typehints = "description"
-autodoc_default_options = {"members": True, "show-inheritance": True}
+autodoc_typehints = "signature"  # types in the signature; the docstrings say what each argument means
+# ignore-module-all: each name is documented once, in the module that defines it (some re-export others).
+autodoc_default_options = {"members": True, "show-inheritance": True, "ignore-module-all": True}
 napoleon_google_docstring = True
 napoleon_numpy_docstring = False
 # The README (the user guide) links to files of the repository (benchmarks/RESULTS.md, notebooks, ...), which are
@@ -36,3 +37,14 @@ napoleon_numpy_docstring = False
 suppress_warnings = ["myst.xref_missing"]
 nitpicky = False
 napoleon_use_ivar = True  # "Attributes:" sections as fields, so NamedTuple fields are described once
+
+
+def _skip_namedtuple_aliases(app, what, name, obj, skip, options):
+    """NamedTuple fields are described in their class's "Attributes:"; skip the generated "Alias for field
+    number N" entries."""
+    doc = getattr(obj, "__doc__", None) or ""
+    return True if doc.startswith("Alias for field number") else None
+
+
+def setup(app):
+    app.connect("autodoc-skip-member", _skip_namedtuple_aliases)

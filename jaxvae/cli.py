@@ -25,6 +25,7 @@ EXIT_USAGE = 2
 EXIT_FAILED = 1  # an unexpected error, or an exception in a background thread or during clean-up
 EXIT_PREEMPTED = 75  # EX_TEMPFAIL: stopped cleanly by SIGTERM/SIGINT with a checkpoint; re-run to resume
 EXIT_INTERRUPTED = 130
+EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, as a command killed by a closed pipe would exit
 
 
 DEFAULT_PRESET = "digits"
@@ -352,6 +353,20 @@ def cmd_config_show(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_config_keys(args: argparse.Namespace) -> int:
+    rows = [k for k in config_lib.describe_keys() if not args.grep or args.grep.lower() in
+            f"{k.key} {k.meaning}".lower()]
+    if not rows:
+        raise JaxvaeError(f"No config key or description contains {args.grep!r}; `jaxvae config keys` lists all.")
+    width = max(len(k.key) for k in rows)
+    for k in rows:
+        lines = textwrap.wrap(f"{k.meaning} [{k.type}, default: {k.default or '(empty)'}]", max(40, 110 - width))
+        print(f"{k.key.ljust(width)}  {lines[0]}")
+        for line in lines[1:]:
+            print(f"{' ' * width}  {line}")
+    return 0
+
+
 def cmd_presets(args: argparse.Namespace) -> int:
     width = max(map(len, config_lib.PRESETS))
     for name, (description, _) in config_lib.PRESETS.items():
@@ -487,6 +502,9 @@ def build_parser() -> argparse.ArgumentParser:
     show = config_sub.add_parser("show", help="print the resolved config as JSON")
     _add_config_args(show)
     show.set_defaults(func=cmd_config_show)
+    keys = config_sub.add_parser("keys", help="list every config key with its meaning, type and default")
+    keys.add_argument("--grep", metavar="TEXT", help="only keys whose name or description contains TEXT")
+    keys.set_defaults(func=cmd_config_keys)
 
     p = sub.add_parser("presets", help="list the named presets")
     p.set_defaults(func=cmd_presets)
@@ -567,6 +585,9 @@ def _run(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         print(f"jaxvae {args.command}: interrupted.", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except BrokenPipeError:  # the reader of stdout stopped early (`jaxvae config keys | head`): end quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_BROKEN_PIPE
     except Exception as e:  # a full disk while writing outputs (train and sweep raise DiskFullError themselves)
         if not rundir.is_disk_full(e):
             raise

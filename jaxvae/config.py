@@ -16,10 +16,11 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import json
+import re
 import types
 import typing
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 from jaxvae import meshspec
 from jaxvae.errors import ConfigError
@@ -289,8 +290,9 @@ class AggressiveConfig:
 
     enabled: bool = False  # run the aggressive phase from the first step
     max_inner: int = 100  # encoder updates per step at most (the paper: 100)
-    check_every: int = 10  # the inner loop stops when the mean loss of a window of this many updates is above
-    # the previous window's (the paper: 10)
+    # The inner loop stops when the mean loss of a window of this many updates is above the previous window's
+    # (the paper: 10).
+    check_every: int = 10
     patience: int = 5  # epochs without a new best validation I(x; z) that end the phase (the paper: 5)
     min_delta: float = 0.0  # nats the validation I(x; z) must rise by to count as an improvement
     encoder_key: str = "encoder"  # top-level parameter key of the inference network (the rest is the decoder's)
@@ -303,8 +305,9 @@ class TrainConfig:
     steps: int | None = None  # total steps; overrides epochs when set
     seed: int = 0  # parameters and per-step randomness
     data_seed: int | None = None  # batch order and data splits/binarization; None = the same as seed
-    loop: str = "auto"  # auto: scan when the data fits on the device, else host (host also for multi-process
-    # runs and for conv nets with model.conv_impl=xla on CPU); scan; host
+    # auto: scan when the data fits on the device, else host (host also for multi-process runs and for conv nets
+    # with model.conv_impl=xla on CPU); scan; host
+    loop: str = "auto"
     log_every: int = 50  # steps between metric records (and progress updates)
     eval_every: int = 0  # steps between validation passes; 0 = once per epoch
     checkpoint_every: int = 1000  # steps between checkpoints (rounded to a whole chunk); 0 = end only
@@ -604,6 +607,14 @@ def apply_overrides(cfg: Config, overrides: Iterable[str] | Mapping[str, Any], *
     Keys are dotted paths (``model.latent_dim``, ``objective.capacity.nats``); the older flat names of
     :data:`LEGACY_KEYS` are accepted. A mapping ``{"section.key": value}`` with already-typed values is accepted
     too. The result is validated (``components``: see :func:`validate`).
+
+    >>> cfg = apply_overrides(get_preset("digits"), ["model.latent_dim=16", "objective.beta=4"])
+    >>> cfg.model.latent_dim, cfg.objective.beta
+    (16, 4.0)
+    >>> apply_overrides(cfg, ["model.latnt_dim=2"])  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+      ...
+    jaxvae.errors.ConfigError: Unknown config key 'model.latnt_dim'. Did you mean 'model.latent_dim'? ...
     """
     items = overrides.items() if isinstance(overrides, Mapping) else (_split_override(o) for o in overrides)
     for key, value in items:
@@ -1001,6 +1012,67 @@ def from_dict(d: Mapping[str, Any]) -> Config:
             raise ConfigError(f"Config section {section!r} must be a mapping.")
         walk(f"{section}.", values)
     return apply_overrides(cfg, flat)
+
+
+class KeyDescription(NamedTuple):
+    """One config key as :func:`describe_keys` documents it."""
+
+    key: str  # dotted, e.g. "model.latent_dim"
+    type: str  # e.g. "int", "tuple[int, ...]", "str or None"
+    default: str  # the bare config's default as written on the command line
+    meaning: str  # the comment that documents the field in this module
+
+
+def _field_comments(cls: type) -> dict[str, str]:
+    """``{field: comment}`` of a config dataclass: the comment on a field's line, else the comment lines right
+    above it (read from this module's source)."""
+    import inspect
+    import io
+    import tokenize
+
+    source = inspect.getsource(cls)
+    comments = {tok.start[0]: tok.string.lstrip("#").strip()
+                for tok in tokenize.generate_tokens(io.StringIO(source).readline) if tok.type == tokenize.COMMENT}
+    lines = source.splitlines()
+    out = {}
+    for number, line in enumerate(lines, start=1):
+        match = re.match(r"\s+(\w+): [^=]+=", line)
+        if not match:
+            continue
+        text = comments.get(number)
+        if text is None:  # the comment lines right above the field
+            above, n = [], number - 1
+            while n in comments and lines[n - 1].lstrip().startswith("#"):
+                above.insert(0, comments[n])
+                n -= 1
+            text = " ".join(above)
+        out[match.group(1)] = text
+    return out
+
+
+def describe_keys() -> list[KeyDescription]:
+    """Every config key with its type, default and meaning (``jaxvae config keys``; the documentation's config
+    reference is generated from this)."""
+    out: list[KeyDescription] = []
+
+    def walk(cls: type, prefix: str) -> None:
+        comments, hints = _field_comments(cls), typing.get_type_hints(cls)
+        for field in dataclasses.fields(cls):
+            default = field.default
+            if dataclasses.is_dataclass(default):
+                walk(type(default), f"{prefix}{field.name}.")
+                continue
+            kind = hints[field.name]
+            kind = kind.__name__ if isinstance(kind, type) else str(kind).replace("typing.", "")
+            shown = ",".join(map(str, default)) if isinstance(default, tuple) else (
+                "none" if default is None else str(default).lower() if isinstance(default, bool) else str(default))
+            out.append(KeyDescription(f"{prefix}{field.name}", kind.replace(" | ", " or "), shown,
+                                      comments.get(field.name, "")))
+
+    for section in dataclasses.fields(Config):
+        if dataclasses.is_dataclass(section.default):
+            walk(type(section.default), f"{section.name}.")
+    return out
 
 
 # Settings that change how a run is reported, not what it computes: resuming a run with other values is allowed.

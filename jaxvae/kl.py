@@ -28,6 +28,12 @@ def kl_standard_normal_per_dim(q: DiagonalGaussian) -> Array:
 
     Written with ``expm1`` so that it stays accurate (and non-negative) for a collapsed dimension where
     :math:`\mu \approx 0` and :math:`\sigma \approx 1`.
+
+    >>> import jax.numpy as jnp
+    >>> from jaxvae.distributions import DiagonalGaussian
+    >>> q = DiagonalGaussian(loc=jnp.array([0.0, 1.0]), log_scale=jnp.zeros(2))  # N(0, 1) and N(1, 1)
+    >>> kl_standard_normal_per_dim(q).tolist()
+    [0.0, 0.5]
     """
     s = q.log_scale
     return 0.5 * jnp.square(q.loc) + 0.5 * jnp.expm1(2.0 * s) - s

@@ -595,5 +595,8 @@ def bits_per_dim(nll_nats: Array | float, num_dims: int) -> Array | float:
     is the usual bits/dim (e.g. Salimans et al. 2017). A continuous density over data rescaled to [0, 1] as
     :math:`y = (x + u)/256`, :math:`u \sim U[0, 1)^D` (uniform dequantization), is comparable only after the change
     of variables: pass ``nll + D * log(256)``, i.e. add 8 bits/dim (Theis et al. 2016, arXiv:1511.01844).
+
+    >>> round(bits_per_dim(79.03, 784), 4)  # 79.03 nats on 28x28 binarized MNIST
+    0.1454
     """
     return nll_nats / (num_dims * math.log(2.0))

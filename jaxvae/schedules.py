@@ -252,6 +252,12 @@ def cyclical_schedule(
 
     References:
         Fu et al., "Cyclical Annealing Schedule: A Simple Approach to Mitigating KL Vanishing", NAACL 2019.
+
+    Example (4 cycles over 1000 steps, rising during the first half of each):
+
+    >>> beta = cyclical_schedule(total_steps=1000, num_cycles=4, ratio=0.5)
+    >>> [round(float(beta(t)), 3) for t in (0, 62, 125, 249, 250, 1000)]
+    [0.0, 0.496, 1.0, 1.0, 0.0, 1.0]
     """
     total_steps = _int("total_steps", total_steps, minimum=1)
     num_cycles = _int("num_cycles", num_cycles, minimum=1)

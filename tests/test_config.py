@@ -122,3 +122,23 @@ def test_config_show_validates_without_importing_jax():
     assert result.returncode == 0, result.stderr
     assert result.stdout.split()[-4:] == ["0", "2", "no", "jax"], result.stdout[-300:]
     assert "objective.controller=pi sets the KL weight of the elbo or free_bits or elbo_stl" in result.stderr
+
+
+def test_every_config_key_is_described():
+    """The comments in config.py are the documentation (`jaxvae config keys`, the docs' config reference):
+    every key has one, and the keys are exactly those --set accepts."""
+    described = config.describe_keys()
+    assert [k.key for k in described] == [k for k in config.all_keys() if k != "preset"]
+    assert not [k.key for k in described if len(k.meaning) < 8]
+    byname = {k.key: k for k in described}
+    assert byname["model.latent_dim"].default == "8" and byname["model.hidden"].default == "256,128"
+    assert byname["train.aggressive.check_every"].meaning.startswith("The inner loop stops")  # a comment above
+
+
+def test_config_keys_lists_and_filters(capsys):
+    from jaxvae import cli
+
+    assert cli.main(["config", "keys", "--grep", "capacity"]) == 0
+    out = capsys.readouterr().out
+    assert "objective.capacity.nats" in out and "model.latent_dim" not in out
+    assert cli.main(["config", "keys", "--grep", "no-such-text"]) == 2

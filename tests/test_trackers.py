@@ -15,12 +15,11 @@ from jaxvae import config, runs, trackers, writers
 from jaxvae.errors import ConfigError
 from tests.test_reliability import TINY
 
-pytestmark = pytest.mark.xdist_group("trackers")  # one worker builds the tracked run once
-
 pytest.importorskip("mlflow", reason="the mlflow extra is not installed (pip install 'jaxvae[mlflow]')")
 pytest.importorskip("wandb", reason="the wandb extra is not installed (pip install 'jaxvae[wandb]')")
 
 ALL = "track.backends=tensorboard,mlflow,wandb"
+TRACKED = pytest.mark.xdist_group("tracked_run")  # the tests of one tracked run share a worker: built once
 
 
 def _cfg(*extra):
@@ -77,6 +76,7 @@ def _tensorboard(logdir: Path) -> tuple[dict[str, dict[int, list[float]]], set[s
     return scalars, images, texts
 
 
+@TRACKED
 def test_tensorboard_holds_every_record_once_the_summary_the_images_and_the_config(tracked_run):
     workdir, summary, train = tracked_run
     scalars, images, texts = _tensorboard(workdir / "tensorboard")
@@ -93,6 +93,7 @@ def test_tensorboard_holds_every_record_once_the_summary_the_images_and_the_conf
 # -- MLflow ---------------------------------------------------------------------------------------------------
 
 
+@TRACKED
 def test_mlflow_holds_one_run_with_the_records_summary_config_and_images(tracked_run):
     from mlflow.tracking import MlflowClient
 
@@ -142,6 +143,7 @@ def _wandb_records(path: Path):
             pending = b""
 
 
+@TRACKED
 def test_wandb_offline_files_hold_the_records_summary_config_and_images(tracked_run):
     workdir, summary, train = tracked_run
     run_id = json.loads((workdir / "trackers.json").read_text())["wandb_run_id"]
