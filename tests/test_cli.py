@@ -8,6 +8,7 @@ import pytest
 
 from jaxvae import cli, config
 from jaxvae.data import DATASETS
+from tests.helpers import fresh_python
 
 TINY = ["model.hidden=16", "model.latent_dim=2", "train.steps=10", "train.log_every=5", "eval.num_samples=4",
         "eval.max_examples=32", "eval.num_images=4", "monitor.every=0"]
@@ -155,16 +156,11 @@ def test_train_on_an_npz_without_preset_records_the_user_data_preset(tmp_path, c
 
 def test_help_and_presets_do_not_import_jax():
     """`jaxvae --help` and `jaxvae presets` print without importing JAX (the package's names load on first use)."""
-    import subprocess
-    import sys
-    from pathlib import Path
-
     code = ("import sys\nfrom jaxvae import cli\n"
             "for argv in (['presets'], ['--help'], ['train', '--help']):\n"
             "    try:\n        cli.main(argv)\n    except SystemExit:\n        pass\n"
             "print('JAX IMPORTED' if 'jax' in sys.modules else 'no jax')\n")
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
-                            env={"PYTHONPATH": str(Path(__file__).resolve().parents[1]), "PATH": "/usr/bin:/bin"})
+    result = fresh_python(code)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip().endswith("no jax"), result.stdout[-300:]
     assert "binarized-mnist" in result.stdout and "--workdir" in result.stdout

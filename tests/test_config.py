@@ -6,6 +6,7 @@ import pytest
 
 from jaxvae import config
 from jaxvae.errors import ConfigError
+from tests.helpers import fresh_python
 
 
 def test_every_preset_is_valid_and_round_trips_through_json():
@@ -109,16 +110,11 @@ def test_builtin_components_are_the_registries():
 
 
 def test_config_show_validates_without_importing_jax():
-    import subprocess
-    import sys
-    from pathlib import Path
-
     code = ("import sys\nfrom jaxvae import cli\n"
             "ok = cli.main(['config', 'show', '--set', 'objective.name=beta_tcvae', 'data.name=mnist'])\n"
             "bad = cli.main(['config', 'show', '--set', 'objective.name=iwae', 'objective.controller=pi'])\n"
             "print(ok, bad, 'JAX IMPORTED' if 'jax' in sys.modules else 'no jax')\n")
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
-                            env={"PYTHONPATH": str(Path(__file__).resolve().parents[1]), "PATH": "/usr/bin:/bin"})
+    result = fresh_python(code)
     assert result.returncode == 0, result.stderr
     assert result.stdout.split()[-4:] == ["0", "2", "no", "jax"], result.stdout[-300:]
     assert "objective.controller=pi sets the KL weight of the elbo or free_bits or elbo_stl" in result.stderr

@@ -16,6 +16,7 @@ from scipy.special import logsumexp
 from jaxvae import diagnostics, likelihoods
 from jaxvae.model import VAE, split
 from jaxvae.posteriors import DiagonalGaussian
+from tests.helpers import fresh_python
 
 
 def _gaussians(loc, scale):
@@ -267,10 +268,6 @@ def test_latent_report_on_a_tiny_model_is_json_serializable():
 def test_plots_leave_matplotlibs_backend_and_pyplot_alone():
     """jaxvae draws with matplotlib's object-oriented API: a notebook's backend (and pyplot's figure registry) is
     the same after a report or a sweep's rate-distortion plot as before (no global matplotlib.use)."""
-    import subprocess
-    import sys
-    from pathlib import Path
-
     code = ("import sys, tempfile, numpy as np, matplotlib\nmatplotlib.use('svg')\n"
             "from jaxvae import report\n"
             "png = report.kl_bar_chart([0.5, 0.0], [True, False])\n"
@@ -280,8 +277,7 @@ def test_plots_leave_matplotlibs_backend_and_pyplot_alone():
             "                            tempfile.mkdtemp() + '/rd.png')\n"
             "assert png.count(b'\\x89PNG') == 3\n"
             "print(matplotlib.get_backend(), 'matplotlib.pyplot' in sys.modules)\n")
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
-                            env={"PYTHONPATH": str(Path(__file__).resolve().parents[1]), "PATH": "/usr/bin:/bin"})
+    result = fresh_python(code)
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["svg", "False"]
 
