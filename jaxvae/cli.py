@@ -294,7 +294,7 @@ def _sample(args: argparse.Namespace, out: Path) -> int:
     import jax
     import numpy as np
 
-    from jaxvae import diagnostics, report, runs, samplers
+    from jaxvae import diagnostics, expost, report, runs, samplers
     from jaxvae.data import random_subset
 
     ctx, params = runs.restore_run(args.workdir, step=args.step)
@@ -304,12 +304,19 @@ def _sample(args: argparse.Namespace, out: Path) -> int:
         z = samplers.prior_samples(model, params, key, args.num, temperature=args.temperature)
     elif args.sampler == "vamp":
         z = samplers.vamp_samples(model, params, key, args.num)
-    else:  # ex-post mixture fitted to the training set's posterior means (Ghosh et al. 2020)
+    else:  # an ex-post density fitted to the training set's posterior means
         data = ctx.dataset.train
         idx = random_subset(data.shape[0], 10_000, args.seed)
         q = diagnostics.encode_dataset(model, params, data[idx])
-        fit = samplers.fit_gmm(jax.random.fold_in(key, 1), q.loc, min(args.components, len(idx)))
-        z = samplers.gmm_sample(fit.gmm, jax.random.fold_in(key, 2), args.num)
+        if args.sampler == "gmm":  # Ghosh et al. 2020
+            fit = samplers.fit_gmm(jax.random.fold_in(key, 1), q.loc, min(args.components, len(idx)))
+            z = samplers.gmm_sample(fit.gmm, jax.random.fold_in(key, 2), args.num)
+        elif args.sampler == "flow":  # RealNVP (jaxvae.expost)
+            z = expost.flow_sample(expost.fit_flow(jax.random.fold_in(key, 1), q.loc), jax.random.fold_in(key, 2),
+                                   args.num)
+        else:  # the two-stage VAE (Dai & Wipf 2019; jaxvae.expost)
+            z = expost.two_stage_sample(expost.fit_two_stage(jax.random.fold_in(key, 1), q.loc),
+                                        jax.random.fold_in(key, 2), args.num)
     x = np.asarray(jax.jit(model.decode_mean)(params, z))
     from jaxvae.writers import atomic_write_npy
 
@@ -326,7 +333,8 @@ def _sample(args: argparse.Namespace, out: Path) -> int:
     images = report.to_images(x, ctx.dataset.event_shape, scale=report.value_scale(ctx.cfg.data.scale))
     if images is not None:
         what = {"prior": f"the prior (T={args.temperature:g})", "vamp": "the VampPrior",
-                "gmm": f"an ex-post Gaussian mixture ({args.components} components)"}[args.sampler]
+                "gmm": f"an ex-post Gaussian mixture ({args.components} components)",
+                "flow": "an ex-post RealNVP flow", "two_stage": "a two-stage VAE (Dai & Wipf)"}[args.sampler]
         report.save_png(out, report.annotate_grid(report.image_grid(images, ncols=8),
                                                   title=f"{args.num} samples from {what}, seed {args.seed}"))
         print(f"Wrote {out} and {out.with_suffix('.npy')}")
@@ -477,8 +485,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("sample", help="decode samples from the prior of a trained run")
     p.add_argument("--workdir", required=True, help="run directory of a `jaxvae train` run")
     p.add_argument("--num", type=int, default=64, help="number of samples (default 64)")
-    p.add_argument("--sampler", choices=["prior", "gmm", "vamp"], default="prior",
-                   help="prior (with --temperature), gmm (ex-post mixture fitted to the training latents), vamp")
+    p.add_argument("--sampler", choices=["prior", "gmm", "flow", "two_stage", "vamp"], default="prior",
+                   help="prior (with --temperature); ex-post densities fitted to the training set's posterior "
+                   "means: gmm (Gaussian mixture, Ghosh et al. 2020), flow (RealNVP), two_stage (a second VAE, "
+                   "Dai & Wipf 2019); vamp (the VampPrior's mixture)")
     p.add_argument("--temperature", type=float, default=1.0, help="prior sampler: std scale (default 1.0)")
     p.add_argument("--components", type=int, default=10, help="gmm sampler: mixture components")
     p.add_argument("--seed", type=int, default=0, help="seed of the samples (default 0)")

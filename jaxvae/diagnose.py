@@ -17,7 +17,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from jaxvae import diagnostics, report, runs, samplers
+from jaxvae import diagnostics, expost, report, runs, samplers
 from jaxvae.data import random_subset, text
 from jaxvae.posteriors import DiagonalGaussian
 from jaxvae.writers import atomic_write_json, read_json_object, read_metrics
@@ -42,12 +42,14 @@ def _show(ctx: runs.RunContext, x: np.ndarray, caption: str = "", ncols: int = 8
 
 def run_diagnose(workdir: str | Path, *, max_examples: int = 2000, gmm_components: int = 10,
                  gmm_covariance: str = "full", num_samples: int = 64, top_k: int = 16, seed: int = 0,
-                 step: int | str | None = None, out_dir: str | Path | None = None,
+                 step: int | str | None = None, out_dir: str | Path | None = None, expost_steps: int = 1500,
                  log: Callable[[str], None] = print) -> dict[str, Any]:
     """Computes the latent report of the run in ``workdir`` and writes diagnostics.json and report.html.
 
     Args:
       step: the checkpoint (see :func:`jaxvae.runs.restore_run`; default: the model the run reports).
+      expost_steps: training steps of the learned ex-post samplers compared in the report (a RealNVP flow and
+        the two-stage VAE of :mod:`jaxvae.expost`).
       out_dir: where the two files go (default: ``workdir``). Writing into the run directory holds its lock
         (:func:`jaxvae.rundir.run_lock`); a folder outside it does not, so a run can be diagnosed while it trains.
     """
@@ -61,11 +63,11 @@ def run_diagnose(workdir: str | Path, *, max_examples: int = 2000, gmm_component
             out.mkdir(parents=True, exist_ok=True)
         return _diagnose(workdir, out, max_examples=max_examples, gmm_components=gmm_components,
                          gmm_covariance=gmm_covariance, num_samples=num_samples, top_k=top_k, seed=seed, step=step,
-                         log=log)
+                         expost_steps=expost_steps, log=log)
 
 
 def _diagnose(workdir: Path, out: Path, *, max_examples: int, gmm_components: int, gmm_covariance: str,
-              num_samples: int, top_k: int, seed: int, step: int | str | None,
+              num_samples: int, top_k: int, seed: int, step: int | str | None, expost_steps: int,
               log: Callable[[str], None]) -> dict[str, Any]:
     t0 = time.perf_counter()
     ctx, params = runs.restore_run(workdir, step=step)
@@ -86,12 +88,19 @@ def _diagnose(workdir: Path, out: Path, *, max_examples: int, gmm_components: in
     z_prior = samplers.prior_samples(model, params, jax.random.fold_in(key, 2), num_samples)
     z_cold = samplers.prior_samples(model, params, jax.random.fold_in(key, 2), num_samples, temperature=0.7)
     z_gmm = samplers.gmm_sample(fit.gmm, jax.random.fold_in(key, 3), num_samples)
+    # Learned ex-post densities on the same latents (jaxvae.expost): a RealNVP flow and the two-stage VAE.
+    flow = expost.fit_flow(jax.random.fold_in(key, 5), q_train.loc, steps=expost_steps)
+    two_stage = expost.fit_two_stage(jax.random.fold_in(key, 6), q_train.loc, steps=expost_steps)
+    z_ex = {"flow": expost.flow_sample(flow, jax.random.fold_in(key, 7), num_samples),
+            "two_stage": expost.two_stage_sample(two_stage, jax.random.fold_in(key, 7), num_samples)}
+    result["expost"] = {"fit_steps": expost_steps, "flow_final_nll": float(flow.losses[-100:].mean()),
+                        "two_stage_final_neg_elbo": float(two_stage.losses[-100:].mean())}
     decode = jax.jit(model.decode_mean)
     # How well each sampler covers the data: the share of its latents that fall into prior holes (density under
     # the aggregate posterior below the data's own 1st percentile).
     threshold = result["prior_holes"]["threshold"]
     q_ref = DiagonalGaussian(q_train.loc[:max_examples], q_train.log_scale[:max_examples])
-    for name, z in (("prior", z_prior), ("prior_t0.7", z_cold), ("gmm", z_gmm)):
+    for name, z in (("prior", z_prior), ("prior_t0.7", z_cold), ("gmm", z_gmm), *z_ex.items()):
         dens = np.asarray(diagnostics.aggregate_log_density(z, q_ref))
         result.setdefault("sampler_hole_fraction", {})[name] = float(np.mean(dens < threshold))
     posterior = ctx.cfg.model.posterior
@@ -103,7 +112,7 @@ def _diagnose(workdir: Path, out: Path, *, max_examples: int, gmm_components: in
                     "the model's KL and bounds in summary.json and eval.json include the flow"}
     result["seconds"] = time.perf_counter() - t0
     atomic_write_json(out / "diagnostics.json", result)
-    _write_report(ctx, params, result, workdir, out, decode, z_prior, z_cold, z_gmm, q_train, fit_idx, key)
+    _write_report(ctx, params, result, workdir, out, decode, z_prior, z_cold, z_gmm, z_ex, q_train, fit_idx, key)
     log(format_diagnostics(result, out))
     return result
 
@@ -153,7 +162,8 @@ def _disentanglement_section(workdir: Path, step: int) -> tuple[str, str] | None
     return "Disentanglement (ground-truth factors)", caption + report.html_table(rows)
 
 
-def _write_report(ctx, params, result, workdir, out, decode, z_prior, z_cold, z_gmm, q_train, fit_idx, key):
+def _write_report(ctx, params, result, workdir, out, decode, z_prior, z_cold, z_gmm, z_ex, q_train, fit_idx,
+                  key):
     model, ds = ctx.model, ctx.dataset
     inactive = set(result["inactive_dims"])
     holes = result["prior_holes"]
@@ -182,8 +192,9 @@ def _write_report(ctx, params, result, workdir, out, decode, z_prior, z_cold, z_
          "samples decode to poor images"),
         ("latents in holes, per sampler", ", ".join(f"{k}: {100 * v:.1f}%"
                                                     for k, v in result["sampler_hole_fraction"].items()),
-         "the same share for each sampler's latents (the prior at temperature 1 and 0.7, and the ex-post Gaussian "
-         "mixture fitted to the training codes); a good sampler puts few latents in holes"),
+         "the same share for each sampler's latents: the prior at temperature 1 and 0.7, and the ex-post "
+         "densities fitted to the training codes (a Gaussian mixture, a RealNVP flow, a two-stage VAE); a good "
+         "sampler puts few latents in holes"),
     ]
     sections = [("Summary", report.html_table(rows, header=("", "value", "what it means")))]
     curves = report.training_curves(read_metrics(workdir))
@@ -217,9 +228,11 @@ def _write_report(ctx, params, result, workdir, out, decode, z_prior, z_cold, z_
         + "</div>"))
     samples = [_show(ctx, decode(params, z), cap) for z, cap in (
         (z_prior, "prior, T=1"), (z_cold, "prior, T=0.7"),
-        (z_gmm, f"ex-post GMM ({result['gmm']['num_components']} components)"))]
+        (z_gmm, f"ex-post GMM ({result['gmm']['num_components']} components)"),
+        (z_ex["flow"], "ex-post RealNVP flow"), (z_ex["two_stage"], "two-stage VAE (Dai & Wipf 2019)"))]
     if any(samples):
-        sections.append(("Samples: prior vs ex-post mixture", f'<div class="grid">{"".join(samples)}</div>'))
+        sections.append(("Samples: the prior vs ex-post densities fitted to the training codes",
+                         f'<div class="grid">{"".join(samples)}</div>'))
     rng = np.random.default_rng(0)
     test = ds.test if ds.test.shape[0] >= 2 else ds.train
     pairs = rng.choice(test.shape[0], size=(4, 2), replace=False)

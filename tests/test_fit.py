@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from jaxvae import config, runs, writers
@@ -140,7 +141,7 @@ def test_cli_diagnose_and_samplers_on_a_trained_run(tmp_path):
     assert "prior holes" in result.stdout
     diag = json.loads((workdir / "diagnostics.json").read_text())
     for key in ["kl_per_dim", "active_units", "mutual_information", "aggregate_posterior", "mmd_to_prior",
-                "prior_holes", "outliers", "gmm", "sampler_hole_fraction"]:
+                "prior_holes", "outliers", "gmm", "sampler_hole_fraction", "expost"]:
         assert key in diag, key
     page = (workdir / "report.html").read_text()
     assert page.count("data:image/png;base64,") >= 6 and "<script" not in page  # self-contained, static
@@ -153,10 +154,13 @@ def test_cli_diagnose_and_samplers_on_a_trained_run(tmp_path):
     assert result.returncode == 0, result.stderr
     assert (elsewhere / "report.html").is_file() and (elsewhere / "diagnostics.json").is_file()
     assert {p.name: p.stat().st_mtime_ns for p in workdir.iterdir()} == before  # the run directory untouched
-    for sampler in ("gmm", "prior"):
+    assert set(diag["sampler_hole_fraction"]) == {"prior", "prior_t0.7", "gmm", "flow", "two_stage"}
+    for sampler in ("gmm", "prior", "flow", "two_stage"):
         result = _cli("sample", "--workdir", str(workdir), "--sampler", sampler, "--num", "8", "--components", "3")
         assert result.returncode == 0, result.stderr
     assert (workdir / "samples-gmm-seed0.png").is_file() and (workdir / "samples-prior-t1-seed0.png").is_file()
+    assert np.load(workdir / "samples-flow-seed0.npy").shape[0] == 8
+    assert np.isfinite(np.load(workdir / "samples-two_stage-seed0.npy")).all()
     result = _cli("sample", "--workdir", str(workdir), "--sampler", "vamp")
     assert result.returncode == 2 and "VampPrior" in result.stderr
 
