@@ -46,8 +46,11 @@ class Checkpointer:
         self.directory = Path(directory).absolute()
         # cleanup_tmp_directories: a save interrupted by SIGKILL leaves a temporary folder; it is removed (the
         # finished checkpoints are untouched) when the run is resumed by the lock's holder.
+        # Read-only without Orbax's own read_only flag, which logs warnings on every open: a reader creates
+        # nothing, leaves temporary folders alone, and never saves (so nothing is ever deleted either).
+        self.read_only = read_only
         options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=not read_only,
-                                               cleanup_tmp_directories=not read_only, read_only=read_only)
+                                               cleanup_tmp_directories=not read_only)
         self._manager = ocp.CheckpointManager(self.directory, options=options)
 
     def latest_step(self) -> int | None:
@@ -58,6 +61,8 @@ class Checkpointer:
 
     def save(self, state: Any, *, step: int | None = None, force: bool = True) -> None:
         """Saves ``state`` under ``step`` (default ``state.step``), asynchronously (:meth:`close` finishes)."""
+        if self.read_only:
+            raise RuntimeError(f"{self.directory} was opened read-only; it cannot save.")
         step = int(state.step) if step is None else step
         if step in self._manager.all_steps():
             return

@@ -314,9 +314,10 @@ def _sample(args: argparse.Namespace, out: Path) -> int:
         elif args.sampler == "flow":  # RealNVP (jaxvae.expost)
             z = expost.flow_sample(expost.fit_flow(jax.random.fold_in(key, 1), q.loc), jax.random.fold_in(key, 2),
                                    args.num)
-        else:  # the two-stage VAE (Dai & Wipf 2019; jaxvae.expost)
+        else:  # the two-stage VAE (Dai & Wipf 2019; jaxvae.expost), sampled with its gamma noise: when the second
+            # stage collapses (gamma near 1), its mean decodes every u to nearly the same latent (RESULTS.md)
             z = expost.two_stage_sample(expost.fit_two_stage(jax.random.fold_in(key, 1), q.loc),
-                                        jax.random.fold_in(key, 2), args.num)
+                                        jax.random.fold_in(key, 2), args.num, noise=True)
     x = np.asarray(jax.jit(model.decode_mean)(params, z))
     from jaxvae.writers import atomic_write_npy
 

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from jaxvae import diagnostics, expost, report, runs, samplers
@@ -92,9 +93,10 @@ def _diagnose(workdir: Path, out: Path, *, max_examples: int, gmm_components: in
     flow = expost.fit_flow(jax.random.fold_in(key, 5), q_train.loc, steps=expost_steps)
     two_stage = expost.fit_two_stage(jax.random.fold_in(key, 6), q_train.loc, steps=expost_steps)
     z_ex = {"flow": expost.flow_sample(flow, jax.random.fold_in(key, 7), num_samples),
-            "two_stage": expost.two_stage_sample(two_stage, jax.random.fold_in(key, 7), num_samples)}
+            "two_stage": expost.two_stage_sample(two_stage, jax.random.fold_in(key, 7), num_samples, noise=True)}
     result["expost"] = {"fit_steps": expost_steps, "flow_final_nll": float(flow.losses[-100:].mean()),
-                        "two_stage_final_neg_elbo": float(two_stage.losses[-100:].mean())}
+                        "two_stage_final_neg_elbo": float(two_stage.losses[-100:].mean()),
+                        "two_stage_gamma": float(jnp.exp(two_stage.params["log_gamma"]))}
     decode = jax.jit(model.decode_mean)
     # How well each sampler covers the data: the share of its latents that fall into prior holes (density under
     # the aggregate posterior below the data's own 1st percentile).
