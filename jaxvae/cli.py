@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from jaxvae import config as config_lib
+from jaxvae import rundir
 from jaxvae.errors import JaxvaeError, TrainingPreempted
 
 EXIT_USAGE = 2
@@ -100,7 +101,7 @@ def _has_files(workdir: Path) -> bool:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from jaxvae import rundir, runs
+    from jaxvae import runs
 
     if args.workdir:
         workdir = Path(args.workdir)
@@ -140,7 +141,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
-    from jaxvae import rundir, sweep
+    from jaxvae import sweep
 
     cfg = _config_from_args(args)
     over = sweep.parse_over(args.over or [])
@@ -164,19 +165,6 @@ def cmd_sweep(args: argparse.Namespace) -> int:
             rundir.remove_if_only_lock(workdir)  # refused before anything was written: leave no directory
         raise
     return 0
-
-
-@contextlib.contextmanager
-def _lock_if_inside(workdir: str, out: Path) -> Iterator[None]:
-    """The run directory's lock while ``out`` is written into it (an output elsewhere needs none, so reading a
-    run that is training stays possible). A folder that does not exist takes no lock: reading it fails with its
-    own message."""
-    from jaxvae import rundir
-
-    run = Path(workdir)
-    inside = run.is_dir() and out.absolute().resolve().is_relative_to(run.absolute().resolve())
-    with rundir.run_lock(run, create=False) if inside else contextlib.nullcontext():
-        yield
 
 
 # `jaxvae evaluate --metrics`: the likelihood group (ELBO and IWAE NLL), every disentanglement metric, or single
@@ -230,7 +218,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if args.disentanglement_points < 2:
         raise JaxvaeError(f"--disentanglement-points must be at least 2; got {args.disentanglement_points}.")
     path = Path(args.out) if args.out else Path(args.workdir) / "eval.json"
-    with _lock_if_inside(args.workdir, path):
+    with rundir.lock_for_output(args.workdir, path):
         return _evaluate(args, path, likelihood, chosen)
 
 
@@ -286,7 +274,7 @@ def _evaluate(args: argparse.Namespace, path: Path, likelihood: bool, chosen: li
 def cmd_sample(args: argparse.Namespace) -> int:
     tag = f"{args.sampler}-t{args.temperature:g}" if args.sampler == "prior" else args.sampler
     out = Path(args.out or Path(args.workdir) / f"samples-{tag}-seed{args.seed}.png")
-    with _lock_if_inside(args.workdir, out):
+    with rundir.lock_for_output(args.workdir, out):
         return _sample(args, out)
 
 
@@ -580,8 +568,6 @@ def _one_line_reports(command: str, debug: bool) -> Iterator[list[str]]:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from jaxvae import rundir
-
     try:
         _start_distributed(args)
         return args.func(args)

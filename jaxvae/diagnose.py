@@ -6,7 +6,6 @@ Host-side orchestration only: the numbers come from :func:`jaxvae.diagnostics.la
 
 from __future__ import annotations
 
-import contextlib
 import html
 import math
 import time
@@ -58,8 +57,7 @@ def run_diagnose(workdir: str | Path, *, max_examples: int = 2000, gmm_component
 
     workdir = Path(workdir)
     out = Path(out_dir) if out_dir is not None else workdir
-    inside = workdir.is_dir() and out.absolute().resolve().is_relative_to(workdir.absolute().resolve())
-    with rundir.run_lock(workdir, create=False) if inside else contextlib.nullcontext():
+    with rundir.lock_for_output(workdir, out) as inside:
         if not inside:
             out.mkdir(parents=True, exist_ok=True)
         return _diagnose(workdir, out, max_examples=max_examples, gmm_components=gmm_components,

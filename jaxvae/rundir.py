@@ -39,7 +39,7 @@ from pathlib import Path
 from jaxvae.errors import ConfigError, DiskFullError, JaxvaeError, RunDirectoryBusyError
 
 __all__ = ["LOCK_NAME", "command_name", "disk_full_error", "disk_full_guard", "is_disk_full",
-           "latest_complete_step", "remove_if_only_lock", "run_lock"]
+           "latest_complete_step", "lock_for_output", "remove_if_only_lock", "run_lock", "writes_into"]
 
 LOCK_NAME = ".jaxvae.lock"
 _DISK_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
@@ -177,6 +177,22 @@ def run_lock(workdir: str | os.PathLike, *, command: str | None = None, create: 
     finally:
         for fd, shared in reversed(held):
             _release(fd, shared=shared)
+
+
+def writes_into(workdir: str | os.PathLike, out: str | os.PathLike) -> bool:
+    """Whether ``out`` lies inside the existing run directory ``workdir``."""
+    run = Path(workdir)
+    return run.is_dir() and Path(out).absolute().resolve().is_relative_to(run.absolute().resolve())
+
+
+@contextlib.contextmanager
+def lock_for_output(workdir: str | os.PathLike, out: str | os.PathLike) -> Iterator[bool]:
+    """Holds the run directory's lock while ``out`` is written into it; an output elsewhere (or a folder that does
+    not exist, which then fails with its own message when read) needs none, so reading a run that is training stays
+    possible. Yields whether the lock is held."""
+    inside = writes_into(workdir, out)
+    with run_lock(workdir, create=False) if inside else contextlib.nullcontext():
+        yield inside
 
 
 def remove_if_only_lock(workdir: Path) -> None:

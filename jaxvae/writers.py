@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from jaxvae.errors import RunFileWarning
+from jaxvae.trackers import scalars_of
 
 
 def default_file_mode() -> int:
@@ -136,8 +137,6 @@ class MetricWriter:
         self._file.write(json.dumps(record) + "\n")
         self._file.flush()
         if self._trackers:
-            from jaxvae.trackers import scalars_of
-
             scalars = scalars_of(record)
             for tracker in self._trackers:
                 tracker.log_scalars(int(record["step"]), scalars, record.get("split", "train"))

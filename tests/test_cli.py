@@ -154,16 +154,21 @@ def test_train_on_an_npz_without_preset_records_the_user_data_preset(tmp_path, c
     assert saved["preset"] == "user-data" and saved["data"]["name"] == str(path)
 
 
-def test_help_and_presets_do_not_import_jax():
-    """`jaxvae --help` and `jaxvae presets` print without importing JAX (the package's names load on first use)."""
-    code = ("import sys\nfrom jaxvae import cli\n"
-            "for argv in (['presets'], ['--help'], ['train', '--help']):\n"
-            "    try:\n        cli.main(argv)\n    except SystemExit:\n        pass\n"
-            "print('JAX IMPORTED' if 'jax' in sys.modules else 'no jax')\n")
+def test_help_presets_and_config_show_do_not_import_jax():
+    """`jaxvae --help`, `presets` and `config show` run without importing JAX (the package's names load on first
+    use; config show validates with config.BUILTIN_COMPONENTS), and config show refuses what train refuses."""
+    code = ("import sys\nfrom jaxvae import cli\ncodes = []\n"
+            "for argv in (['presets'], ['--help'], ['train', '--help'],\n"
+            "             ['config', 'show', '--set', 'objective.name=beta_tcvae', 'data.name=mnist'],\n"
+            "             ['config', 'show', '--set', 'objective.name=iwae', 'objective.controller=pi']):\n"
+            "    try:\n        codes.append(cli.main(argv))\n"
+            "    except SystemExit as e:\n        codes.append(e.code)\n"
+            "print(*codes, 'JAX IMPORTED' if 'jax' in sys.modules else 'no jax')\n")
     result = fresh_python(code)
     assert result.returncode == 0, result.stderr
-    assert result.stdout.strip().endswith("no jax"), result.stdout[-300:]
+    assert result.stdout.split()[-7:] == ["0", "0", "0", "0", "2", "no", "jax"], result.stdout[-300:]
     assert "binarized-mnist" in result.stdout and "--workdir" in result.stdout
+    assert "objective.controller=pi sets the KL weight of the elbo or free_bits or elbo_stl" in result.stderr
 
 
 def test_every_public_name_resolves():

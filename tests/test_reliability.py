@@ -18,13 +18,14 @@ import numpy as np
 import pytest
 
 from jaxvae import config, runs, writers
+from tests.helpers import HANG_GUARD_SECONDS
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = ["model.hidden=32", "model.latent_dim=4", "train.steps=40", "train.log_every=10",
         "train.checkpoint_every=20", "eval.num_samples=5", "eval.max_examples=50", "monitor.every=0"]
 
 
-def _cli(*args, timeout=300):
+def _cli(*args, timeout=HANG_GUARD_SECONDS):
     env = {**os.environ, "PYTHONPATH": str(REPO), "JAXVAE_NO_DOWNLOAD": "1"}
     return subprocess.run([sys.executable, "-m", "jaxvae", *args], capture_output=True, text=True, env=env,
                           timeout=timeout)
@@ -156,12 +157,11 @@ def test_sigkill_at_a_random_step_then_resume_is_bitwise_identical(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     proc = subprocess.Popen([sys.executable, "-m", "jaxvae", "train", "--workdir", str(workdir), "--no-progress",
                              *sets], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
-    deadline = time.time() + 300
-    while time.time() < deadline and not (workdir / "checkpoints" / "500").is_dir():
+    while proc.poll() is None and not (workdir / "checkpoints" / "500").is_dir():
         time.sleep(0.05)
     time.sleep(random.Random(0).uniform(0.0, 1.0))  # somewhere after the first checkpoint
     proc.send_signal(signal.SIGKILL)
-    proc.wait(timeout=60)
+    proc.wait(timeout=HANG_GUARD_SECONDS)
     assert proc.returncode == -signal.SIGKILL
     assert _cli("train", "--workdir", str(workdir), "--no-progress", *sets).returncode == 0
     assert _cli("train", "--workdir", str(tmp_path / "straight"), "--no-progress", *sets).returncode == 0

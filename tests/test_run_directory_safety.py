@@ -16,6 +16,7 @@ import pytest
 
 from jaxvae import config, rundir, runs, writers
 from jaxvae.errors import DiskFullError, RunDirectoryBusyError, RunFileWarning
+from tests.helpers import HANG_GUARD_SECONDS
 from tests.test_reliability import REPO, TINY, _cli, _sets, _snapshot
 
 LOCK = rundir.LOCK_NAME
@@ -80,7 +81,7 @@ def test_the_kernel_releases_the_lock_of_a_killed_holder(tmp_path):
                 pass
     finally:
         holder.send_signal(signal.SIGKILL)
-        holder.wait(timeout=60)
+        holder.wait(timeout=HANG_GUARD_SECONDS)
     assert json.loads((workdir / LOCK).read_text())["pid"] == holder.pid  # its record stays, stale ...
     with rundir.run_lock(workdir, command="next"):  # ... but the lock is free
         assert json.loads((workdir / LOCK).read_text())["command"] == "next"
@@ -111,16 +112,14 @@ def test_two_concurrent_trains_on_one_directory(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(REPO), "JAXVAE_NO_DOWNLOAD": "1"}
     first = subprocess.Popen([sys.executable, "-m", "jaxvae", "train", "--workdir", str(workdir), "--no-progress",
                               *sets], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-    deadline = time.time() + 300
-    while time.time() < deadline and first.poll() is None and not (
-            (workdir / LOCK).exists() and (workdir / LOCK).read_text()):
-        time.sleep(0.01)
+    while first.poll() is None and not ((workdir / LOCK).exists() and (workdir / LOCK).read_text()):
+        time.sleep(0.01)  # until the first holds the lock and has recorded itself (or has died: asserted below)
     first.send_signal(signal.SIGSTOP)  # holds the lock, paused, so the second surely starts while it runs
     try:
         second = _cli("train", "--workdir", str(workdir), "--no-progress", *sets)
     finally:
         first.send_signal(signal.SIGCONT)
-    _, err = first.communicate(timeout=600)
+    _, err = first.communicate(timeout=HANG_GUARD_SECONDS)
     assert first.returncode == 0, err
     assert second.returncode == 2, second.stdout + second.stderr
     assert f"is in use by `jaxvae train` (PID {first.pid} on" in second.stderr
@@ -216,7 +215,7 @@ def test_sigkill_inside_the_asynchronous_save_resumes_bitwise(tmp_path, point, f
     workdir = tmp_path / "run"
     killed = subprocess.run([sys.executable, str(REPO / "tests" / "kill_in_save.py"), "train", "--workdir",
                              str(workdir), "--no-progress", *sets], capture_output=True, text=True, env=env,
-                            timeout=300)
+                            timeout=HANG_GUARD_SECONDS)
     assert killed.returncode == -signal.SIGKILL, killed.stderr
     names = sorted(p.name for p in (workdir / "checkpoints").iterdir())
     assert names == (["20", "40"] if point == "renamed" else ["20", "40.orbax-checkpoint-tmp"])
@@ -299,7 +298,7 @@ def test_an_exception_in_a_background_thread_fails_the_command(tmp_path, finishe
             "    return original(args)\n"
             "cli.cmd_presets = presets\nsys.argv = ['jaxvae', 'presets']\ncli.console_main()\n")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                            env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=120)
+                            env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=HANG_GUARD_SECONDS)
     assert result.returncode == 1, result.stderr
     assert "Traceback" not in result.stderr
     assert "error: an exception in a background task or during clean-up: ZeroDivisionError in thread writer" \
