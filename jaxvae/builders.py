@@ -234,6 +234,30 @@ def _hierarchical(cfg: Config, event_shape, likelihood, prior, rngs) -> Model:
     return INFERENCE[cfg.model.inference](cfg, event_shape, likelihood, rngs)
 
 
+def _conditional(cfg: Config, event_shape, likelihood, rngs) -> Model:
+    """``model.conditional``: the conditional VAE or M2 of :mod:`jaxvae.conditional` (MLP networks)."""
+    from jaxvae import conditional
+
+    m = cfg.model
+    if m.conditional == "cvae":
+        return conditional.ConditionalVAE(event_shape, m.latent_dim, likelihood, m.condition_classes,
+                                          hidden=m.hidden, activation=m.activation, rngs=rngs)
+    return conditional.M2VAE(event_shape, m.latent_dim, likelihood, m.condition_classes,
+                             alpha=m2_alpha(cfg), hidden=m.hidden, activation=m.activation, rngs=rngs)
+
+
+def m2_alpha(cfg: Config, num_train: int | None = None) -> float:
+    """``model.m2_alpha``, or its default ``0.1 * N / N_labelled`` (Kingma et al. 2014's ``alpha = 0.1 N`` for
+    a classifier loss averaged over the labelled examples; ``N``: the training examples), which needs ``N``
+    (:func:`jaxvae.runs.setup_run` records it in the config as ``model.m2_alpha`` is resolved)."""
+    m = cfg.model
+    if m.m2_alpha:
+        return m.m2_alpha
+    if num_train is None or not cfg.data.labels_per_class:
+        return 0.1  # every example labelled: N_labelled = N
+    return 0.1 * num_train / (cfg.data.labels_per_class * m.condition_classes)
+
+
 def builder_reference(builder: ModelBuilder) -> str:
     """``"MODULE:QUALNAME"`` of a builder function, as recorded in ``config.json``."""
     return f"{builder.__module__}:{builder.__qualname__}"
@@ -302,6 +326,8 @@ def model_builder(cfg: Config, event_shape: tuple[int, ...], builder: ModelBuild
     if builder is not None:
         user = builder
         build = lambda rngs: user(event_shape, m.latent_dim, likelihood, rngs)
+    elif m.conditional != "none":
+        build = lambda rngs: _conditional(cfg, event_shape, likelihood, rngs)
     else:
         network = NETWORKS[m.network]
         make_prior = PRIORS[m.prior]

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from jaxvae import config as config_lib
 from jaxvae import rundir
-from jaxvae.errors import JaxvaeError, TrainingPreempted
+from jaxvae.errors import ConfigError, JaxvaeError, TrainingPreempted
 
 EXIT_USAGE = 2
 EXIT_FAILED = 1  # an unexpected error, or an exception in a background thread or during clean-up
@@ -273,6 +273,8 @@ def _evaluate(args: argparse.Namespace, path: Path, likelihood: bool, chosen: li
 
 def cmd_sample(args: argparse.Namespace) -> int:
     tag = f"{args.sampler}-t{args.temperature:g}" if args.sampler == "prior" else args.sampler
+    if args.label is not None:
+        tag += f"-label{args.label}"
     out = Path(args.out or Path(args.workdir) / f"samples-{tag}-seed{args.seed}.png")
     with rundir.lock_for_output(args.workdir, out):
         return _sample(args, out)
@@ -287,6 +289,13 @@ def _sample(args: argparse.Namespace, out: Path) -> int:
 
     ctx, params = runs.restore_run(args.workdir, step=args.step)
     model = ctx.model
+    classes = ctx.cfg.model.condition_classes if ctx.cfg.model.conditional != "none" else 0
+    if args.label is not None and not classes:
+        raise ConfigError(f"--label draws samples of one class from a conditional model; {args.workdir} was "
+                          "trained without one (model.conditional=none). Train with --set model.conditional=cvae "
+                          "(or m2) to sample by label.")
+    if args.label is not None and not 0 <= args.label < classes:
+        raise ConfigError(f"--label {args.label} is not a class of this run: its classes are 0..{classes - 1}.")
     key = jax.random.key(args.seed)
     if args.sampler == "prior":
         z = samplers.prior_samples(model, params, key, args.num, temperature=args.temperature)
@@ -306,6 +315,10 @@ def _sample(args: argparse.Namespace, out: Path) -> int:
             # stage collapses (gamma near 1), its mean decodes every u to nearly the same latent (RESULTS.md)
             z = expost.two_stage_sample(expost.fit_two_stage(jax.random.fold_in(key, 1), q.loc),
                                         jax.random.fold_in(key, 2), args.num, noise=True)
+    if args.label is not None:
+        from jaxvae.conditional import latents_with_label
+
+        z = latents_with_label(z, args.label)
     x = np.asarray(jax.jit(model.decode_mean)(params, z))
     from jaxvae.writers import atomic_write_npy
 
@@ -324,8 +337,11 @@ def _sample(args: argparse.Namespace, out: Path) -> int:
         what = {"prior": f"the prior (T={args.temperature:g})", "vamp": "the VampPrior",
                 "gmm": f"an ex-post Gaussian mixture ({args.components} components)",
                 "flow": "an ex-post RealNVP flow", "two_stage": "a two-stage VAE (Dai & Wipf)"}[args.sampler]
-        report.save_png(out, report.annotate_grid(report.image_grid(images, ncols=8),
-                                                  title=f"{args.num} samples from {what}, seed {args.seed}"))
+        label = f", class {args.label}" if args.label is not None else (
+            "; column c: class c" if classes else "")
+        ncols = 8 if args.label is not None or not classes else classes
+        title = f"{args.num} samples from {what}, seed {args.seed}{label}"
+        report.save_png(out, report.annotate_grid(report.image_grid(images, ncols=ncols), title=title))
         print(f"Wrote {out} and {out.with_suffix('.npy')}")
     else:
         print(f"Wrote {out.with_suffix('.npy')} (data is not image-like, no PNG)")
@@ -481,8 +497,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--temperature", type=float, default=1.0, help="prior sampler: std scale (default 1.0)")
     p.add_argument("--components", type=int, default=10, help="gmm sampler: mixture components")
     p.add_argument("--seed", type=int, default=0, help="seed of the samples (default 0)")
+    p.add_argument("--label", type=int, help="a conditional run (model.conditional=cvae or m2): the class every "
+                   "sample is drawn for (default: the classes in turn, one grid column each)")
     p.add_argument("--out", help="PNG path (a .npy with the raw samples is written beside it; default: "
-                   "<workdir>/samples-<sampler>[-t<temperature>]-seed<seed>.png)")
+                   "<workdir>/samples-<sampler>[-t<temperature>][-label<label>]-seed<seed>.png)")
     _add_step_arg(p)
     p.set_defaults(func=cmd_sample)
 

@@ -36,6 +36,9 @@ class DataConfig:
     scale: str = "unit"  # "unit": values in [0, 1]; "uint8": integers 0..255 (categorical / logistic mixture)
     valid_size: int | None = None  # validation examples taken from train where the dataset defines none
     download: bool = True  # fetch missing files (checksummed) into the cache; false: only local files
+    # model.conditional=m2: training labels kept per class (a balanced subset drawn with the data seed; the other
+    # training examples are used without labels; Kingma et al. 2014: 10 per class = 100 labels); 0: all labelled
+    labels_per_class: int = 0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -102,6 +105,11 @@ class ModelConfig:
     # > 0: the posterior's scale is fixed so that its KL to N(0, I) is at least this many nats per latent unit
     # (a minimum rate in the spirit of the delta-VAE, Razavi et al. 2019; jaxvae.posteriors.CommittedRate)
     committed_rate: float = 0.0
+    # none, cvae (conditional VAE: q(z|x,y), p(x|z,y) on the data's labels; jaxvae sample --label) or m2 (Kingma
+    # et al. 2014's semi-supervised M2 with a classifier q(y|x); data.labels_per_class); MLP networks only
+    conditional: str = "none"
+    condition_classes: int = 10  # model.conditional: the number of classes of the labels (one-hot size)
+    m2_alpha: float = 0.0  # m2: weight of the classifier's loss on labelled rows; 0: 0.1 * N_train / N_labelled
 
 
 @dataclasses.dataclass(frozen=True)
@@ -656,6 +664,7 @@ _CHOICES = {
     "model.init": ("flax", "torch", "glorot"),
     "model.posterior": ("diagonal", "planar", "radial", "iaf", "sylvester"),
     "model.decoder": ("factorized", "pixelcnn", "gru"),
+    "model.conditional": ("none", "cvae", "m2"),
     "train.loop": ("auto", "scan", "host"),
     "data.scale": ("unit", "uint8"),
     "mesh.params": meshspec.PARAM_MODES,
@@ -760,6 +769,34 @@ def latent_size(cfg: Config) -> int | None:
     if cfg.model.network != "hierarchical":
         return cfg.model.latent_dim
     return None if cfg.model.inference == "top_down" else sum(cfg.model.latent_dims)
+
+
+def _validate_conditional(cfg: Config) -> None:
+    m = cfg.model
+    if m.conditional == "none":
+        if cfg.data.labels_per_class:
+            raise ConfigError("data.labels_per_class sets the labelled share of the semi-supervised M2: set "
+                              "model.conditional=m2, or leave data.labels_per_class at 0.")
+        return
+    if m.network != "mlp" or m.decoder != "factorized" or m.posterior != "diagonal" or m.committed_rate:
+        raise ConfigError(f"model.conditional={m.conditional} is built with MLP networks, a factorized decoder "
+                          f"and a diagonal posterior; got network={m.network}, decoder={m.decoder}, "
+                          f"posterior={m.posterior}, committed_rate={m.committed_rate}. Use model.network=mlp, "
+                          "model.decoder=factorized, model.posterior=diagonal, model.committed_rate=0, or a "
+                          "model builder of your own (README: 'Conditional and semi-supervised VAEs').")
+    if m.prior != "standard_normal":
+        raise ConfigError(f"model.conditional={m.conditional} has the label-independent prior N(0, I) (as in "
+                          f"Kingma et al. 2014); model.prior={m.prior} is not supported with it. Leave "
+                          "model.prior=standard_normal.")
+    if m.condition_classes < 2:
+        raise ConfigError(f"model.condition_classes must be the number of classes of the labels (>= 2; 10 for "
+                          f"digits and MNIST); got {m.condition_classes}.")
+    if m.conditional == "cvae" and cfg.data.labels_per_class:
+        raise ConfigError("data.labels_per_class is for model.conditional=m2 (semi-supervised); the conditional "
+                          "VAE reads every label. Leave it at 0, or set model.conditional=m2.")
+    if m.conditional == "m2" and cfg.objective.name not in ("elbo", "iwae"):
+        raise ConfigError(f"model.conditional=m2 trains with objective.name=elbo or iwae (its unlabelled bound "
+                          f"sums over the classes inside the model); got objective.name={cfg.objective.name}.")
 
 
 def validate(cfg: Config, *, components: Components | None = None) -> Config:
@@ -869,6 +906,7 @@ def validate(cfg: Config, *, components: Components | None = None) -> Config:
     if m.likelihood == "categorical" and m.num_classes < 2:
         raise ConfigError(f"model.likelihood=categorical needs model.num_classes, the vocabulary size of the "
                           f"token data (words: 28; the words preset sets it); got {m.num_classes}.")
+    _validate_conditional(cfg)
     if cfg.model.network == "conv" and len(cfg.model.channels) < 2:
         raise ConfigError(f"model.network=conv needs at least two model.channels (two stride-2 layers, e.g. "
                           f"model.channels=32,64); got {cfg.model.channels}.")

@@ -17,14 +17,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxvae import diagnostics, expost, report, runs, samplers
+from jaxvae import conditional, diagnostics, expost, report, runs, samplers
 from jaxvae.data import random_subset, text
 from jaxvae.posteriors import DiagonalGaussian
 from jaxvae.writers import atomic_write_json, read_json_object, read_metrics
 
 
 def _images(ctx: runs.RunContext, x: np.ndarray) -> np.ndarray | None:
-    return report.to_images(np.asarray(x), ctx.dataset.event_shape, scale=report.value_scale(ctx.cfg.data.scale))
+    return report.to_images(np.asarray(conditional.images(x)), ctx.dataset.event_shape,
+                            scale=report.value_scale(ctx.cfg.data.scale))
 
 
 def _grid_png(ctx: runs.RunContext, x: np.ndarray, ncols: int = 8) -> bytes | None:

@@ -514,7 +514,7 @@ def latent_report(model: PureModel, params: Params, train_data: np.ndarray, test
     """
     key_mi, key_holes, key_prior, key_mmd = jax.random.split(key, 4)
     train_idx = random_subset(train_data.shape[0], max_examples, seed=0)
-    q_train = encode_dataset(model, params, np.asarray(train_data)[train_idx])
+    q_train = encode_dataset(model, params, train_data[train_idx])
     n, d = q_train.loc.shape
 
     prior = model.prior_distribution(params)
@@ -549,7 +549,7 @@ def latent_report(model: PureModel, params: Params, train_data: np.ndarray, test
                                     chunk=chunk) if n >= 2 else None),
     }
     if len(model.groups) > 1:
-        report["kl_per_group"] = model_kl_per_group(model, params, np.asarray(train_data)[train_idx], key_mi)
+        report["kl_per_group"] = model_kl_per_group(model, params, train_data[train_idx], key_mi)
         # The model's own KL (each layer against its conditional prior); kl_per_dim stays the N(0, I) proxy.
         report["kl_total"] = float(sum(report["kl_per_group"].values()))
         report["kl_reference"] = "model: kl_total and kl_per_group; kl_per_dim against N(0, I), a proxy"
@@ -561,7 +561,7 @@ def latent_report(model: PureModel, params: Params, train_data: np.ndarray, test
                                            train_idx, top_k)
     if test_data is not None and test_data.shape[0] > 0:
         test_idx = random_subset(test_data.shape[0], max_examples, seed=1)
-        q_test = encode_dataset(model, params, np.asarray(test_data)[test_idx])
+        q_test = encode_dataset(model, params, test_data[test_idx])
         report["num_test"] = int(test_idx.shape[0])
         outliers["test"] = _outlier_entry(outlier_scores(q_test, q_train, exclude_self=False, chunk=chunk),
                                           test_idx, top_k)

@@ -87,7 +87,6 @@ def make_iwae_fn(model: PureModel, num_samples: int, sample_chunk: int, *,
     your own jitted code.
     """
     num_chunks = math.ceil(num_samples / sample_chunk)
-    event_ndim = len(model.event_shape)
 
     def log_px(params: Params, x: Array, key: Array) -> Array:
         def log_weights(c: Array) -> Array:
@@ -110,10 +109,8 @@ def make_iwae_fn(model: PureModel, num_samples: int, sample_chunk: int, *,
         return jax.jit(log_px, compiler_options=compiler_options)
     from jaxvae import sharding
 
-    x_sharding = sharding.batch_sharding(mesh, 1 + event_ndim)
-
     def sharded(params: Params, x: Array, key: Array) -> Array:
-        return log_px(params, jax.lax.with_sharding_constraint(x, x_sharding), key)  # examples over `data`
+        return log_px(params, sharding.constrain_batch(x, mesh), key)  # examples over `data`
 
     return jax.jit(sharded, out_shardings=sharding.replicated(mesh), compiler_options=compiler_options)
 
@@ -134,7 +131,8 @@ def make_iwae_evaluator(model: PureModel, *, num_samples: int = 5000, batch_size
         x_sharding = sharding.batch_sharding(mesh, 1 + len(model.event_shape))
         rows = sharding.process_rows(x_sharding, batch_size, model.event_shape)  # this process's examples
         key_sharding = sharding.replicated(mesh)
-        to_device = lambda x: sharding.make_global_batch(x[rows], x_sharding, batch_size)
+        to_device = lambda x: sharding.make_global_batch(x[rows], sharding.batch_sharding_like(mesh, x),
+                                                         batch_size)
 
     def estimate(params: Params, data: np.ndarray, key: Array) -> LogLikelihoodEstimate:
         padded, n = pad_to_multiple(data, batch_size)

@@ -130,7 +130,7 @@ def train_loop(ctx: RunContext, *, progress: bool = True, log: Callable[[str], N
     mesh = ctx.mesh if ctx.mesh is not None else sharding.make_mesh("1")
     state_sh = ctx.state_shardings if ctx.state_shardings is not None else (
         sharding.train_state_shardings(ctx.state, mesh))
-    batch_sh = sharding.batch_sharding(mesh, 1 + len(ds.event_shape))
+    batch_sh = sharding.batch_sharding_like(mesh, ds.train)
     if loop == "scan":
         # On one device the batch needs no constraint (the program is the one of a plain jit).
         scan_batch_sh = batch_sh if mesh.devices.size > 1 else None

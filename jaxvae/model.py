@@ -73,6 +73,8 @@ class ModelOutput(NamedTuple):
         them).
       log_q_groups, log_p_groups: optional per-group terms of ``log_qz_x`` and ``log_pz``, ``{name: [K, B]}``
         (hierarchies give them, so that groups without a closed-form KL get a Monte Carlo one per group).
+      aux_loss: optional ``[B]``: a loss term of the model's own that every objective adds (batch mean) to what
+        it minimises, outside the bound (M2's classifier loss, :mod:`jaxvae.conditional`).
     """
 
     log_px_z: Array
@@ -85,6 +87,7 @@ class ModelOutput(NamedTuple):
     decoder_out: Array | None = None
     log_q_groups: Mapping[str, Array] | None = None
     log_p_groups: Mapping[str, Array] | None = None
+    aux_loss: Array | None = None
 
     @property
     def log_weights(self) -> Array:

@@ -127,4 +127,5 @@ class CollapseMonitor:
 def monitor_batch(dataset: Any, size: int) -> np.ndarray:
     """The fixed held-out batch: the first ``size`` validation examples (training examples if none)."""
     source = dataset.valid if dataset.valid.shape[0] else dataset.train
-    return np.asarray(source[: min(size, source.shape[0])])
+    rows = source[: min(size, source.shape[0])]
+    return np.asarray(rows) if isinstance(rows, np.ndarray) else rows  # a conditioned batch stays a pytree

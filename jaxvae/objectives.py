@@ -103,6 +103,15 @@ def _output(recon: Array, kl: Array, kl_per_dim: Array | None, fwd: ModelOutput 
                            {k: jnp.asarray(v, jnp.float32) for k, v in metrics.items()})
 
 
+def _with_aux(loss: Array, fwd: ModelOutput, out: ObjectiveOutput) -> tuple[Array, ObjectiveOutput]:
+    """``loss`` plus the batch mean of the model's own ``aux_loss`` (M2's classifier term), reported as the
+    ``aux_loss`` metric; models without one are unchanged."""
+    if fwd.aux_loss is None:
+        return loss, out
+    aux = jnp.mean(fwd.aux_loss)
+    return loss + aux, out._replace(metrics={**out.metrics, "aux_loss": aux.astype(jnp.float32)})
+
+
 def _single_diagonal_group(fwd: ModelOutput, what: str, alternative: str) -> tuple[str, DiagonalGaussian]:
     """The one latent group of ``fwd`` with its diagonal Gaussian posterior, or a clear error."""
     if len(fwd.z) != 1:
@@ -168,7 +177,7 @@ def elbo(model: PureModel, params: Params, x: Array, key: Array, *, beta: float 
         kl_loss = kl + sum((coeffs[g] - 1.0) * (v - jax.lax.stop_gradient(v)) for g, v in groups.items())
         metrics.update({f"kl_balance_{g}": c for g, c in coeffs.items()})
     loss = jnp.mean(recon + beta * kl_loss)
-    return loss, _output(recon, kl, kl_per_dim, fwd, beta=beta, **metrics)
+    return _with_aux(loss, fwd, _output(recon, kl, kl_per_dim, fwd, beta=beta, **metrics))
 
 
 def iwae_bound_from_log_weights(log_w: Array) -> Array:
@@ -198,7 +207,7 @@ def iwae(model: PureModel, params: Params, x: Array, key: Array, *,
     bound = iwae_bound_from_log_weights(fwd.log_weights)  # [B]
     recon, kl, kl_per_dim = elbo_terms(fwd, analytic_kl=False)
     loss = -jnp.mean(bound)
-    return loss, _output(recon, kl, kl_per_dim, fwd, iwae=jnp.mean(bound))
+    return _with_aux(loss, fwd, _output(recon, kl, kl_per_dim, fwd, iwae=jnp.mean(bound)))
 
 
 def free_bits_kl(kl_per_dim: Array, free_bits: float | Array, group_size: int = 1) -> Array:
@@ -242,7 +251,7 @@ def free_bits(model: PureModel, params: Params, x: Array, key: Array, *, thresho
                           "priors use objective.name=elbo with KL annealing or objective.name=capacity.")
     penalty = free_bits_kl(kl_per_dim, threshold, group_size)
     loss = jnp.mean(recon) + beta * penalty
-    return loss, _output(recon, kl, kl_per_dim, fwd, beta=beta, free_bits_kl=penalty)
+    return _with_aux(loss, fwd, _output(recon, kl, kl_per_dim, fwd, beta=beta, free_bits_kl=penalty))
 
 
 def free_bits_per_group(model: PureModel, params: Params, x: Array, key: Array, *, threshold: float | Array,
@@ -263,7 +272,7 @@ def free_bits_per_group(model: PureModel, params: Params, x: Array, key: Array, 
                           "log_q_groups/log_p_groups); this model gives neither.")
     penalty = sum(jnp.maximum(threshold, jnp.mean(v)) for v in groups.values())
     loss = jnp.mean(recon) + beta * penalty
-    return loss, _output(recon, kl, kl_per_dim, fwd, beta=beta, free_bits_kl=penalty)
+    return _with_aux(loss, fwd, _output(recon, kl, kl_per_dim, fwd, beta=beta, free_bits_kl=penalty))
 
 
 def capacity(model: PureModel, params: Params, x: Array, key: Array, *, capacity: float | Array,
@@ -280,7 +289,7 @@ def capacity(model: PureModel, params: Params, x: Array, key: Array, *, capacity
     fwd = model.forward(params, x, key, num_samples)
     recon, kl, kl_per_dim = elbo_terms(fwd, analytic_kl)
     loss = jnp.mean(recon) + gamma * jnp.abs(jnp.mean(kl) - capacity)
-    return loss, _output(recon, kl, kl_per_dim, fwd, capacity=capacity, gamma=gamma)
+    return _with_aux(loss, fwd, _output(recon, kl, kl_per_dim, fwd, capacity=capacity, gamma=gamma))
 
 
 # ------------------------------------------------------------------------------------------------ beta-TCVAE
@@ -409,8 +418,9 @@ def beta_tcvae(model: PureModel, params: Params, x: Array, key: Array, *, datase
     terms = kl_decomposition(q, fwd.z[group], prior, dataset_size=dataset_size, estimator=estimator)
     recon, kl, kl_per_dim = elbo_terms(fwd, analytic_kl=True)
     loss = jnp.mean(recon + alpha * terms.mi + beta * terms.tc + gamma * terms.dimwise_kl)
-    return loss, _output(recon, kl, kl_per_dim, fwd, mi=jnp.mean(terms.mi), tc=jnp.mean(terms.tc),
-                         dimwise_kl=jnp.mean(terms.dimwise_kl), alpha=alpha, beta=beta, gamma=gamma)
+    out = _output(recon, kl, kl_per_dim, fwd, mi=jnp.mean(terms.mi), tc=jnp.mean(terms.tc),
+                  dimwise_kl=jnp.mean(terms.dimwise_kl), alpha=alpha, beta=beta, gamma=gamma)
+    return _with_aux(loss, fwd, out)
 
 
 # ------------------------------------------------------------------------------------------------- InfoVAE
@@ -443,4 +453,5 @@ def info_vae(model: PureModel, params: Params, x: Array, key: Array, *, alpha: f
     z_p = model.prior_sample(params, key_p, z_q.shape[0])  # [K * B, D]
     divergence = mmd(z_q, z_p, kernel=kernel, scale=scale)
     loss = jnp.mean(recon) + (1.0 - alpha) * jnp.mean(kl) + (alpha + lambda_ - 1.0) * divergence
-    return loss, _output(recon, kl, kl_per_dim, fwd, mmd=divergence, alpha=alpha, **{"lambda": lambda_})
+    out = _output(recon, kl, kl_per_dim, fwd, mmd=divergence, alpha=alpha, **{"lambda": lambda_})
+    return _with_aux(loss, fwd, out)

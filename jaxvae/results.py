@@ -14,8 +14,8 @@ from typing import Any
 import jax
 import numpy as np
 
+from jaxvae import conditional, diagnostics, evaluate, report, samplers, sharding
 from jaxvae import data as data_lib
-from jaxvae import diagnostics, evaluate, report, samplers, sharding
 from jaxvae.config import Config
 from jaxvae.data import text
 from jaxvae.likelihoods import bits_per_dim
@@ -80,6 +80,10 @@ class TestEvaluation:
         }
         if "kl_groups" in terms:
             out["kl_groups"] = terms["kl_groups"]
+        labels = self.dataset.labels or {}
+        if self.cfg.model.conditional == "m2" and labels.get("test") is not None:
+            out["test_error"] = conditional.classification_error(self.model, params, conditional.images(test),
+                                                                 labels["test"])
         out["latent"] = latent
         return out
 
@@ -96,11 +100,14 @@ def write_images(workdir: Path, cfg: Config, dataset: data_lib.Dataset, model: P
     ``samples.txt`` for token data (decoded texts)."""
     scale = report.value_scale(cfg.data.scale)
     n = max(8, cfg.eval.num_images - cfg.eval.num_images % 8)
+    classes = cfg.model.condition_classes if cfg.model.conditional != "none" else 0
+    ncols = classes or 8  # a conditional model's samples: one column per class (its classes cycle along z)
+    n_samples = classes * max(1, n // classes) if classes else n
     # A fixed random subset: some test splits are sorted by class (binarized MNIST).
     pick = data_lib.random_subset(dataset.test.shape[0], n // 2, data_seed(cfg))
     originals = dataset.test[pick]
     recon = np.asarray(jax.jit(model.reconstruct)(params, originals))
-    z = jax.jit(model.prior_sample, static_argnums=2)(params, jax.random.fold_in(key, 3), n)
+    z = jax.jit(model.prior_sample, static_argnums=2)(params, jax.random.fold_in(key, 3), n_samples)
     samples = np.asarray(jax.jit(model.decode_mean)(params, z))
     if dataset.vocabulary:
         decoded = [text.decode(a, dataset.vocabulary) for a in (originals, recon, samples)]
@@ -113,13 +120,15 @@ def write_images(workdir: Path, cfg: Config, dataset: data_lib.Dataset, model: P
         atomic_write_text(workdir / "interpolations.txt", "".join(f"{t}\n" for t in lines[:8]))
         return
     orig_img, recon_img, sample_img = (report.to_images(a, dataset.event_shape, scale=scale)
-                                       for a in (originals, recon, samples))
+                                       for a in (conditional.images(originals), recon, samples))
     if orig_img is None:
         return  # not image data
     report.save_png(workdir / "reconstructions.png", report.reconstruction_grid(
         orig_img, recon_img, title=f"{dataset.name} test examples and their reconstructions (posterior mean)"))
     report.save_png(workdir / "samples.png", report.annotate_grid(
-        report.image_grid(sample_img, ncols=8), title=f"{n} samples from the prior (T=1), decoded to the mean"))
+        report.image_grid(sample_img, ncols=ncols),
+        title=f"{n_samples} samples from the prior (T=1), decoded to the mean"
+              + ("; column c: class c" if classes else "")))
 
 
 def _mi_text(summary: dict[str, Any]) -> str:
@@ -166,6 +175,8 @@ def format_summary(summary: dict[str, Any], workdir: Path) -> str:
         ("train time", f"{summary['train_seconds']:.1f} s"),
         ("throughput", f"{summary['examples_per_sec']:,.0f} examples/s" if summary["examples_per_sec"] else "n/a"),
     ]
+    if "test_error" in summary:  # M2 (model.conditional=m2): the classifier q(y|x) on the test split
+        rows.insert(6, ("test classification error", f"{100 * summary['test_error']:.2f}% (q(y|x), M2)"))
     es = summary.get("early_stopping")
     if es and es["best_step"] is not None:
         stopped = es["stopped_at_step"]

@@ -85,10 +85,28 @@ def params_sha256(params: Params) -> str:
 
 
 def load_run_dataset(cfg: Config) -> data_lib.Dataset:
+    """The run's dataset; for ``model.conditional`` its splits are the model's conditioned batches
+    (:func:`jaxvae.conditional.condition_dataset`)."""
     d = cfg.data
-    return data_lib.load_dataset(d.name, d.dir, valid_size=d.valid_size,
-                                 dynamic_binarization=d.dynamic_binarization,
-                                 scale=d.scale, seed=data_seed(cfg), download=d.download)
+    ds = data_lib.load_dataset(d.name, d.dir, valid_size=d.valid_size, dynamic_binarization=d.dynamic_binarization,
+                               scale=d.scale, seed=data_seed(cfg), download=d.download)
+    if cfg.model.conditional == "none":
+        return ds
+    from jaxvae import conditional
+
+    return conditional.condition_dataset(ds, cfg.model.conditional, cfg.model.condition_classes,
+                                         labels_per_class=d.labels_per_class, seed=data_seed(cfg))
+
+
+def model_config(cfg: Config, dataset: data_lib.Dataset) -> Config:
+    """``cfg`` with what the model takes from the data resolved: M2's default ``model.m2_alpha`` (0.1 N over the
+    number of labelled examples, :func:`jaxvae.builders.m2_alpha`). ``config.json`` keeps the setting as given."""
+    if cfg.model.conditional != "m2" or cfg.model.m2_alpha:
+        return cfg
+    from jaxvae.builders import m2_alpha
+
+    alpha = m2_alpha(cfg, dataset.train.shape[0])
+    return dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, m2_alpha=alpha))
 
 
 def check_workdir(workdir: Path, cfg: Config, force: bool) -> None:
@@ -118,8 +136,10 @@ def check_workdir(workdir: Path, cfg: Config, force: bool) -> None:
 
 def validate_data(model: PureModel, dataset: data_lib.Dataset) -> None:
     """Every split is in the likelihood's support (dynamically binarized training data is binarized later)."""
+    from jaxvae.conditional import split_examples
+
     for split in ("train", "valid", "test"):
-        x = dataset.split(split)
+        x = split_examples(dataset, split)
         if split == "train" and dataset.dynamic_binarization:
             continue  # grey levels, binarized inside the step
         if x.shape[0]:
@@ -152,13 +172,14 @@ def setup_run(cfg: Config, workdir: str | os.PathLike, *, force: bool = False,
     mesh = sharding.mesh_from_config(cfg)
     sharding.check_batch_size(cfg.train.batch_size, mesh)
     dataset = load_run_dataset(cfg)
-    pure = build_model(cfg, dataset.event_shape, model)
+    pure = build_model(model_config(cfg, dataset), dataset.event_shape, model)
     validate_data(pure, dataset)
     steps_per_epoch, total_steps = steps_of(cfg, dataset)
     optimizer = build_optimizer(cfg, total_steps, steps_per_epoch)
     if cfg.train.aggressive.enabled:  # one instance for the encoder, one for the rest (jaxvae.aggressive)
         optimizer = aggressive.split_optimizer(optimizer, cfg.train.aggressive.encoder_key)
-    objective = build_objective(cfg, build_training_model(cfg, pure, dataset.event_shape, model), total_steps,
+    objective = build_objective(cfg, build_training_model(model_config(cfg, dataset), pure, dataset.event_shape,
+                                                          model), total_steps,
                                 dataset_size=dataset.train.shape[0])
     # Created directly in its shardings (eval_shape, then jit with out_shardings); restored into the same ones.
     state, state_shardings = sharding.init_sharded(

@@ -33,6 +33,7 @@ import jax
 import jax.numpy as jnp
 from jax.scipy.linalg import solve_triangular
 
+from jaxvae import conditional
 from jaxvae import priors as priors_lib
 from jaxvae.distributions import DiagonalGaussian, Mixture
 from jaxvae.errors import ConfigError
@@ -526,8 +527,10 @@ _INTERPOLATORS = {"slerp": slerp, "lerp": lerp}
 
 @functools.partial(jax.jit, static_argnums=(0, 4, 5))
 def _interpolate(model: PureModel, params: Params, x0: Array, x1: Array, num: int, method: str) -> Array:
-    loc = model.encode(params, jnp.stack([x0, x1])).loc  # [2, D] (flat: all latent groups)
-    return model.decode_mean(params, _INTERPOLATORS[method](loc[0], loc[1], num))
+    xs = jax.tree.map(lambda a, b: jnp.stack([a, b]), x0, x1)  # a conditioned pair keeps its labels
+    loc = model.encode(params, xs).loc  # [2, D] (flat: all latent groups)
+    path = _INTERPOLATORS[method](loc[0], loc[1], num)
+    return model.decode_mean(params, conditional.given(model, params, path, xs[:1]))  # x0's condition
 
 
 def interpolate(model: PureModel, params: Params, x0: Array, x1: Array, num: int, *,
@@ -541,7 +544,7 @@ def interpolate(model: PureModel, params: Params, x0: Array, x1: Array, num: int
     """
     if method not in _INTERPOLATORS:
         raise ConfigError(f"method={method!r} is not valid; use 'slerp' or 'lerp'.")
-    return _interpolate(model, params, jnp.asarray(x0), jnp.asarray(x1), num, method)
+    return _interpolate(model, params, jax.tree.map(jnp.asarray, x0), jax.tree.map(jnp.asarray, x1), num, method)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -582,9 +585,10 @@ def traversal_latents(z: Array, dims: Sequence[int], num: int = 9, span: float =
 @functools.partial(jax.jit, static_argnums=(0, 3, 4))
 def _traversals(model: PureModel, params: Params, x: Array, dims: tuple[int, ...], num: int, span: Array,
                 loc: Array, scale: Array) -> Array:
-    z = model.encode(params, x[None]).loc[0]  # [D]
+    x = jax.tree.map(lambda a: a[None], x)
+    z = model.encode(params, x).loc[0]  # [D]
     lat = _traversal_latents(z, dims, num, span, loc, scale)  # [M, num, D]
-    return model.decode_mean(params, lat)  # [M, num, *E]
+    return model.decode_mean(params, conditional.given(model, params, lat, x))  # [M, num, *E]
 
 
 def traversals(model: PureModel, params: Params, x: Array, *, dims: Sequence[int] | None = None, num: int = 9,
@@ -606,4 +610,5 @@ def traversals(model: PureModel, params: Params, x: Array, *, dims: Sequence[int
         loc, scale = prior_moments(model, params)
     except ConfigError:  # no single prior (a hierarchy): steps in absolute units around 0
         loc, scale = jnp.zeros(model.latent_dim), jnp.ones(model.latent_dim)
-    return _traversals(model, params, jnp.asarray(x), dims, num, jnp.asarray(span, jnp.float32), loc, scale)
+    return _traversals(model, params, jax.tree.map(jnp.asarray, x), dims, num, jnp.asarray(span, jnp.float32), loc,
+                       scale)

@@ -134,6 +134,20 @@ def batch_sharding(mesh: Mesh, ndim: int = 1) -> NamedSharding:
     return NamedSharding(mesh, logical_spec("batch", *([None] * (ndim - 1)), mesh=mesh))
 
 
+def batch_sharding_like(mesh: Mesh, data: Any) -> Any:
+    """:func:`batch_sharding` for a batch that may be a pytree (a conditioned batch of
+    :mod:`jaxvae.conditional`): one sharding per leaf, of the leaf's rank (a single sharding for an array)."""
+    if isinstance(data, (np.ndarray, jax.Array)):
+        return batch_sharding(mesh, data.ndim)
+    return jax.tree.map(lambda a: batch_sharding(mesh, a.ndim), data)
+
+
+def constrain_batch(x: Any, mesh: Mesh) -> Any:
+    """``x`` (an array or a pytree of arrays, examples first) constrained to :func:`batch_sharding` inside a
+    traced function."""
+    return jax.tree.map(lambda a: jax.lax.with_sharding_constraint(a, batch_sharding(mesh, a.ndim)), x)
+
+
 def _leaf_spec(shape: Sequence[int], mesh: Mesh, logical: Sequence[str]) -> P:
     """Assigns each logical axis of ``logical`` (e.g. ``("fsdp", "hidden")``) to the largest array axis its mesh
     axis size divides, not yet taken; an array axis that nothing divides stays replicated."""
@@ -207,6 +221,7 @@ def process_rows(sharding: jax.sharding.Sharding, global_batch: int, trailing: S
     With ``P("data", ...)`` and devices ordered by process (``jax.make_mesh``), these are one contiguous block:
     process ``p`` of ``P`` loads rows ``[p * B / P, (p + 1) * B / P)``.
     """
+    sharding = jax.tree.leaves(sharding)[0]  # a conditioned batch: the examples' sharding comes first
     index_map = sharding.addressable_devices_indices_map((global_batch, *trailing))
     starts = sorted({(idx[0].start or 0, global_batch if idx[0].stop is None else idx[0].stop)
                      for idx in index_map.values()})
@@ -218,6 +233,9 @@ def make_global_batch(local: np.ndarray, sharding: jax.sharding.Sharding, global
 
     Single process: ``local`` is the whole batch and this is a sharded ``device_put``.
     """
+    if not isinstance(local, (np.ndarray, jax.Array)):  # a conditioned batch: every leaf
+        place = lambda a, s: jax.make_array_from_process_local_data(s, a, (global_batch, *a.shape[1:]))
+        return jax.tree.map(place, local, sharding)
     return jax.make_array_from_process_local_data(sharding, local, (global_batch, *local.shape[1:]))
 
 

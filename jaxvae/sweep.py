@@ -46,7 +46,7 @@ from jaxvae.errors import ConfigError
 from jaxvae.model import count_params
 from jaxvae.progress import preempted, progress_bar, stop_on_signals
 from jaxvae.results import data_seed
-from jaxvae.runs import load_run_dataset, run_summary, steps_of, validate_data, with_builder
+from jaxvae.runs import load_run_dataset, model_config, run_summary, steps_of, validate_data, with_builder
 from jaxvae.train import (
     evaluation_params,
     init_train_state,
@@ -159,7 +159,7 @@ def _run_sweep(base: Config, over: Mapping[str, Sequence[str]], workdir: Path, *
     labels, configs = [g[0] for g in grid], [g[1] for g in grid]
     base = configs[0]
     ds = load_run_dataset(base)
-    pure = build_model(base, ds.event_shape, model)
+    pure = build_model(model_config(base, ds), ds.event_shape, model)
     validate_data(pure, ds)
     spe, total = steps_of(base, ds)
     n_train, bs = ds.train.shape[0], base.train.batch_size

@@ -21,6 +21,7 @@ import jax.numpy as jnp
 import optax
 
 from jaxvae import sharding
+from jaxvae.conditional import map_images
 from jaxvae.model import Params, PureModel
 from jaxvae.objectives import Objective
 
@@ -138,7 +139,7 @@ def make_train_step_with_hyper(model: PureModel, objective: Objective, optimizer
         step_key = jax.random.fold_in(state.key, state.step)
         if dynamic_binarization:
             bin_key = jax.random.fold_in(step_key, _BINARIZE_SALT)
-            batch = jax.random.bernoulli(bin_key, batch).astype(batch.dtype)
+            batch = map_images(lambda k, x: jax.random.bernoulli(k, x).astype(x.dtype), batch, bin_key)
         key = jax.random.fold_in(step_key, _OBJECTIVE_SALT)
 
         def loss_fn(params):
@@ -219,7 +220,7 @@ def make_train_chunk(train_step: Callable[..., tuple[TrainState, Metrics]], batc
     def chunk(state: TrainState, data: Array, perm: Array, first_batch: Array) -> tuple[TrainState, Metrics]:
         def body(state, i):
             idx = jax.lax.dynamic_slice_in_dim(perm, (first_batch + i) * batch_size, batch_size)
-            batch = jnp.take(data, idx, axis=0)  # [B, *E]
+            batch = jax.tree.map(lambda a: jnp.take(a, idx, axis=0), data)  # [B, *E] (each leaf of a pytree)
             if batch_sharding is not None:
                 batch = jax.lax.with_sharding_constraint(batch, batch_sharding)
             return train_step(state, batch, data) if pass_data else train_step(state, batch)
