@@ -271,6 +271,43 @@ def _evaluate(args: argparse.Namespace, path: Path, likelihood: bool, chosen: li
     return 0
 
 
+def cmd_encode(args: argparse.Namespace) -> int:
+    out = Path(args.out)
+    if out.suffix != ".npz":
+        raise ConfigError(f"--out {out} must end in .npz (a dataset file that data.name can read back).")
+    with rundir.lock_for_output(args.workdir, out):
+        return _encode(args, out)
+
+
+def _encode(args: argparse.Namespace, out: Path) -> int:
+    import io
+
+    import numpy as np
+
+    from jaxvae import diagnostics, runs
+    from jaxvae.conditional import split_examples
+    from jaxvae.writers import atomic_write_bytes
+
+    ctx, params = runs.restore_run(args.workdir, step=args.step)
+    arrays = {}
+    for split in ("train", "valid", "test"):
+        x = ctx.dataset.split(split)
+        if len(x) or split == "train":
+            arrays[split] = np.asarray(diagnostics.encode_dataset(ctx.model, params, x).loc, np.float32)
+        labels = (ctx.dataset.labels or {}).get(split)
+        if labels is not None and len(split_examples(ctx.dataset, split)):
+            arrays[f"{split}_labels"] = np.asarray(labels, np.int32)
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    atomic_write_bytes(out, buffer.getvalue())
+    sizes = ", ".join(f"{k} {v.shape[0]:,}" for k, v in arrays.items() if not k.endswith("_labels"))
+    print(f"Wrote {out}: posterior means [N, {ctx.model.latent_dim}] of {sizes}"
+          + (" with labels" if any(k.endswith("_labels") for k in arrays) else "")
+          + f". Train on them with --set data.name={out} model.likelihood=gaussian (e.g. M1+M2: "
+          "model.conditional=m2).")
+    return 0
+
+
 def cmd_sample(args: argparse.Namespace) -> int:
     tag = f"{args.sampler}-t{args.temperature:g}" if args.sampler == "prior" else args.sampler
     if args.label is not None:
@@ -503,6 +540,14 @@ def build_parser() -> argparse.ArgumentParser:
                    "<workdir>/samples-<sampler>[-t<temperature>][-label<label>]-seed<seed>.png)")
     _add_step_arg(p)
     p.set_defaults(func=cmd_sample)
+
+    p = sub.add_parser("encode", help="posterior means of every split of a trained run, as a dataset file "
+                       "(.npz with labels) that another run can train on (M1+M2 of Kingma et al. 2014)")
+    p.add_argument("--workdir", required=True, help="run directory of a `jaxvae train` run")
+    p.add_argument("--out", required=True, metavar="FILE.npz", help="the dataset file to write (train, valid, "
+                   "test and <split>_labels where the data has labels)")
+    _add_step_arg(p)
+    p.set_defaults(func=cmd_encode)
 
     p = sub.add_parser("diagnose", help="latent health of a trained run: diagnostics.json and report.html")
     p.add_argument("--workdir", required=True, help="run directory of a `jaxvae train` run (report goes there)")

@@ -243,3 +243,29 @@ def test_cli_samples_by_label(tmp_path):
     bad = subprocess.run([*cli, "sample", "--workdir", str(work), "--label", "10"], capture_output=True, text=True)
     assert bad.returncode == 2 and "classes are 0..9" in bad.stderr
     assert (work / "samples.png").exists() and (work / "reconstructions.png").exists()
+
+
+def test_encode_writes_a_labelled_feature_dataset_that_m2_trains_on(tmp_path):
+    """M1+M2 from the command line: `jaxvae encode` writes the posterior means of every split with the labels;
+    M2 with a Gaussian likelihood trains on that file."""
+    m1 = tmp_path / "m1"
+    cfg = config.apply_overrides(config.get_preset("digits"), STEPS)
+    runs.fit(cfg, m1, progress=False, log=lambda _: None)
+    out = tmp_path / "features.npz"
+    done = subprocess.run([sys.executable, "-m", "jaxvae", "encode", "--workdir", str(m1), "--out", str(out)],
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    feats = np.load(out)
+    run = jv.load_run(m1)
+    for split in ("train", "valid", "test"):
+        np.testing.assert_allclose(feats[split], jv.diagnostics.encode_dataset(
+            run.model, run.params, run.dataset.split(split)).loc, rtol=1e-6, atol=1e-6)
+        np.testing.assert_array_equal(feats[f"{split}_labels"], run.dataset.labels[split])
+    m12 = config.apply_overrides(config.get_preset("digits"), [
+        f"data.name={out}", "model.likelihood=gaussian", "model.likelihood_scale=learned", "model.conditional=m2",
+        "data.labels_per_class=5", *STEPS])
+    summary = runs.fit(m12, tmp_path / "m12", progress=False, log=lambda _: None)
+    assert 0.0 <= summary["test_error"] <= 1.0 and math.isfinite(summary["test_nll_iwae"])
+    bad = subprocess.run([sys.executable, "-m", "jaxvae", "encode", "--workdir", str(m1), "--out",
+                          str(tmp_path / "f.npy")], capture_output=True, text=True)
+    assert bad.returncode == 2 and "must end in .npz" in bad.stderr
