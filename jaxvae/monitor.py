@@ -62,6 +62,7 @@ class CollapseMonitor:
 
     def __init__(self, cfg: Any, latent_dim: int, groups: tuple[tuple[str, int], ...] | None = None):
         self.cfg = cfg.monitor
+        self.conditional = cfg.model.conditional  # a conditional model's z holds what the label does not
         self.latent_dim = latent_dim
         self.groups = tuple(groups) if groups else (("z", latent_dim),)
         self._last_warned: tuple | None = None
@@ -121,6 +122,10 @@ class CollapseMonitor:
                 "dropout for a recurrent decoder (--set model.rnn.word_dropout=0.5); also KL annealing (--set "
                 "objective.beta_schedule=linear objective.warmup_steps=5000), aggressive inference training "
                 "(--set train.aggressive.enabled=true), a smaller objective.beta, or a weaker decoder.")
+        if self.conditional != "none":
+            text += (f" Note: this is a conditional model (model.conditional={self.conditional}): its decoder "
+                     "reads the label, so z carries only what the label leaves unexplained (style), and a small "
+                     "KL, early in training above all, need not be a failure.")
         return record, text
 
 

@@ -242,7 +242,8 @@ def jit_train_step(train_step: Callable[[TrainState, Array], tuple[TrainState, M
     """
     if state_shardings is None:
         return jax.jit(train_step, donate_argnums=0)
-    metrics_sharding = sharding.replicated(batch_sharding.mesh)
+    # A labelled batch has a sharding per leaf (jaxvae.conditional); they share one mesh.
+    metrics_sharding = sharding.replicated(jax.tree.leaves(batch_sharding)[0].mesh)
     return jax.jit(train_step, in_shardings=(state_shardings, batch_sharding),
                    out_shardings=(state_shardings, metrics_sharding), donate_argnums=0)
 

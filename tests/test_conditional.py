@@ -2,8 +2,8 @@
 unlabelled bound as the explicit sum over the labels, the labelled subset, CLI sampling by label, and bitwise
 resume of both through the engine."""
 
+import json
 import math
-import shutil
 import subprocess
 import sys
 
@@ -18,6 +18,7 @@ import jaxvae as jv
 from jaxvae import conditional, config, evaluate, runs
 from jaxvae.conditional import M2VAE, ConditionalVAE, Labeled, SemiSupervised
 from jaxvae.errors import ConfigError
+from tests.helpers import straight_and_resumed
 
 
 def _mlp(layers, x):
@@ -211,12 +212,7 @@ STEPS = ["train.steps=40", "train.checkpoint_every=20", "train.log_every=10", "m
 def test_conditional_runs_resume_bitwise(kind, tmp_path):
     extra = ["data.labels_per_class=5"] if kind == "m2" else []
     cfg = config.apply_overrides(config.get_preset("digits"), [f"model.conditional={kind}", *extra, *STEPS])
-    straight = runs.fit(cfg, tmp_path / "straight", progress=False, log=lambda _: None)
-    runs.fit(cfg, tmp_path / "resumed", progress=False, log=lambda _: None)
-    shutil.rmtree(tmp_path / "resumed" / "checkpoints" / "40")
-    logs = []
-    resumed = runs.fit(cfg, tmp_path / "resumed", progress=False, log=logs.append)
-    assert any("from the checkpoint at step 20" in line for line in logs)
+    straight, resumed = straight_and_resumed(cfg, tmp_path)
     assert resumed["params_sha256"] == straight["params_sha256"]
     assert math.isfinite(straight["test_nll_iwae"])
     if kind == "m2":
@@ -269,3 +265,35 @@ def test_encode_writes_a_labelled_feature_dataset_that_m2_trains_on(tmp_path):
     bad = subprocess.run([sys.executable, "-m", "jaxvae", "encode", "--workdir", str(m1), "--out",
                           str(tmp_path / "f.npy")], capture_output=True, text=True)
     assert bad.returncode == 2 and "must end in .npz" in bad.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("loop", ["scan", "host"])
+def test_m2_trains_on_eight_devices_like_on_one(loop, tmp_path):
+    """Conditioned batches on a simulated 8-device mesh: each leaf is split over `data` (labels included); the run
+    ends at the one-device run's test ELBO and classification error."""
+    import os
+
+    out = {}
+    for n in (1, 8):
+        env = {**os.environ, "XLA_FLAGS": f"--xla_force_host_platform_device_count={n}"}
+        done = subprocess.run([sys.executable, "-m", "jaxvae", "train", "--preset", "digits", "--workdir",
+                               str(tmp_path / str(n)), "--no-progress", "--set", "model.conditional=m2",
+                               "--set", "data.labels_per_class=5", "--set", f"train.loop={loop}",
+                               *[a for s in STEPS for a in ("--set", s)]], capture_output=True, text=True, env=env)
+        assert done.returncode == 0, done.stderr[-2000:]
+        assert f"{n} cpu device(s), mesh data={n}" in done.stdout
+        out[n] = json.loads((tmp_path / str(n) / "summary.json").read_text())
+    assert out[8]["test_elbo"] == pytest.approx(out[1]["test_elbo"], abs=1e-3)
+    assert out[8]["test_error"] == out[1]["test_error"]
+
+
+def test_collapse_warning_of_a_conditional_model_says_what_z_holds():
+    from jaxvae import monitor
+
+    out = {"mean_variance": np.zeros(4), "kl_per_dim": np.zeros(4), "kl": 0.0, "mi": 0.0}
+    for kind, noted in (("none", False), ("m2", True)):
+        cfg = config.apply_overrides(config.Config(), [f"model.conditional={kind}"])
+        _, text = monitor.CollapseMonitor(cfg, 4).record(100, out)
+        assert text.startswith("WARNING posterior collapse at step 100")
+        assert ("model.conditional=m2): its decoder reads the label" in text) == noted

@@ -4,7 +4,6 @@ precision-weighted merge against the product of Gaussians, and training through 
 
 import json
 import math
-import shutil
 
 import jax
 import jax.numpy as jnp
@@ -15,6 +14,7 @@ from flax import nnx
 import jaxvae as jv
 from jaxvae import hierarchy
 from jaxvae import testing as jvt
+from tests.helpers import straight_and_resumed
 
 MODELS = {"bottom_up": hierarchy.BottomUpVAE, "ladder": hierarchy.LadderVAE}
 
@@ -236,16 +236,11 @@ def test_hierarchies_train_resume_bitwise_and_report_per_layer(inference, extra,
     from jaxvae import config, runs, samplers
 
     cfg = config.apply_overrides(config.get_preset("digits"), [*SMALL, f"model.inference={inference}", *extra])
-    straight = runs.fit(cfg, tmp_path / "straight", progress=False, log=lambda _: None)
+    # An interrupted run (its last checkpoint and results gone) resumes from step 20 to the same parameters.
+    straight, resumed = straight_and_resumed(cfg, tmp_path)
     assert set(straight["latent"]["active_units_per_group"]) == {"z1", "z2"}
     assert set(straight["kl_groups"]) == {"z1", "z2"}
     np.testing.assert_allclose(sum(straight["kl_groups"].values()), straight["test_kl"], rtol=1e-4, atol=1e-4)
-    # An interrupted run (its last checkpoint and results gone) resumes from step 20 to the same parameters.
-    runs.fit(cfg, tmp_path / "resumed", progress=False, log=lambda _: None)
-    shutil.rmtree(tmp_path / "resumed" / "checkpoints" / "40")
-    logs = []
-    resumed = runs.fit(cfg, tmp_path / "resumed", progress=False, log=logs.append)
-    assert any("from the checkpoint at step 20" in line for line in logs)
     assert resumed["params_sha256"] == straight["params_sha256"]
     lines = (tmp_path / "straight" / "metrics.jsonl").read_text().splitlines()
     monitor_records = [json.loads(line) for line in lines if '"monitor"' in line]

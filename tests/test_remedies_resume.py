@@ -4,11 +4,10 @@ annealing, free bits, the PI controller's state, the committed rate, with the Pi
 masks, with the GRU decoder on a generated corpus). Aggressive inference training has its own resume test
 (tests/test_aggressive.py)."""
 
-import shutil
-
 import pytest
 
 from jaxvae import config, runs
+from tests.helpers import straight_and_resumed
 
 PIXELCNN = ["model.decoder=pixelcnn", "model.pixelcnn.layers=1", "model.pixelcnn.features=8", "model.hidden=32",
             "model.latent_dim=4", "model.likelihood=bernoulli"]
@@ -24,21 +23,11 @@ REMEDIES = {
 }
 
 
-def _straight_and_resumed(cfg, tmp_path):
-    straight = runs.fit(cfg, tmp_path / "straight", progress=False, log=lambda _: None)
-    runs.fit(cfg, tmp_path / "resumed", progress=False, log=lambda _: None)
-    shutil.rmtree(tmp_path / "resumed" / "checkpoints" / "40")
-    logs = []
-    resumed = runs.fit(cfg, tmp_path / "resumed", progress=False, log=logs.append)
-    assert any("from the checkpoint at step 20" in line for line in logs)
-    return straight, resumed
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("remedy", sorted(REMEDIES))
 def test_each_remedy_with_the_pixelcnn_decoder_resumes_bitwise(remedy, tmp_path):
     cfg = config.apply_overrides(config.get_preset("digits"), [*PIXELCNN, *STEPS, *REMEDIES[remedy]])
-    straight, resumed = _straight_and_resumed(cfg, tmp_path)
+    straight, resumed = straight_and_resumed(cfg, tmp_path)
     assert resumed["params_sha256"] == straight["params_sha256"]
 
 
@@ -50,7 +39,7 @@ def test_word_dropout_resumes_bitwise(tmp_path, monkeypatch):
     cfg = config.apply_overrides(config.get_preset("words"), [
         "model.latent_dim=4", "model.rnn.embed=8", "model.rnn.hidden=16", "model.rnn.word_dropout=0.5",
         "train.batch_size=32", *STEPS])
-    straight, resumed = _straight_and_resumed(cfg, tmp_path)
+    straight, resumed = straight_and_resumed(cfg, tmp_path)
     assert resumed["params_sha256"] == straight["params_sha256"]
     # The masks matter: without word dropout the same run ends elsewhere.
     plain = runs.fit(config.apply_overrides(cfg, ["model.rnn.word_dropout=0"]), tmp_path / "plain",
