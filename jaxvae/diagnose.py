@@ -227,7 +227,10 @@ def _write_report(ctx, params, result, workdir, out, decode, z_prior, z_cold, z_
         scatter, "Posterior means projected on their two principal axes, with the prior's 1-2-3 standard-"
         "deviation circles (exact contours of N(0, I) in this plane); red rings mark latent outliers.")
         + "</div>"))
-    samples = [_show(ctx, decode(params, z), cap) for z, cap in (
+    classes = ctx.cfg.model.condition_classes if ctx.cfg.model.conditional != "none" else 0
+    per_class = "; column c: class c" if classes else ""  # a conditional model's classes cycle along z
+    keep = (len(z_prior) // classes) * classes if classes else len(z_prior)  # whole rows of classes
+    samples = [_show(ctx, decode(params, z[:keep]), cap + per_class, ncols=classes or 8) for z, cap in (
         (z_prior, "prior, T=1"), (z_cold, "prior, T=0.7"),
         (z_gmm, f"ex-post GMM ({result['gmm']['num_components']} components)"),
         (z_ex["flow"], "ex-post RealNVP flow"), (z_ex["two_stage"], "two-stage VAE (Dai & Wipf 2019)"))]

@@ -208,7 +208,7 @@ STEPS = ["train.steps=40", "train.checkpoint_every=20", "train.log_every=10", "m
          "model.latent_dim=4"]
 
 
-@pytest.mark.parametrize("kind", ["cvae", "m2"])
+@pytest.mark.parametrize("kind", ["cvae", pytest.param("m2", marks=pytest.mark.slow)])
 def test_conditional_runs_resume_bitwise(kind, tmp_path):
     extra = ["data.labels_per_class=5"] if kind == "m2" else []
     cfg = config.apply_overrides(config.get_preset("digits"), [f"model.conditional={kind}", *extra, *STEPS])
@@ -241,6 +241,7 @@ def test_cli_samples_by_label(tmp_path):
     assert (work / "samples.png").exists() and (work / "reconstructions.png").exists()
 
 
+@pytest.mark.slow
 def test_encode_writes_a_labelled_feature_dataset_that_m2_trains_on(tmp_path):
     """M1+M2 from the command line: `jaxvae encode` writes the posterior means of every split with the labels;
     M2 with a Gaussian likelihood trains on that file."""
