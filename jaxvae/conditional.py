@@ -423,19 +423,6 @@ def classification_error(model: Any, params: Any, x: np.ndarray, labels: np.ndar
     return wrong / max(len(x), 1)
 
 
-def is_conditional(model: Any, params: Any | None = None) -> bool:
-    """Whether a model (a module, or a :class:`~jaxvae.model.PureModel` with its ``params``) reads labels."""
-    from jaxvae.model import PureModel
-
-    if isinstance(model, PureModel):
-        model = nnx.merge(model.graphdef, params) if params is not None else _abstract(model)
-    return isinstance(model, ConditionalVAE)
-
-
-def _abstract(model: Any) -> Any:
-    return model.builder is not None and nnx.eval_shape(lambda: model.builder(nnx.Rngs(0)))
-
-
 def given(model: Any, params: Any, z: Array, x: Any) -> Any:
     """Flat latents ``z [..., D]`` to decode under the condition of the example ``x`` (one row of a conditioned
     batch: its label, or for M2 without one the classifier's most likely class); ``z`` itself for an
