@@ -10,6 +10,7 @@ benchmarks:
   strategies         beta / warm-up / cyclical / free bits / PI control on dynamically binarized MNIST
   monitor_cost       training time with the latent-health monitor on vs off
   sample_quality     prior vs ex-post GMM sampling for a VAE and an autoencoder (Fréchet distance proxy)
+  conditional_samples  CVAE on MNIST: share of label-conditioned samples a classifier assigns to their label
   semi_supervised    M2 and M1+M2 (Kingma et al. 2014) test error with 100 labels vs the labels alone (MNIST)
   iwae_speed         IWAE NLL evaluation (k=5000) speed: jaxvae vs plain JAX/PyTorch vs pythae's get_nll
   hierarchy_throughput  two-layer MLP and top-down hierarchy training throughput vs PyTorch eager
@@ -34,7 +35,7 @@ def main() -> None:
 
     if name in ("throughput", "sweep_efficiency", "strategies", "monitor_cost", "sample_quality", "iwae_speed",
                 "sharding", "hierarchy_throughput", "stabilizers", "init_compare", "gradient_snr", "collapse",
-                "disentanglement", "cli_startup", "semi_supervised"):
+                "disentanglement", "cli_startup", "semi_supervised", "conditional_samples"):
         importlib.import_module(f"benchmarks.{name}").main(rest)
     elif name == "reproduce":
         importlib.import_module("benchmarks.reproduce.harness").main(rest)

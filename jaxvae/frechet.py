@@ -88,10 +88,14 @@ def train_classifier(x: np.ndarray, y: np.ndarray, *, seed: int = 0, epochs: int
     return params
 
 
-def accuracy(params: dict[str, jax.Array], x: np.ndarray, y: np.ndarray) -> float:
-    pred = np.concatenate([np.asarray(jnp.argmax(_logits(params, x[i:i + 1000]), -1))
+def predict(params: dict[str, jax.Array], x: np.ndarray) -> np.ndarray:
+    """The classifier's most likely class of each image ``x [N, ...]``, int ``[N]``."""
+    return np.concatenate([np.asarray(jnp.argmax(_logits(params, x[i:i + 1000]), -1))
                            for i in range(0, x.shape[0], 1000)])
-    return float(np.mean(pred == y))
+
+
+def accuracy(params: dict[str, jax.Array], x: np.ndarray, y: np.ndarray) -> float:
+    return float(np.mean(predict(params, x) == y))
 
 
 def dataset_features(params: dict[str, jax.Array], x: np.ndarray, batch_size: int = 1000) -> np.ndarray:
