@@ -794,6 +794,10 @@ def _validate_conditional(cfg: Config) -> None:
     if m.conditional == "cvae" and cfg.data.labels_per_class:
         raise ConfigError("data.labels_per_class is for model.conditional=m2 (semi-supervised); the conditional "
                           "VAE reads every label. Leave it at 0, or set model.conditional=m2.")
+    if cfg.train.aggressive.enabled:
+        raise ConfigError(f"train.aggressive (the inner encoder loop of He et al. 2019) is built for "
+                          f"unconditional models; model.conditional={m.conditional} is not supported with it. "
+                          "Turn one off.")
     if m.conditional == "m2" and cfg.objective.name not in ("elbo", "iwae"):
         raise ConfigError(f"model.conditional=m2 trains with objective.name=elbo or iwae (its unlabelled bound "
                           f"sums over the classes inside the model); got objective.name={cfg.objective.name}.")

@@ -195,6 +195,7 @@ def test_config_errors_name_the_fix():
         (["data.labels_per_class=10"], "model.conditional=m2"),
         (["model.conditional=cvae", "model.prior=mixture"], "model.prior=standard_normal"),
         (["model.conditional=bogus"], "model.conditional"),
+        (["model.conditional=cvae", "train.aggressive.enabled=true"], "Turn one off"),
     ]:
         with pytest.raises(ConfigError, match=match):
             config.validate(config.apply_overrides(base, overrides))
