@@ -242,8 +242,15 @@ def _evaluate(args: argparse.Namespace, path: Path, likelihood: bool, chosen: li
         result = {**old, **result}  # keep the other group's results of the same step and split
     if likelihood:
         data = ctx.dataset.split(args.split)
-        data = data[random_subset(data.shape[0], args.max_examples or None, args.seed)]
+        rows = random_subset(data.shape[0], args.max_examples or None, args.seed)
+        data = data[rows]
         result.update(_likelihood_results(args, ctx, params, data, key))
+        labels = (ctx.dataset.labels or {}).get(args.split)
+        if ctx.cfg.model.conditional == "m2" and labels is not None:  # M2's classifier q(y|x)
+            from jaxvae import conditional
+
+            result["classification_error"] = conditional.classification_error(
+                ctx.model, params, conditional.images(data), labels[rows])
     if chosen:
         points = args.disentanglement_points
         result["disentanglement"] = evaluate.disentanglement_metrics(
@@ -262,6 +269,8 @@ def _evaluate(args: argparse.Namespace, path: Path, likelihood: bool, chosen: li
               f"{result['nll_iwae_stderr']:.3f} nats")
         unit = "bits/token" if ctx.dataset.vocabulary else "bits/dim  "
         print(f"  {unit}               {result['bits_per_dim']:.4f}")
+        if "classification_error" in result:
+            print(f"  classification error     {100 * result['classification_error']:.2f}% (q(y|x), M2)")
     if chosen:
         print(f"disentanglement at step {step:,} ({ctx.dataset.name}, posterior means, "
               f"{args.disentanglement_points:,} training points per metric):")

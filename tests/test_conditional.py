@@ -218,6 +218,13 @@ def test_conditional_runs_resume_bitwise(kind, tmp_path):
     assert math.isfinite(straight["test_nll_iwae"])
     if kind == "m2":
         assert 0.0 <= straight["test_error"] <= 1.0
+        # `jaxvae evaluate` reports the same classifier error on the test split.
+        done = subprocess.run([sys.executable, "-m", "jaxvae", "evaluate", "--workdir", str(tmp_path / "straight"),
+                               "--num-samples", "4"], capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr
+        result = json.loads((tmp_path / "straight" / "eval.json").read_text())
+        assert result["classification_error"] == pytest.approx(straight["test_error"])
+        assert "classification error" in done.stdout
     else:
         assert "test_error" not in straight
 
