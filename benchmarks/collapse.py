@@ -29,7 +29,7 @@ from benchmarks import common
 
 ENCODER = ["model.network=conv", "model.latent_dim=20"]
 PIXELCNN = ["model.decoder=pixelcnn", "model.pixelcnn.layers=8", "model.pixelcnn.kernel_size=5",
-            "model.pixelcnn.features=16"]
+            "model.pixelcnn.features=32"]
 
 
 def image_runs(steps: int) -> dict[str, list[str]]:
@@ -90,7 +90,7 @@ TASKS = {
                   plot_title="Posterior collapse with a PixelCNN decoder, binarized MNIST",
                   plot="collapse.png",
                   setup="Adam 1e-3; conv encoder (32, 64 channels), 20 latents; PixelCNN decoder: 8 gated layers "
-                        "of 16 features, 5x5 (17 rows of receptive field), spatial conditioning on z; control: "
+                        "of 32 features, 5x5 (17 rows of receptive field), spatial conditioning on z; control: "
                         "the same encoder with the factorized conv decoder. Monitor every 50 steps on the first "
                         "validation images, warning below 0.5 nats of KL or MI (the defaults are 0.1 and 0.05)"),
     "text": dict(preset="words", runs=text_runs, latents=32, batch=64, default_steps=8400, base=MONITOR,
