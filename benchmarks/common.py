@@ -95,3 +95,15 @@ def _version(name: str) -> str:
 
 def command_line() -> str:
     return "python -m benchmarks " + " ".join(sys.argv[1:])
+
+
+def mnist_classifier(data_dir: str):
+    """``(dataset, classifier, test accuracy, test features)``: real MNIST from ``data_dir`` (the program exits
+    naming the folder when it is absent) and jaxvae's cached feature classifier (`jaxvae.frechet`)."""
+    if not (Path(data_dir) / "train-images-idx3-ubyte.gz").exists():
+        sys.exit(f"MNIST not found in {data_dir}; pass --data-dir.")
+    from jaxvae import data, frechet
+
+    ds = data.load_dataset("mnist", data_dir)
+    clf = frechet.train_classifier(ds.train, ds.labels["train"], epochs=5)
+    return ds, clf, frechet.accuracy(clf, ds.test, ds.labels["test"]), frechet.dataset_features(clf, ds.test)

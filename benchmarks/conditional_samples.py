@@ -25,16 +25,11 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--per-label", type=int, default=1000, help="samples per label")
     p.add_argument("--no-record", action="store_true")
     args = p.parse_args(argv)
-    if not (Path(args.data_dir) / "train-images-idx3-ubyte.gz").exists():
-        sys.exit(f"MNIST not found in {args.data_dir}; pass --data-dir.")
+    _, clf, acc, test_feat = common.mnist_classifier(args.data_dir)
     import jax
 
-    from jaxvae import conditional, data, frechet, runs, samplers
+    from jaxvae import conditional, frechet, runs, samplers
 
-    ds = data.load_dataset("mnist", args.data_dir)
-    clf = frechet.train_classifier(ds.train, ds.labels["train"], epochs=5)
-    acc = frechet.accuracy(clf, ds.test, ds.labels["test"])
-    test_feat = frechet.dataset_features(clf, ds.test)
     rows = {}
     with tempfile.TemporaryDirectory() as tmp:
         for kind in ("none", "cvae"):

@@ -28,14 +28,9 @@ def main(argv: list[str] | None = None) -> None:
                    help="training steps of the flow and of the two-stage VAE (default 3000)")
     p.add_argument("--no-record", action="store_true")
     args = p.parse_args(argv)
-    if not (Path(args.data_dir) / "train-images-idx3-ubyte.gz").exists():
-        sys.exit(f"MNIST not found in {args.data_dir}; pass --data-dir.")
-    from jaxvae import data, diagnostics, expost, frechet, runs, samplers
+    ds, clf, acc, test_feat = common.mnist_classifier(args.data_dir)
+    from jaxvae import diagnostics, expost, frechet, runs, samplers
 
-    ds = data.load_dataset("mnist", args.data_dir)
-    clf = frechet.train_classifier(ds.train, ds.labels["train"], epochs=5)
-    acc = frechet.accuracy(clf, ds.test, ds.labels["test"])
-    test_feat = frechet.dataset_features(clf, ds.test)
     train_feat = frechet.dataset_features(clf, ds.train[:10_000])
     reference = frechet.frechet_distance(train_feat, test_feat)
     print(f"classifier test accuracy {acc:.4f}; FD(train images, test images) = {reference:.2f}", flush=True)

@@ -99,7 +99,7 @@ def main(argv: list[str] | None = None) -> None:
             keep = conditional.labelled_subset(labels, args.labels_per_class, runs.data_seed(cfg))
             flat = lambda a: np.asarray(a, np.float32).reshape(len(a), -1)
             x_all = flat(conditional.images(ds.train))
-            sup_pix = supervised_error(flat(x_all[keep]), labels[keep], flat(conditional.images(ds.test)),
+            sup_pix = supervised_error(x_all[keep], labels[keep], flat(conditional.images(ds.test)),
                                        ds.labels["test"], 500, seed)
             feats = np.load(work / "m1.npz")
             sup_m1 = supervised_error(feats["train"][keep], feats["train_labels"][keep], feats["test"],

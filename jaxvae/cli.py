@@ -294,7 +294,6 @@ def _encode(args: argparse.Namespace, out: Path) -> int:
     import numpy as np
 
     from jaxvae import diagnostics, runs
-    from jaxvae.conditional import split_examples
     from jaxvae.writers import atomic_write_bytes
 
     ctx, params = runs.restore_run(args.workdir, step=args.step)
@@ -304,7 +303,7 @@ def _encode(args: argparse.Namespace, out: Path) -> int:
         if len(x) or split == "train":
             arrays[split] = np.asarray(diagnostics.encode_dataset(ctx.model, params, x).loc, np.float32)
         labels = (ctx.dataset.labels or {}).get(split)
-        if labels is not None and len(split_examples(ctx.dataset, split)):
+        if labels is not None and len(x):
             arrays[f"{split}_labels"] = np.asarray(labels, np.int32)
     buffer = io.BytesIO()
     np.savez(buffer, **arrays)
@@ -330,12 +329,12 @@ def _sample(args: argparse.Namespace, out: Path) -> int:
     import jax
     import numpy as np
 
-    from jaxvae import diagnostics, expost, report, runs, samplers
+    from jaxvae import conditional, diagnostics, expost, report, runs, samplers
     from jaxvae.data import random_subset
 
     ctx, params = runs.restore_run(args.workdir, step=args.step)
     model = ctx.model
-    classes = ctx.cfg.model.condition_classes if ctx.cfg.model.conditional != "none" else 0
+    classes = conditional.grid_classes(ctx.cfg)
     if args.label is not None and not classes:
         raise ConfigError(f"--label draws samples of one class from a conditional model; {args.workdir} was "
                           "trained without one (model.conditional=none). Train with --set model.conditional=cvae "
@@ -362,9 +361,7 @@ def _sample(args: argparse.Namespace, out: Path) -> int:
             z = expost.two_stage_sample(expost.fit_two_stage(jax.random.fold_in(key, 1), q.loc),
                                         jax.random.fold_in(key, 2), args.num, noise=True)
     if args.label is not None:
-        from jaxvae.conditional import latents_with_label
-
-        z = latents_with_label(z, args.label)
+        z = conditional.latents_with_label(z, args.label)
     x = np.asarray(jax.jit(model.decode_mean)(params, z))
     from jaxvae.writers import atomic_write_npy
 

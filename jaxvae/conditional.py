@@ -423,6 +423,11 @@ def classification_error(model: Any, params: Any, x: np.ndarray, labels: np.ndar
     return wrong / max(len(x), 1)
 
 
+def grid_classes(cfg: Any) -> int:
+    """The number of classes a run's sample grids cycle through, one column each (0: not conditional)."""
+    return cfg.model.condition_classes if cfg.model.conditional != "none" else 0
+
+
 def given(model: Any, params: Any, z: Array, x: Any) -> Any:
     """Flat latents ``z [..., D]`` to decode under the condition of the example ``x`` (one row of a conditioned
     batch: its label, or for M2 without one the classifier's most likely class); ``z`` itself for an

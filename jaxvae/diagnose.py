@@ -227,7 +227,7 @@ def _write_report(ctx, params, result, workdir, out, decode, z_prior, z_cold, z_
         scatter, "Posterior means projected on their two principal axes, with the prior's 1-2-3 standard-"
         "deviation circles (exact contours of N(0, I) in this plane); red rings mark latent outliers.")
         + "</div>"))
-    classes = ctx.cfg.model.condition_classes if ctx.cfg.model.conditional != "none" else 0
+    classes = conditional.grid_classes(ctx.cfg)
     per_class = "; column c: class c" if classes else ""  # a conditional model's classes cycle along z
     keep = (len(z_prior) // classes) * classes if classes else len(z_prior)  # whole rows of classes
     samples = [_show(ctx, decode(params, z[:keep]), cap + per_class, ncols=classes or 8) for z, cap in (

@@ -100,7 +100,7 @@ def write_images(workdir: Path, cfg: Config, dataset: data_lib.Dataset, model: P
     ``samples.txt`` for token data (decoded texts)."""
     scale = report.value_scale(cfg.data.scale)
     n = max(8, cfg.eval.num_images - cfg.eval.num_images % 8)
-    classes = cfg.model.condition_classes if cfg.model.conditional != "none" else 0
+    classes = conditional.grid_classes(cfg)
     ncols = classes or 8  # a conditional model's samples: one column per class (its classes cycle along z)
     n_samples = classes * max(1, n // classes) if classes else n
     # A fixed random subset: some test splits are sorted by class (binarized MNIST).
