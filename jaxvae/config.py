@@ -320,6 +320,9 @@ class TrainConfig:
     eval_every: int = 0  # steps between validation passes; 0 = once per epoch
     checkpoint_every: int = 1000  # steps between checkpoints (rounded to a whole chunk); 0 = end only
     keep_checkpoints: int = 3  # the most recent checkpoints kept in checkpoints/
+    # wall-time bound of one compiled call of training steps, sized from the measured step time, so that SIGTERM
+    # or SIGINT is answered with a checkpoint within about this many seconds whatever one step costs; 0 = none
+    max_chunk_seconds: float = 10.0
     device_data_limit_mb: int = 1024  # "auto" keeps a dataset on the device when it is below this size
     early_stopping: EarlyStoppingConfig = EarlyStoppingConfig()
     aggressive: AggressiveConfig = AggressiveConfig()
@@ -540,6 +543,46 @@ def get_preset(name: str = "digits") -> Config:
 
 # ------------------------------------------------------------------------------------------ overrides
 
+def _type_name(annotation: Any) -> str:
+    return annotation.__name__ if isinstance(annotation, type) else str(annotation).replace("typing.", "")
+
+
+def _parse_tuple(text: str, item_type: Any, key: str) -> tuple:
+    """A comma-separated list (optionally in parentheses or brackets; ``""`` or ``()`` is the empty list) of
+    values of ``item_type``, every item present: ``8,,4``, ``8,x`` and ``4x2`` are refused, never reinterpreted."""
+    inner = text.strip()
+    if len(inner) >= 2 and (inner[0], inner[-1]) in (("(", ")"), ("[", "]")):
+        inner = inner[1:-1].strip()
+    if not inner:
+        return ()
+    parts = [p.strip() for p in inner.split(",")]
+    if len(parts) > 1 and parts[-1] == "" and text.strip()[:1] in "([":
+        parts = parts[:-1]  # a one-item tuple written as Python writes it: (8,)
+    what = {int: "integers", float: "numbers", str: "names"}.get(item_type, _type_name(item_type))
+    example = {int: "100,50", float: "0.5,1.0", str: "a,b"}.get(item_type, "...")
+    bad = [f"{p!r} (item {i + 1})" for i, p in enumerate(parts) if not _is_item(p, item_type)]
+    if bad:
+        one = {int: "an integer", float: "a number", str: "a name"}.get(item_type, "valid")
+        verdict = f"is not {one}" if len(bad) == 1 else f"are not {what}"
+        raise ConfigError(f"{key}={text!r}: expected a comma-separated list of {what}, e.g. {key}={example} (or "
+                          f"{key}= for none); {', '.join(bad)} {verdict}.")
+    return tuple(_parse_value(p, item_type, key) for p in parts)
+
+
+def _is_item(text: str, item_type: Any) -> bool:
+    if not text:
+        return False
+    if item_type is str:
+        return "=" not in text and not any(c.isspace() for c in text)
+    if item_type is int:
+        return re.fullmatch(r"[+-]?\d+", text) is not None
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
 def _parse_value(text: str, annotation: Any, key: str) -> Any:
     """Parses ``text`` as a value of the field type ``annotation`` (int, float, bool, str, tuples, Optional)."""
     origin = typing.get_origin(annotation)
@@ -549,11 +592,7 @@ def _parse_value(text: str, annotation: Any, key: str) -> Any:
             return None
         return _parse_value(text, args[0], key)
     if origin is tuple:
-        item_type = typing.get_args(annotation)[0]
-        if item_type in (int, float):  # shapes may be written 4x2
-            text = text.replace("x", ",")
-        parts = [p for p in text.replace("(", "").replace(")", "").split(",") if p.strip()]
-        return tuple(_parse_value(p.strip(), item_type, key) for p in parts)
+        return _parse_tuple(text, typing.get_args(annotation)[0], key)
     try:
         if annotation is bool:
             low = text.strip().lower()
@@ -572,6 +611,31 @@ def _parse_value(text: str, annotation: Any, key: str) -> Any:
     except ValueError:
         raise ConfigError(f"{key}={text!r}: expected {annotation.__name__}.") from None
     return text
+
+
+def _check_typed(value: Any, annotation: Any, key: str) -> Any:
+    """A value given already typed (a Python mapping, a JSON config file): checked against the field's type, never
+    converted between kinds (``8.5`` for an integer, ``"x"`` in a list of integers and a number for a list are
+    refused); an integer is accepted for a float, a list for a tuple."""
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        if value is None:
+            return None
+        args = [a for a in typing.get_args(annotation) if a is not type(None)]
+        return _check_typed(value, args[0], key)
+    if origin is tuple:
+        item_type = typing.get_args(annotation)[0]
+        if not isinstance(value, list | tuple):
+            raise ConfigError(f"{key}={value!r}: expected a list of {_type_name(item_type)} (e.g. [100, 50]), got "
+                              f"{type(value).__name__}.")
+        return tuple(_check_typed(v, item_type, f"{key}[{i}]") for i, v in enumerate(value))
+    if annotation is float and isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    if annotation is int and isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if annotation in (bool, str) and type(value) is annotation:
+        return value
+    raise ConfigError(f"{key}={value!r}: expected {_type_name(annotation)}, got {type(value).__name__}.")
 
 
 def _field_types(cls: type) -> dict[str, Any]:
@@ -605,6 +669,8 @@ def _replace_path(node: Any, path: list[str], value: Any, key: str) -> Any:
         raise ConfigError(f"{key} is a section of settings, not a setting; set its keys: {fields}.")
     if isinstance(value, str):
         value = _parse_value(value, annotation, key)
+    else:
+        value = _check_typed(value, annotation, key)
     return dataclasses.replace(node, **{name: value})
 
 
@@ -1117,8 +1183,9 @@ def describe_keys() -> list[KeyDescription]:
     return out
 
 
-# Settings that change how a run is reported, not what it computes: resuming a run with other values is allowed.
-REPORTING_ONLY = ("track.",)
+# Settings that change how a run is reported or paced, not what it computes: resuming a run with other values is
+# allowed.
+REPORTING_ONLY = ("track.", "train.max_chunk_seconds")
 
 
 def diff(a: Config, b: Config, *, ignore: Sequence[str] = ()) -> list[str]:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import jax
 
@@ -88,10 +88,20 @@ def nonfinite_check(state: TrainState, step: int, seen: int, max_bad: int,
     return total, None
 
 
-def train_loop(ctx: RunContext, *, progress: bool = True, log: Callable[[str], None] = print,
-               trackers: Sequence[Any] = ()) -> TrainState:
-    """Runs the steps from ``ctx.start_step`` to ``ctx.total_steps``; writes metrics (to ``metrics.jsonl`` and the
-    ``trackers``) and checkpoints."""
+class TrainingProgram(NamedTuple):
+    """What :func:`prepare` builds for :func:`train_loop`: the loop kind (``scan`` or ``host``), the compiled
+    chunk loop, the mesh and the state's shardings."""
+
+    loop: str
+    chunks: ChunkLoop
+    mesh: jax.sharding.Mesh
+    state_shardings: Any
+
+
+def prepare(ctx: RunContext, *, log: Callable[[str], None] = print) -> TrainingProgram:
+    """Builds and compiles the training program of ``ctx`` (the step, the chunk loop over it, the evaluators)
+    without writing anything, so that a setting the step cannot run with is refused before the run directory is
+    touched. :func:`train_loop` then runs it."""
     cfg, ds = ctx.cfg, ctx.dataset
     total, spe, bs = ctx.total_steps, ctx.steps_per_epoch, cfg.train.batch_size
     if cfg.train.early_stopping.patience and not ds.valid.shape[0]:
@@ -111,22 +121,6 @@ def train_loop(ctx: RunContext, *, progress: bool = True, log: Callable[[str], N
         log(f"train.loop=scan keeps the whole dataset on every device; with {jax.process_count()} processes each "
             "feeds only its own rows of every batch, so the host loop is used.")
     loop = choose_loop(cfg, ds)
-    evaluator = evaluate.make_elbo_evaluator(ctx.model, batch_size=cfg.eval.batch_size)
-    ckpt = Checkpointer(ctx.workdir / "checkpoints", max_to_keep=cfg.train.keep_checkpoints)
-    writer = MetricWriter(ctx.workdir, resume_step=ctx.start_step if ctx.start_step else None, trackers=trackers,
-                          enabled=sharding.is_main_process())
-    previous = [r for r in read_metrics(ctx.workdir) if "elapsed_seconds" in r]
-    elapsed = previous[-1]["elapsed_seconds"] if previous else 0.0
-    # Early stopping: its state is replayed from the validation records kept by the writer (<= start_step).
-    stopper = early_stopping.for_run(cfg, ctx.workdir, spe, ctx.start_step)
-    if stopper is not None:
-        if stopper.should_stop(ctx.start_step):
-            writer.close()
-            log(f"{ctx.workdir} stopped early at step {ctx.start_step} (best validation ELBO "
-                f"{stopper.best:.2f} at step {stopper.best_step}); nothing to resume.")
-            return ctx.state
-        best_ckpt = Checkpointer(ctx.workdir / early_stopping.BEST_DIR, max_to_keep=1)
-
     mesh = ctx.mesh if ctx.mesh is not None else sharding.make_mesh("1")
     state_sh = ctx.state_shardings if ctx.state_shardings is not None else (
         sharding.train_state_shardings(ctx.state, mesh))
@@ -139,9 +133,9 @@ def train_loop(ctx: RunContext, *, progress: bool = True, log: Callable[[str], N
                 ctx.objective, ctx.optimizer, batch_size=bs, max_inner=agg.max_inner, check_every=agg.check_every,
                 dynamic_binarization=ds.dynamic_binarization, skip_threshold=skip_threshold(cfg),
                 batch_sharding=scan_batch_sh)
-        run_chunk = make_scan_chunk(lambda length: jit_train_chunk(
-            make_train_chunk(train_step, bs, length, batch_sharding=scan_batch_sh, pass_data=agg.enabled),
-            state_sh, mesh),
+        run_chunk = make_scan_chunk(
+            jit_train_chunk(make_train_chunk(train_step, bs, batch_sharding=scan_batch_sh, pass_data=agg.enabled),
+                            state_sh, mesh),
             jax.device_put(ds.train, sharding.replicated(mesh)))
     else:
         run_chunk = make_host_chunk(jit_train_step(train_step, state_sh, batch_sh), ds.train, bs,
@@ -151,7 +145,44 @@ def train_loop(ctx: RunContext, *, progress: bool = True, log: Callable[[str], N
                        log_every=cfg.train.log_every,
                        every=(cfg.train.checkpoint_every, cfg.train.eval_every or spe, cfg.monitor.every),
                        data_seed=data_seed(cfg), num_examples=ds.train.shape[0],
-                       permutation_on_device=loop == "scan")
+                       permutation_on_device=loop == "scan", max_chunk_seconds=cfg.train.max_chunk_seconds)
+    seconds = chunks.compile(ctx.state, ctx.start_step)
+    if seconds > 5:
+        log(f"Compiled the training step in {seconds:.1f} s.")
+    return TrainingProgram(loop, chunks, mesh, state_sh)
+
+
+def train_loop(ctx: RunContext, *, progress: bool = True, log: Callable[[str], None] = print,
+               trackers: Sequence[Any] = (), program: TrainingProgram | None = None) -> TrainState:
+    """Runs the steps from ``ctx.start_step`` to ``ctx.total_steps``; writes metrics (to ``metrics.jsonl`` and the
+    ``trackers``) and checkpoints. ``program``: from :func:`prepare` (built here when not given).
+
+    On SIGTERM/SIGINT the run stops after the steps in flight (at most about ``train.max_chunk_seconds``), saves
+    a checkpoint of that step and raises :class:`~jaxvae.errors.TrainingPreempted`, also in the last chunk (the
+    final evaluation is then left to the resumed run)."""
+    cfg, ds = ctx.cfg, ctx.dataset
+    total, spe, bs = ctx.total_steps, ctx.steps_per_epoch, cfg.train.batch_size
+    program = prepare(ctx, log=log) if program is None else program
+    loop, chunks, state_sh = program.loop, program.chunks, program.state_shardings
+    evaluator = evaluate.make_elbo_evaluator(ctx.model, batch_size=cfg.eval.batch_size)
+    ckpt = Checkpointer(ctx.workdir / "checkpoints", max_to_keep=cfg.train.keep_checkpoints)
+    writer = MetricWriter(ctx.workdir, resume_step=ctx.start_step if ctx.start_step else None, trackers=trackers,
+                          enabled=sharding.is_main_process())
+    previous = [r for r in read_metrics(ctx.workdir) if "elapsed_seconds" in r]
+    # Wall time of training, compilation included (it ran in prepare()), cumulative over resumes.
+    elapsed = (previous[-1]["elapsed_seconds"] if previous else 0.0) + chunks.compile_seconds
+    # Early stopping: its state is replayed from the validation records kept by the writer (<= start_step).
+    stopper = early_stopping.for_run(cfg, ctx.workdir, spe, ctx.start_step)
+    if stopper is not None:
+        if stopper.should_stop(ctx.start_step):
+            writer.close()
+            ckpt.close()
+            log(f"{ctx.workdir} stopped early at step {ctx.start_step} (best validation ELBO "
+                f"{stopper.best:.2f} at step {stopper.best_step}); nothing to resume.")
+            return ctx.state
+        best_ckpt = Checkpointer(ctx.workdir / early_stopping.BEST_DIR, max_to_keep=1)
+
+    mesh = program.mesh
     log(f"Training {count_params(ctx.state.params):,} parameters on {ds.name} "
         f"({ds.train.shape[0]:,} train / {ds.valid.shape[0]:,} valid / {ds.test.shape[0]:,} test, event "
         f"{ds.event_shape}) for {total:,} steps of batch {bs} ({total / spe:.1f} epochs), loop={loop}, "
@@ -177,7 +208,7 @@ def train_loop(ctx: RunContext, *, progress: bool = True, log: Callable[[str], N
     postfix: dict[str, str] = {}
     nonfinite_seen = int(state.nonfinite_total)
     try:
-        with stop_on_signals() as received:
+        with stop_on_signals(lambda: chunks.in_flight("this step's records, validation and monitor")) as received:
             for result in chunks.run(state, ctx.start_step):
                 state, step, length = result.state, result.chunk.end, result.chunk.length
                 elapsed += result.seconds
@@ -233,7 +264,7 @@ def train_loop(ctx: RunContext, *, progress: bool = True, log: Callable[[str], N
                 # The progress line after this step's events, so it shows this step's record and validation.
                 bar.set_postfix(**postfix)
                 bar.update(length)
-                if received and step < total:
+                if received:  # also after the last step: the final evaluation is left to the resumed run
                     ckpt.save(state)
                     ckpt.wait()
                     raise preempted(received, step, total, ctx.workdir / "checkpoints")

@@ -6,8 +6,10 @@ of its models, so a sweep member's ``summary.json`` has exactly the fields (and 
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -51,18 +53,26 @@ class TestEvaluation:
         self.iwae = evaluate.make_iwae_evaluator(model, num_samples=e.num_samples, batch_size=batch,
                                                  mesh=mesh if self.sharded else None)
 
-    def __call__(self, params: Params, key: jax.Array, *, sharded_params: Params | None = None
-                 ) -> dict[str, Any]:
+    def __call__(self, params: Params, key: jax.Array, *, sharded_params: Params | None = None,
+                 log: Callable[[str], None] | None = None) -> dict[str, Any]:
         """The test metrics of ``params`` (host copies); ``sharded_params``: the same parameters in their mesh
-        shardings, for the sharded IWAE estimate (default: ``params``)."""
+        shardings, for the sharded IWAE estimate (default: ``params``). ``log``: a line at the start of each
+        phase, with the settings that size it."""
+        say = log or (lambda _: None)
         test = self.dataset.test
-        terms = self.elbo(params, test, jax.random.fold_in(key, 0))
+        e = self.cfg.eval
+        with phase(say, f"Final evaluation: the ELBO on the {test.shape[0]:,} test examples"):
+            terms = self.elbo(params, test, jax.random.fold_in(key, 0))
         t0 = time.perf_counter()
-        nll = self.iwae(sharded_params if self.sharded and sharded_params is not None else params,
-                        self.nll_data, jax.random.fold_in(key, 1))
+        with phase(say, f"Final evaluation: the IWAE log-likelihood with k={e.num_samples:,} importance samples "
+                        f"on {self.nll_data.shape[0]:,} test examples (eval.num_samples, eval.max_examples; "
+                        "fewer for a quick estimate, e.g. --set eval.num_samples=100)"):
+            nll = self.iwae(sharded_params if self.sharded and sharded_params is not None else params,
+                            self.nll_data, jax.random.fold_in(key, 1))
         nll_seconds = time.perf_counter() - t0
-        latent = diagnostics.latent_summary(self.model, params, test, jax.random.fold_in(key, 2),
-                                            active_threshold=self.cfg.monitor.active_threshold)
+        with phase(say, "Final evaluation: active units and mutual information on the test split"):
+            latent = diagnostics.latent_summary(self.model, params, test, jax.random.fold_in(key, 2),
+                                                active_threshold=self.cfg.monitor.active_threshold)
         out = {
             "test_elbo": terms["elbo"],
             "test_recon": terms["recon"],
@@ -93,8 +103,19 @@ def final_key(cfg: Config) -> jax.Array:
     return jax.random.key(cfg.train.seed + 2)
 
 
+@contextlib.contextmanager
+def phase(log: Callable[[str], None], text: str) -> Iterator[None]:
+    """Logs ``text`` before a phase of the work after training, and its duration after it when it took long."""
+    log(f"{text} ...")
+    t0 = time.perf_counter()
+    yield
+    seconds = time.perf_counter() - t0
+    if seconds >= 10:
+        log(f"  ... took {seconds:.0f} s")
+
+
 def write_images(workdir: Path, cfg: Config, dataset: data_lib.Dataset, model: PureModel, params: Params,
-                 key: jax.Array) -> None:
+                 key: jax.Array, *, log: Callable[[str], None] | None = None) -> None:
     """``reconstructions.png`` (originals above their reconstructions) and ``samples.png`` (decoded prior
     samples) in ``workdir`` for image data; ``reconstructions.txt`` (``original -> reconstruction``) and
     ``samples.txt`` for token data (decoded texts)."""
@@ -106,9 +127,14 @@ def write_images(workdir: Path, cfg: Config, dataset: data_lib.Dataset, model: P
     # A fixed random subset: some test splits are sorted by class (binarized MNIST).
     pick = data_lib.random_subset(dataset.test.shape[0], n // 2, data_seed(cfg))
     originals = dataset.test[pick]
-    recon = np.asarray(jax.jit(model.reconstruct)(params, originals))
-    z = jax.jit(model.prior_sample, static_argnums=2)(params, jax.random.fold_in(key, 3), n_samples)
-    samples = np.asarray(jax.jit(model.decode_mean)(params, z))
+    say = log or (lambda _: None)
+    sequential = (" (the autoregressive decoder draws them one position at a time)"
+                  if cfg.model.decoder != "factorized" else "")
+    with phase(say, f"Images: {n // 2} test examples reconstructed and {n_samples} prior samples decoded"
+                    f"{sequential} (eval.num_images)"):
+        recon = np.asarray(jax.jit(model.reconstruct)(params, originals))
+        z = jax.jit(model.prior_sample, static_argnums=2)(params, jax.random.fold_in(key, 3), n_samples)
+        samples = np.asarray(jax.jit(model.decode_mean)(params, z))
     if dataset.vocabulary:
         decoded = [text.decode(a, dataset.vocabulary) for a in (originals, recon, samples)]
         atomic_write_text(workdir / "reconstructions.txt",

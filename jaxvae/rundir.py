@@ -38,8 +38,9 @@ from pathlib import Path
 
 from jaxvae.errors import ConfigError, DiskFullError, JaxvaeError, RunDirectoryBusyError
 
-__all__ = ["LOCK_NAME", "command_name", "disk_full_error", "disk_full_guard", "is_disk_full",
-           "latest_complete_step", "lock_for_output", "remove_if_only_lock", "run_lock", "writes_into"]
+__all__ = ["LOCK_NAME", "clear_except_lock", "command_name", "disk_full_error", "disk_full_guard", "is_disk_full",
+           "latest_complete_step", "lock_for_output", "remove_if_only_lock", "run_lock", "undo_lock_file",
+           "writes_into"]
 
 LOCK_NAME = ".jaxvae.lock"
 _DISK_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
@@ -206,6 +207,31 @@ def remove_if_only_lock(workdir: Path) -> None:
             names = []
         if not names:
             workdir.rmdir()
+
+
+def clear_except_lock(workdir: Path) -> None:
+    """Removes everything in ``workdir`` but its lock file (a run refused before it started, in a directory it
+    created; called while the lock is held, so that nothing of another process's can be there)."""
+    with contextlib.suppress(OSError):
+        for p in workdir.iterdir():
+            if p.name == LOCK_NAME:
+                continue
+            if p.is_dir() and not p.is_symlink():
+                shutil.rmtree(p, ignore_errors=True)
+            else:
+                p.unlink(missing_ok=True)
+
+
+def undo_lock_file(workdir: Path, *, created: bool, lock_existed: bool) -> None:
+    """After a refused start (lock released): the directory is removed if the run created it and it holds
+    nothing else, else a lock file the run created is removed, so the directory is as it was."""
+    if created:
+        remove_if_only_lock(workdir)
+    elif not lock_existed:
+        lock = workdir / LOCK_NAME
+        with contextlib.suppress(OSError):
+            if lock.stat().st_size == 0:
+                lock.unlink()
 
 
 # -- a full disk ----------------------------------------------------------------------------------------------

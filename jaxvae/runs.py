@@ -48,9 +48,11 @@ __all__ = [
     "fit",
     "load_run",
     "load_run_dataset",
+    "open_run",
     "params_sha256",
     "restore_run",
     "setup_run",
+    "write_run_config",
 ]
 
 
@@ -159,15 +161,16 @@ def steps_of(cfg: Config, dataset: data_lib.Dataset) -> tuple[int, int]:
     return steps_per_epoch, cfg.train.steps or cfg.train.epochs * steps_per_epoch
 
 
-def setup_run(cfg: Config, workdir: str | os.PathLike, *, force: bool = False,
-              log: Callable[[str], None] = print, model: ModelBuilder | None = None,
-              restore_step: int | str | None = None, write_config: bool = True) -> RunContext:
+def open_run(cfg: Config, workdir: str | os.PathLike, *, force: bool = False,
+             log: Callable[[str], None] = print, model: ModelBuilder | None = None,
+             restore_step: int | str | None = None, check_workdir_config: bool = True) -> RunContext:
     """Loads data, builds the model (``model``: a user builder, else ``cfg.model.network``), creates the state in
-    its shardings on the mesh of ``cfg.mesh``, restores the checkpoint at ``restore_step`` (default: the latest,
-    if any) and writes ``config.json`` (process 0, unless ``write_config=False``)."""
+    its shardings on the mesh of ``cfg.mesh`` and restores the checkpoint at ``restore_step`` (default: the latest,
+    if any), writing nothing into ``workdir``. ``check_workdir_config``: refuse a run directory that holds another
+    config (unless ``force``)."""
     config_lib.validate(cfg)
     workdir = Path(workdir)
-    if write_config:
+    if check_workdir_config:
         check_workdir(workdir, cfg, force)
     mesh = sharding.mesh_from_config(cfg)
     sharding.check_batch_size(cfg.train.batch_size, mesh)
@@ -189,23 +192,53 @@ def setup_run(cfg: Config, workdir: str | os.PathLike, *, force: bool = False,
     if restore_step == "best":
         _check_best(workdir)
     folder = early_stopping.BEST_DIR if restore_step == "best" else "checkpoints"
-    ckpt = Checkpointer(workdir / folder, max_to_keep=cfg.train.keep_checkpoints, read_only=not write_config)
-    try:
-        if restore_step == "best":
-            restore_step = ckpt.latest_step()
-        if restore_step is not None and restore_step not in ckpt.all_steps():
-            raise CheckpointError(f"{workdir} has no checkpoint of step {restore_step}; it has steps "
-                                  f"{ckpt.all_steps() or 'none'}.")
-        start_step = (ckpt.latest_step() or 0) if restore_step is None else restore_step
-        if start_step:
-            state = _restore(ckpt, state, start_step, cfg)
-            log(f"Resuming {workdir} from the checkpoint at step {start_step}/{total_steps}.")
-    finally:
-        ckpt.close()
-    if write_config and sharding.is_main_process():
-        atomic_write_json(workdir / "config.json", config_lib.to_dict(cfg))
+    start_step = 0
+    if (workdir / folder).is_dir():
+        # Read-only: restoring writes nothing (the training loop's own checkpointer cleans up after a killed save).
+        ckpt = Checkpointer(workdir / folder, max_to_keep=cfg.train.keep_checkpoints, read_only=True)
+        try:
+            if restore_step == "best":
+                restore_step = ckpt.latest_step()
+            if restore_step is not None and restore_step not in ckpt.all_steps():
+                raise CheckpointError(_missing_step(workdir, restore_step, ckpt.all_steps()))
+            start_step = (ckpt.latest_step() or 0) if restore_step is None else restore_step
+            if start_step:
+                state = _restore(ckpt, state, start_step, cfg)
+                log(f"Resuming {workdir} from the checkpoint at step {start_step}/{total_steps}.")
+        finally:
+            ckpt.close()
+    elif restore_step is not None:
+        raise CheckpointError(_missing_step(workdir, restore_step, []))
     return RunContext(cfg, workdir, dataset, pure, state, total_steps, steps_per_epoch, start_step, optimizer,
                       objective, mesh=mesh, state_shardings=state_shardings)
+
+
+def _missing_step(workdir: Path, step: int | str, steps: list[int]) -> str:
+    if not steps:
+        return f"{workdir} has no checkpoint of step {step}: it has no checkpoints at all."
+    nearest = min(steps, key=lambda s: abs(s - int(step)))
+    return (f"{workdir} has no checkpoint of step {step}; it has steps {', '.join(map(str, steps))}. Pass one of "
+            f"them (e.g. --step {nearest}, the nearest), --step latest (step {max(steps)}), or leave --step out "
+            "for the model the run reports.")
+
+
+def write_run_config(ctx: RunContext) -> None:
+    """Writes ``config.json`` (the resolved config, with the model builder's reference) into the run directory
+    (process 0)."""
+    if sharding.is_main_process():
+        atomic_write_json(ctx.workdir / "config.json", config_lib.to_dict(ctx.cfg))
+
+
+def setup_run(cfg: Config, workdir: str | os.PathLike, *, force: bool = False,
+              log: Callable[[str], None] = print, model: ModelBuilder | None = None,
+              restore_step: int | str | None = None, write_config: bool = True) -> RunContext:
+    """:func:`open_run`, then ``config.json`` written (process 0, unless ``write_config=False``, which also skips
+    the check of a config already in the directory)."""
+    ctx = open_run(cfg, workdir, force=force, log=log, model=model, restore_step=restore_step,
+                   check_workdir_config=write_config)
+    if write_config:
+        write_run_config(ctx)
+    return ctx
 
 
 def _check_best(workdir: Path) -> None:
@@ -262,7 +295,7 @@ def final_report(ctx: RunContext, state: TrainState, *, log: Callable[[str], Non
     params = sharding.host_local(evaluated)
     key = results.final_key(cfg)
     test = results.TestEvaluation(ctx.model, cfg, ctx.dataset, mesh=ctx.mesh)(
-        params, key, sharded_params=evaluated)
+        params, key, sharded_params=evaluated, log=log)
     history = [r for r in read_metrics(ctx.workdir) if "split" not in r]
     steady = ctx.steady_examples_per_sec
     if steady is None and history:
@@ -281,7 +314,7 @@ def final_report(ctx: RunContext, state: TrainState, *, log: Callable[[str], Non
     if phase is not None:
         summary["aggressive"] = phase.summary()
     if sharding.is_main_process():
-        results.write_images(ctx.workdir, cfg, ctx.dataset, ctx.model, params, key)
+        results.write_images(ctx.workdir, cfg, ctx.dataset, ctx.model, params, key, log=log)
         atomic_write_json(ctx.workdir / "summary.json", summary)
         for tracker in trackers:
             tracker.log_summary(summary, int(state.step))
@@ -337,29 +370,56 @@ def fit(cfg: Config, workdir: str | os.PathLike, *, model: ModelBuilder | None =
         ``fit`` again after freeing space resumes from it.
     """
     from jaxvae import loop, rundir
+    from jaxvae import progress as progress_lib
     from jaxvae import trackers as trackers_lib
 
     if not sharding.is_main_process():  # in a multi-process run only process 0 logs and shows progress
-        log, progress = (lambda _: None), False
+        log, progress_on = (lambda _: None), False
+    else:
+        progress_on = progress
     cfg = with_builder(cfg, model, log)
     built: list[RunContext] = []  # for the disk-full message's estimate before the first checkpoint
 
     def state_bytes() -> int:
         return sum(x.nbytes for x in jax.tree.leaves(built[0].state)) if built else 0
 
-    with rundir.run_lock(workdir), rundir.disk_full_guard(workdir, fallback_bytes=state_bytes):
-        trackers_lib.check_available(cfg.track.backends)  # before anything is written
-        ctx = setup_run(cfg, workdir, force=force, log=log, model=model)
-        built.append(ctx)
-        state = ctx.state
-        with trackers_lib.open_trackers(ctx.cfg.track, ctx.workdir, config_lib.to_dict(ctx.cfg),
-                                        resume_step=ctx.start_step or None,
-                                        enabled=sharding.is_main_process()) as trackers:
-            if ctx.start_step < ctx.total_steps:
-                state = loop.train_loop(ctx, progress=progress, log=log, trackers=trackers)
-            else:
-                log(f"{ctx.workdir} already finished its {ctx.total_steps} steps; re-evaluating.")
-            summary = final_report(ctx, state, log=log, trackers=trackers)
+    path = Path(workdir)
+    created = not path.exists()
+    lock_existed = (path / rundir.LOCK_NAME).exists()
+    started = False
+    try:
+        with rundir.run_lock(workdir), rundir.disk_full_guard(workdir, fallback_bytes=state_bytes):
+            # Everything that can refuse the run (config, data, model, the compiled step) runs before the first
+            # byte is written: a refused run leaves a directory it created absent and one that existed as it was.
+            try:
+                trackers_lib.check_available(cfg.track.backends)
+                ctx = open_run(cfg, workdir, force=force, log=log, model=model)
+                built.append(ctx)
+                program = loop.prepare(ctx, log=log) if ctx.start_step < ctx.total_steps else None
+            except BaseException:
+                if created:
+                    rundir.clear_except_lock(path)  # while the lock is held: nothing of anyone else's is there
+                raise
+            started = True
+            write_run_config(ctx)
+            state = ctx.state
+            with trackers_lib.open_trackers(ctx.cfg.track, ctx.workdir, config_lib.to_dict(ctx.cfg),
+                                            resume_step=ctx.start_step or None,
+                                            enabled=sharding.is_main_process()) as trackers:
+                if program is not None:
+                    state = loop.train_loop(ctx, progress=progress_on, log=log, trackers=trackers,
+                                            program=program)
+                else:
+                    log(f"{ctx.workdir} already finished its {ctx.total_steps} steps; re-evaluating.")
+                # The last checkpoint is on disk: from here a signal ends the process at once (exit 75).
+                with progress_lib.stop_on_signals(exit_at_once=(
+                        f"training is complete and its last checkpoint (step {int(state.step)}) is on disk; the "
+                        "final evaluation is skipped (exit 75). Re-run the same command to evaluate.")):
+                    summary = final_report(ctx, state, log=log, trackers=trackers)
+    except BaseException:
+        if not started:
+            rundir.undo_lock_file(path, created=created, lock_existed=lock_existed)
+        raise
     log(results.format_summary(summary, ctx.workdir))
     return summary
 

@@ -69,9 +69,12 @@ def parse_over(specs: Sequence[str]) -> dict[str, list[str]]:
             raise ConfigError(f"--over {spec!r} is not of the form KEY=V1,V2,... (e.g. objective.beta=0.5,1,2).")
         key, values = spec.split("=", 1)
         key = config_lib.canonical_key(key)
-        out[key] = [v.strip() for v in values.split(",") if v.strip()]
-        if not out[key]:
+        out[key] = [v.strip() for v in values.split(",")]
+        if not values.strip():
             raise ConfigError(f"--over {spec!r} lists no values.")
+        if "" in out[key]:
+            raise ConfigError(f"--over {spec!r} has an empty value (item {out[key].index('') + 1}); list the "
+                              "values separated by single commas, e.g. --over objective.beta=0.5,1,2.")
     return out
 
 
@@ -209,23 +212,27 @@ def _run_sweep(base: Config, over: Mapping[str, Sequence[str]], workdir: Path, *
     states, steady = _train(states, state_sh, sweep_step, ds, base, workdir, model_dirs, mesh, start, total, spe,
                             progress)
     train_seconds = time.perf_counter() - t_train
-    return _finish(workdir, ds, pure, configs, labels, model_dirs, states, train_seconds, steady, spe, over, log)
+    # The sweep's last checkpoint is on disk: from here a signal ends the process at once (exit 75).
+    with stop_on_signals(exit_at_once="training is complete and its last checkpoint is on disk; the final "
+                         "evaluation of the models is skipped (exit 75). Re-run the same command to evaluate."):
+        return _finish(workdir, ds, pure, configs, labels, model_dirs, states, train_seconds, steady, spe, over,
+                       log)
 
 
 def _train(states, state_sh, sweep_step, ds, base, workdir, model_dirs, mesh, start, total, spe, progress):
     """The chunk loop of :mod:`jaxvae.chunks` over the stacked states; one record per model per record step."""
     bs = base.train.batch_size
-    run_chunk = make_scan_chunk(lambda length: jit_train_chunk(make_train_chunk(sweep_step, bs, length),
-                                                                state_sh, mesh),
+    run_chunk = make_scan_chunk(jit_train_chunk(make_train_chunk(sweep_step, bs), state_sh, mesh),
                                 jax.device_put(ds.train, sharding.replicated(mesh)))
     chunks = ChunkLoop(run_chunk, total_steps=total, steps_per_epoch=spe, batch_size=bs,
                        log_every=base.train.log_every, every=(base.train.checkpoint_every,),
-                       data_seed=data_seed(base), num_examples=ds.train.shape[0], permutation_on_device=True)
+                       data_seed=data_seed(base), num_examples=ds.train.shape[0], permutation_on_device=True,
+                       max_chunk_seconds=base.train.max_chunk_seconds)
     writers = [MetricWriter(d, resume_step=start if start else None) for d in model_dirs]
     ckpt = Checkpointer(workdir / "checkpoints", max_to_keep=base.train.keep_checkpoints)
     bar = progress_bar(total, start, enabled=progress, desc="sweep")
     try:
-        with stop_on_signals() as received:
+        with stop_on_signals(lambda: chunks.in_flight("this step's records")) as received:
             for result in chunks.run(states, start):
                 states, step = result.state, result.chunk.end
                 if result.record is not None:
@@ -241,7 +248,7 @@ def _train(states, state_sh, sweep_step, ds, base, workdir, model_dirs, mesh, st
                 if due(step, base.train.checkpoint_every, total):
                     ckpt.save(states, step=step)
                 bar.update(result.chunk.length)
-                if received and step < total:
+                if received:  # also after the last step: the final evaluation is left to the resumed sweep
                     ckpt.save(states, step=step)
                     ckpt.wait()
                     raise preempted(received, step, total, workdir / "checkpoints")
@@ -264,6 +271,7 @@ def _finish(workdir, ds, model, configs, labels, model_dirs, states, train_secon
         state = _index(states, i)
         params = evaluation_params(state)
         key = results.final_key(cfg)
+        log(f"Final evaluation of model {i + 1} of {len(configs)} ({label}) ...")
         test = evaluation(params, key)
         ckpt = Checkpointer(d / "checkpoints", max_to_keep=cfg.train.keep_checkpoints)
         try:

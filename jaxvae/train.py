@@ -204,31 +204,47 @@ def step_metrics(hyper: dict[str, Array], loss: Array, out: Any, grad_norm: Arra
 
 
 def make_train_chunk(train_step: Callable[..., tuple[TrainState, Metrics]], batch_size: int,
-                     num_steps: int, *, batch_sharding: jax.sharding.Sharding | None = None,
-                     pass_data: bool = False
-                     ) -> Callable[[TrainState, Array, Array, Array], tuple[TrainState, Metrics]]:
-    """``num_steps`` train steps as one ``jax.lax.scan`` over a dataset that lives on the device.
+                     num_steps: int | None = None, *, batch_sharding: jax.sharding.Sharding | None = None,
+                     pass_data: bool = False) -> Callable[..., tuple[TrainState, Metrics]]:
+    """Train steps as one compiled loop over a dataset that lives on the device.
 
-    The returned function ``(state, data [N, *E], perm [M] int32, first_batch []) -> (state, mean metrics)``
-    takes batch ``b`` as ``data[perm[b * B:(b + 1) * B]]`` for ``b = first_batch, ..., first_batch +
-    num_steps - 1``; metrics are averaged over the chunk. Jit it with ``donate_argnums=0`` (or use
-    :func:`jit_train_chunk`). With ``batch_sharding`` (a mesh), each gathered batch is split over the mesh's
-    ``data`` axis (the dataset itself is replicated on every device). With ``pass_data``, the step is called as
-    ``train_step(state, batch, data)`` (the aggressive step of :mod:`jaxvae.aggressive` draws more batches).
+    The returned function ``(state, data [N, *E], perm [M] int32, first_batch [], num_steps []) -> (state, mean
+    metrics)`` takes batch ``b`` as ``data[perm[b * B:(b + 1) * B]]`` for ``b = first_batch, ..., first_batch +
+    num_steps - 1`` and averages the metrics over those steps. ``num_steps`` is a traced argument, so ONE
+    compiled program serves chunks of every length (the host loop sizes chunks by their wall time, see
+    :mod:`jaxvae.chunks`); with ``num_steps`` given here, the function takes four arguments and always runs
+    that many steps. Jit it with ``donate_argnums=0`` (or use :func:`jit_train_chunk`). With ``batch_sharding``
+    (a mesh), each gathered batch is split over the mesh's ``data`` axis (the dataset itself is replicated on
+    every device). With ``pass_data``, the step is called as ``train_step(state, batch, data)`` (the aggressive
+    step of :mod:`jaxvae.aggressive` draws more batches).
     """
 
-    def chunk(state: TrainState, data: Array, perm: Array, first_batch: Array) -> tuple[TrainState, Metrics]:
-        def body(state, i):
-            idx = jax.lax.dynamic_slice_in_dim(perm, (first_batch + i) * batch_size, batch_size)
-            batch = jax.tree.map(lambda a: jnp.take(a, idx, axis=0), data)  # [B, *E] (each leaf of a pytree)
-            if batch_sharding is not None:
-                batch = jax.lax.with_sharding_constraint(batch, batch_sharding)
-            return train_step(state, batch, data) if pass_data else train_step(state, batch)
+    def gather(data: Array, perm: Array, b: Array) -> Array:
+        idx = jax.lax.dynamic_slice_in_dim(perm, b * batch_size, batch_size)
+        batch = jax.tree.map(lambda a: jnp.take(a, idx, axis=0), data)  # [B, *E] (each leaf of a pytree)
+        if batch_sharding is not None:
+            batch = jax.lax.with_sharding_constraint(batch, batch_sharding)
+        return batch
 
-        state, metrics = jax.lax.scan(body, state, jnp.arange(num_steps))
-        return state, jax.tree.map(lambda m: jnp.mean(m, axis=0), metrics)
+    def step(state: TrainState, data: Array, batch: Array) -> tuple[TrainState, Metrics]:
+        return train_step(state, batch, data) if pass_data else train_step(state, batch)
 
-    return chunk
+    def chunk(state: TrainState, data: Array, perm: Array, first_batch: Array,
+              steps: Array) -> tuple[TrainState, Metrics]:
+        shapes = jax.eval_shape(step, state, data, gather(data, perm, first_batch))[1]
+        sums = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
+
+        def body(i, carry):
+            state, sums = carry
+            state, metrics = step(state, data, gather(data, perm, first_batch + i))
+            return state, jax.tree.map(jnp.add, sums, metrics)
+
+        state, sums = jax.lax.fori_loop(0, steps, body, (state, sums))
+        return state, jax.tree.map(lambda s: s / steps, sums)
+
+    if num_steps is None:
+        return chunk
+    return lambda state, data, perm, first_batch: chunk(state, data, perm, first_batch, jnp.int32(num_steps))
 
 
 def jit_train_step(train_step: Callable[[TrainState, Array], tuple[TrainState, Metrics]],
@@ -251,10 +267,10 @@ def jit_train_step(train_step: Callable[[TrainState, Array], tuple[TrainState, M
 def jit_train_chunk(chunk: Callable[[TrainState, Array, Array, Array], tuple[TrainState, Metrics]],
                     state_shardings: Any = None, mesh: jax.sharding.Mesh | None = None
                     ) -> Callable[[TrainState, Array, Array, Array], tuple[TrainState, Metrics]]:
-    """A :func:`make_train_chunk` function compiled with explicit shardings (dataset, permutation and batch
-    index replicated; metrics replicated) and the state donated."""
+    """A :func:`make_train_chunk` function (of dynamic length) compiled with explicit shardings (dataset,
+    permutation, batch index and step count replicated; metrics replicated) and the state donated."""
     if state_shardings is None:
         return jax.jit(chunk, donate_argnums=0)
     rep = sharding.replicated(mesh)
-    return jax.jit(chunk, in_shardings=(state_shardings, rep, rep, rep), out_shardings=(state_shardings, rep),
-                   donate_argnums=0)
+    return jax.jit(chunk, in_shardings=(state_shardings, rep, rep, rep, rep),
+                   out_shardings=(state_shardings, rep), donate_argnums=0)

@@ -45,6 +45,63 @@ def test_bad_overrides_name_the_problem(override, message):
         config.apply_overrides(config.get_preset("digits"), [override])
 
 
+# Every integer-list key (model.hidden, model.channels, model.latent_dims, model.layer_hidden, ...).
+INT_TUPLE_KEYS = [k.key for k in config.describe_keys() if k.type.startswith("tuple[int")]
+
+
+def test_the_integer_list_keys_are_the_expected_ones():
+    assert {"model.hidden", "model.channels", "model.latent_dims", "model.layer_hidden",
+            "model.groups_per_scale", "optimizer.milestones"} <= set(INT_TUPLE_KEYS)
+
+
+@pytest.mark.parametrize("key", INT_TUPLE_KEYS)
+@pytest.mark.parametrize("value, bad", [("8,,x", "'' (item 2)"), ("8,x", "'x' (item 2)"), ("x", "'x' (item 1)"),
+                                        ("4x2", "'4x2' (item 1)"), ("8,", "'' (item 2)"), ("8.5", "'8.5'"),
+                                        (",8", "'' (item 1)")])
+def test_malformed_integer_lists_are_refused_never_reinterpreted(key, value, bad):
+    # Before: 8,,x and 8,x became (8,), x became (), and 4x2 became (4, 2).
+    with pytest.raises(ConfigError) as err:
+        config._replace_path(config.get_preset("digits"), key.split("."), value, key)
+    message = str(err.value)
+    assert f"{key}={value!r}" in message and bad in message and "comma-separated list of integers" in message
+
+
+@pytest.mark.parametrize("value, parsed", [("8", (8,)), ("100,50", (100, 50)), (" 100 , 50 ", (100, 50)),
+                                           ("(8,)", (8,)), ("[8, 4]", (8, 4)), ("", ()), ("()", ())])
+def test_integer_lists_in_their_written_forms(value, parsed):
+    cfg = config._replace_path(config.get_preset("digits"), ["model", "latent_dims"], value, "model.latent_dims")
+    assert cfg.model.latent_dims == parsed
+
+
+def test_a_malformed_integer_list_exits_2_with_the_value_and_writes_nothing(capsys, tmp_path, monkeypatch):
+    from jaxvae import cli
+
+    monkeypatch.chdir(tmp_path)
+    rc = cli.main(["train", "--workdir", str(tmp_path / "run"), "--set", "model.network=hierarchical",
+                   "model.latent_dims=8,,x"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "model.latent_dims='8,,x'" in err, err
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("values, message", [
+    ({"model.hidden": 512}, "expected a list of int"),
+    ({"model.hidden": ["8", "x"]}, r"model.hidden\[0\]='8': expected int, got str"),
+    ({"model.latent_dim": 8.5}, "model.latent_dim=8.5: expected int, got float"),
+    ({"data.dynamic_binarization": 1}, "expected bool, got int"),
+    ({"model.network": 3}, "expected str, got int"),
+])
+def test_typed_values_are_checked_not_converted(values, message):
+    with pytest.raises(ConfigError, match=message):
+        config.apply_overrides(config.get_preset("digits"), values)
+
+
+def test_typed_values_of_the_right_kind_are_accepted():
+    cfg = config.apply_overrides(config.get_preset("digits"), {"model.hidden": [32, 16], "objective.beta": 4,
+                                                               "train.steps": None})
+    assert cfg.model.hidden == (32, 16) and cfg.objective.beta == 4.0 and isinstance(cfg.objective.beta, float)
+
+
 def test_unknown_preset_suggests_the_closest():
     with pytest.raises(ConfigError, match="Did you mean 'mnist'"):
         config.get_preset("mnsit")

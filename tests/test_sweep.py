@@ -51,6 +51,8 @@ def test_grid_expansion_and_refusals():
         sweep.expand_grid(base, {"model.latent_dim": ["2", "4"]})
     with pytest.raises(ConfigError, match="KEY=V1,V2"):
         sweep.parse_over(["objective.beta"])
+    with pytest.raises(ConfigError, match="empty value"):  # was silently read as 0.5,1
+        sweep.parse_over(["objective.beta=0.5,,1"])
     # Settings of one objective are sweepable under their section's name (or their older flat one).
     assert sweep.parse_over(["objective.free_bits=0,0.5"]) == {"objective.free_bits.nats": ["0", "0.5"]}
     fb = config.apply_overrides(base, ["objective.name=free_bits"])
