@@ -16,13 +16,20 @@ $(PY):
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install --quiet --upgrade pip
 
-# Stamps re-run the install whenever pyproject.toml changes.
-$(VENV)/.installed-base: pyproject.toml | $(PY)
+# Stamps re-run the install whenever pyproject.toml (or this file) changes.
+# After the editable install, a .pth file puts the checkout itself on the venv's sys.path: there a regular package
+# wins over a namespace folder, so a script run beside a clone named jaxvae/ imports the package rather than the
+# clone's folder (setuptools' editable import hook loses to such a folder: "module 'jaxvae' has no attribute 'VAE'").
+CHECKOUT_PTH = $(PY) -c "import pathlib, sysconfig; pathlib.Path(sysconfig.get_paths()['purelib'], \
+	'jaxvae-checkout.pth').write_text(str(pathlib.Path.cwd()) + '\n')"
+$(VENV)/.installed-base: pyproject.toml Makefile | $(PY)
 	$(PIP) install --quiet -e .
+	@$(CHECKOUT_PTH)
 	@touch $@
 
-$(VENV)/.installed-dev: pyproject.toml | $(PY)
+$(VENV)/.installed-dev: pyproject.toml Makefile | $(PY)
 	$(PIP) install --quiet -e ".[dev]"
+	@$(CHECKOUT_PTH)
 	@touch $@ $(VENV)/.installed-base
 
 train: $(VENV)/.installed-base
@@ -47,8 +54,9 @@ test-slow: $(VENV)/.installed-dev
 # `make notebooks NB_ARGS=--overwrite` also writes the fresh outputs back into the .ipynb files.
 NB_CELL_TIMEOUT ?= 600
 NB_ARGS ?=
-$(VENV)/.installed-notebooks: pyproject.toml | $(PY)
+$(VENV)/.installed-notebooks: pyproject.toml Makefile | $(PY)
 	$(PIP) install --quiet -e ".[notebooks]"
+	@$(CHECKOUT_PTH)
 	@touch $@ $(VENV)/.installed-base
 
 notebooks: $(VENV)/.installed-notebooks
@@ -59,8 +67,9 @@ notebooks: $(VENV)/.installed-notebooks
 # The documentation site (Sphinx + MyST): the guides, the CLI and config-key references generated from the code
 # (docs/_ext/jaxvae_reference.py) and the API reference from the docstrings, built with warnings as errors; then
 # every docstring example (>>>) runs as a doctest.
-$(VENV)/.installed-docs: pyproject.toml | $(PY)
+$(VENV)/.installed-docs: pyproject.toml Makefile | $(PY)
 	$(PIP) install --quiet -e ".[docs,test]"
+	@$(CHECKOUT_PTH)
 	@touch $@ $(VENV)/.installed-base
 
 docs: $(VENV)/.installed-docs

@@ -8,7 +8,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime as dt
-import json
 import logging
 import os
 import sys
@@ -76,15 +75,24 @@ def _default_preset(overrides: list[str]) -> str:
 
 
 def _config_from_args(args: argparse.Namespace, components=None) -> config_lib.Config:
+    """The config of ``--preset``, ``--config FILE`` (on top of its preset) and ``--set`` (on top of both)."""
     overrides = _overrides(args)
-    cfg = config_lib.get_preset(args.preset or _default_preset(overrides))
+    if getattr(args, "config", None):
+        data = config_lib.read_file(args.config)
+        section = data.get("data") if isinstance(data.get("data"), dict) else {}
+        named = [f"data.name={section['name']}"] if isinstance(section.get("name"), str) else []
+        preset = args.preset or data.get("preset") or _default_preset(named + overrides)
+        cfg = config_lib.from_file(args.config, preset=preset if isinstance(preset, str) else None,
+                                   components=components)
+    else:
+        cfg = config_lib.get_preset(args.preset or _default_preset(overrides))
     return config_lib.apply_overrides(cfg, overrides, components=components)
 
 
 def _preset_note(args: argparse.Namespace, cfg: config_lib.Config) -> str | None:
     """Which preset a run without ``--preset`` started from, when ``data.name`` chose it (not ``digits``)."""
     chosen = _default_preset(args.set or [])
-    if args.preset or chosen == DEFAULT_PRESET or cfg.preset != chosen:
+    if args.preset or getattr(args, "config", None) or chosen == DEFAULT_PRESET or cfg.preset != chosen:
         return None  # chosen with --preset, or read from a run directory's config.json (resume)
     if chosen == USER_DATA_PRESET:
         return (f"Preset: {cfg.preset} (data.name={cfg.data.name} is not a registered dataset, so the "
@@ -100,14 +108,18 @@ def _has_files(workdir: Path) -> bool:
     return workdir.is_dir() and any(p.name != LOCK_NAME for p in workdir.iterdir())
 
 
+def _say(text: str) -> None:
+    print(text, flush=True)  # each line at once, also into a pipe or a log file
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from jaxvae import runs
 
     if args.workdir:
         workdir = Path(args.workdir)
         saved = workdir / "config.json"
-        if saved.exists() and not args.preset and not args.set:
-            cfg = config_lib.from_dict(json.loads(saved.read_text()))  # resume exactly what is there
+        if saved.exists() and not args.preset and not args.set and not args.config:
+            cfg = config_lib.from_saved(saved)  # resume exactly what is there
         else:
             cfg = _config_from_args(args)
         if _has_files(workdir) and not saved.exists() and not args.force:
@@ -130,9 +142,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         note = _preset_note(args, cfg)
         if note:
             print(note, flush=True)
-        print(f"Run directory: {workdir}", flush=True)
-    try:
-        runs.fit(cfg, workdir, force=args.force, progress=not args.no_progress)
+    try:  # `jv.fit` prints the run directory once the run is accepted (after every check of config and data)
+        runs.fit(cfg, workdir, force=args.force, progress=not args.no_progress, log=_say)
     except JaxvaeError:
         if created and workdir.is_dir():
             rundir.remove_if_only_lock(workdir)  # refused before anything was written: leave no run directory
@@ -159,7 +170,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     print(f"Sweep directory: {workdir}", flush=True)
     created = not workdir.exists()
     try:
-        sweep.run_sweep(cfg, over, workdir, seeds=args.seeds, progress=not args.no_progress)
+        sweep.run_sweep(cfg, over, workdir, seeds=args.seeds, progress=not args.no_progress, log=_say)
     except JaxvaeError:
         if created and workdir.is_dir():
             rundir.remove_if_only_lock(workdir)  # refused before anything was written: leave no directory
@@ -264,13 +275,15 @@ def _evaluate(args: argparse.Namespace, path: Path, likelihood: bool, chosen: li
     atomic_write_json(path, result)
     if likelihood:
         print(f"{args.split} split, {result['num_examples']:,} examples, step {step:,}:")
-        print(f"  ELBO                     {result['elbo']:.3f} nats")
-        print(f"  NLL (IWAE, k={result['nll_num_samples']:<6}) {result['nll_iwae']:.3f} ± "
-              f"{result['nll_iwae_stderr']:.3f} nats")
-        unit = "bits/token" if ctx.dataset.vocabulary else "bits/dim  "
-        print(f"  {unit}               {result['bits_per_dim']:.4f}")
+        rows = [("ELBO", f"{result['elbo']:.3f} nats"),
+                (f"NLL (IWAE, k={result['nll_num_samples']})",
+                 f"{result['nll_iwae']:.3f} ± {result['nll_iwae_stderr']:.3f} nats"),
+                ("bits/token" if ctx.dataset.vocabulary else "bits/dim", f"{result['bits_per_dim']:.4f}")]
         if "classification_error" in result:
-            print(f"  classification error     {100 * result['classification_error']:.2f}% (q(y|x), M2)")
+            rows.append(("classification error", f"{100 * result['classification_error']:.2f}% (q(y|x), M2)"))
+        width = max(len(label) for label, _ in rows)
+        for label, value in rows:
+            print(f"  {label.ljust(width)}  {value}")
     if chosen:
         print(f"disentanglement at step {step:,} ({ctx.dataset.name}, posterior means, "
               f"{args.disentanglement_points:,} training points per metric):")
@@ -478,6 +491,9 @@ def _start_distributed(args: argparse.Namespace) -> None:
 def _add_config_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--preset", help=f"named preset (see `jaxvae presets`); default: {DEFAULT_PRESET}, or "
                    f"{USER_DATA_PRESET} when data.name is a path to user data (.npy/.npz file or image folder)")
+    p.add_argument("--config", metavar="FILE",
+                   help="a config file, JSON (the format of a run's config.json) or YAML (.yaml/.yml), with all "
+                   "or some sections, on top of its \"preset\" (or --preset); --set applies on top of it")
     p.add_argument("--set", action="extend", nargs="+", metavar="KEY=VALUE",
                    help="override config values, e.g. --set model.latent_dim=16 train.epochs=50 (several after "
                    "one --set; --set may be repeated); `jaxvae config show` lists every key")

@@ -16,10 +16,12 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import json
+import os
 import re
 import types
 import typing
 from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
 from typing import Any, NamedTuple
 
 from jaxvae import meshspec
@@ -264,7 +266,7 @@ class OptimizerConfig:
     learning_rate: float = 1e-3  # the peak rate (schedules scale it)
     schedule: str = "constant"  # constant, cosine, warmup_cosine, iwae (the IWAE paper's 3^i epochs stages),
     # multistep (the rate times milestone_factor at each epoch of milestones: PyTorch's MultiStepLR)
-    warmup_steps: int = 0
+    warmup_steps: int = 0  # warmup_cosine: steps of the linear warm-up from 0 to the peak rate
     milestones: tuple[int, ...] = ()  # multistep: epochs (pythae's scripts: 200,350,500,750,1000)
     milestone_factor: float = 0.1  # multistep: the rate's factor at each milestone (pythae's: 10^(-1/5))
     weight_decay: float = 0.0  # adamw only
@@ -1100,9 +1102,14 @@ def to_json(cfg: Config) -> str:
     return json.dumps(to_dict(cfg), indent=2, sort_keys=True)
 
 
-def from_dict(d: Mapping[str, Any]) -> Config:
-    """Inverse of :func:`to_dict` (lists become tuples); unknown keys raise :class:`ConfigError`."""
-    cfg = get_preset(d.get("preset", "digits")) if d.get("preset") in PRESETS else Config()
+def from_dict(d: Mapping[str, Any], *, components: Components | None = None) -> Config:
+    """Inverse of :func:`to_dict` (lists become tuples); unknown keys raise :class:`ConfigError`. Sections or
+    keys left out keep the values of ``d["preset"]`` (a name of :data:`PRESETS`), else of the bare config."""
+    preset = d.get("preset")
+    if preset is not None and (not isinstance(preset, str) or preset not in PRESETS):
+        raise ConfigError(f"preset={preset!r} is not a preset.{_closest(str(preset), PRESETS)} Available presets: "
+                          f"{', '.join(PRESETS)}.")
+    cfg = get_preset(preset) if preset is not None else Config()
     cfg = dataclasses.replace(cfg, preset=d.get("preset", cfg.preset))
     flat: dict[str, Any] = {}
 
@@ -1119,7 +1126,75 @@ def from_dict(d: Mapping[str, Any]) -> Config:
         if not isinstance(values, Mapping):
             raise ConfigError(f"Config section {section!r} must be a mapping.")
         walk(f"{section}.", values)
-    return apply_overrides(cfg, flat)
+    return apply_overrides(cfg, flat, components=components)
+
+
+def read_file(path: str | os.PathLike) -> dict[str, Any]:
+    """A config file as a dict: JSON (the format of a run's ``config.json``) or YAML (``.yaml``/``.yml``), all or
+    some of the sections (``{"model": {"latent_dim": 16}, "train": {"steps": 2000}}``), optionally with
+    ``"preset"``. Raises :class:`ConfigError` naming the file for a missing file or a syntax error."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as e:
+        raise ConfigError(f"--config {path}: cannot read it ({e.strerror}). Give the path of a JSON or YAML "
+                          "config file, e.g. a run's config.json.") from None
+    if path.suffix.lower() in (".yaml", ".yml"):
+        import yaml
+
+        try:
+            data = yaml.safe_load(text)
+        except yaml.YAMLError as e:
+            mark = getattr(e, "problem_mark", None)
+            where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+            raise ConfigError(f"--config {path}: not valid YAML{where} ({getattr(e, 'problem', e)}).") from None
+    else:
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise ConfigError(f"--config {path}: not valid JSON at line {e.lineno}, column {e.colno} ({e.msg}). "
+                              "YAML files need the suffix .yaml or .yml.") from None
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"--config {path}: the file must hold a mapping of sections (e.g. {{\"model\": "
+                          f"{{\"latent_dim\": 16}}}}), not a {type(data).__name__}.")
+    return dict(data)
+
+
+def from_file(path: str | os.PathLike, *, preset: str | None = None,
+              components: Components | None = None) -> Config:
+    """The config of a file (:func:`read_file`) on top of its ``"preset"`` (or ``preset``; the two may not
+    disagree), validated; every error names the file."""
+    data = read_file(path)
+    named = data.get("preset")
+    if preset is not None and named is not None and named != preset:
+        raise ConfigError(f"--config {path} is for preset {named!r}, and --preset {preset} names another; leave "
+                          "out one of them.")
+    if preset is not None:
+        data["preset"] = preset
+    try:
+        return from_dict(data, components=components)
+    except ConfigError as e:
+        raise ConfigError(f"{e} (in {path})") from None
+
+
+def from_saved(path: str | os.PathLike) -> Config:
+    """The config in a run directory's ``config.json``; a damaged file or a refused value says where it came
+    from (:class:`ConfigError`)."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise ConfigError(f"{path} is not valid JSON (line {e.lineno}, column {e.colno}: {e.msg}): this run "
+                          "directory's config is damaged. Restore it, or start a new run with another --workdir."
+                          ) from None
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{path} holds a {type(data).__name__}, not a jaxvae config: this run directory's "
+                          "config is damaged. Restore it, or start a new run with another --workdir.")
+    try:
+        return from_dict(data)
+    except ConfigError as e:
+        raise ConfigError(f"{e} This value comes from {path}, the run's saved config: correct it there, or start "
+                          "a new run with another --workdir.") from None
 
 
 class KeyDescription(NamedTuple):
@@ -1132,8 +1207,10 @@ class KeyDescription(NamedTuple):
 
 
 def _field_comments(cls: type) -> dict[str, str]:
-    """``{field: comment}`` of a config dataclass: the comment on a field's line, else the comment lines right
-    above it (read from this module's source)."""
+    """``{field: comment}`` of a config dataclass, read from this module's source: the comment lines right above a
+    field without a comment on its own line; for a field with one, that comment. Comment lines right below a
+    field's comment that ends with a comma continue it; other comment lines above a field with its own comment
+    are a note on the section."""
     import inspect
     import io
     import tokenize
@@ -1141,20 +1218,22 @@ def _field_comments(cls: type) -> dict[str, str]:
     source = inspect.getsource(cls)
     comments = {tok.start[0]: tok.string.lstrip("#").strip()
                 for tok in tokenize.generate_tokens(io.StringIO(source).readline) if tok.type == tokenize.COMMENT}
-    lines = source.splitlines()
-    out = {}
-    for number, line in enumerate(lines, start=1):
-        match = re.match(r"\s+(\w+): [^=]+=", line)
-        if not match:
+    out: dict[str, str] = {}
+    above: list[str] = []  # comment lines since the last code line
+    previous: str | None = None  # the field on the last code line, if it has a comment of its own
+    for number, line in enumerate(source.splitlines(), start=1):
+        if line.lstrip().startswith("#"):
+            above.append(comments[number])
             continue
-        text = comments.get(number)
-        if text is None:  # the comment lines right above the field
-            above, n = [], number - 1
-            while n in comments and lines[n - 1].lstrip().startswith("#"):
-                above.insert(0, comments[n])
-                n -= 1
-            text = " ".join(above)
-        out[match.group(1)] = text
+        match = re.match(r"\s+(\w+): [^=]+=", line)
+        name = match.group(1) if match else None
+        if above and previous is not None and out[previous].endswith(","):
+            out[previous] += " " + " ".join(above)
+            above = []
+        if name is not None:
+            out[name] = comments[number] if number in comments else " ".join(above)
+        previous = name if name is not None and number in comments else None
+        above = []
     return out
 
 

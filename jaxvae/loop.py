@@ -188,7 +188,8 @@ def train_loop(ctx: RunContext, *, progress: bool = True, log: Callable[[str], N
         f"{ds.event_shape}) for {total:,} steps of batch {bs} ({total / spe:.1f} epochs), loop={loop}, "
         f"{sharding.describe(mesh)}, params {cfg.mesh.params}.")
 
-    health = monitor.CollapseMonitor(cfg, ctx.model.latent_dim, ctx.model.groups) if cfg.monitor.every else None
+    health = monitor.CollapseMonitor(cfg, ctx.model.latent_dim, ctx.model.groups, total_steps=total) \
+        if cfg.monitor.every else None
     if health is not None:
         monitor_fn = monitor.make_monitor_fn(ctx.model)
         monitor_x = jax.device_put(monitor.monitor_batch(ds, cfg.monitor.batch_size))

@@ -12,7 +12,7 @@ import numpy as np
 from jaxvae.writers import atomic_write_bytes
 
 
-def image_grid(images: np.ndarray, *, ncols: int | None = None, pad: int = 1, min_tile: int = 32) -> np.ndarray:
+def image_grid(images: np.ndarray, *, ncols: int | None = None, pad: int = 1, min_tile: int = 64) -> np.ndarray:
     """Tiles ``images [N, H, W, C]`` (values in [0, 1]) into one uint8 image ``[rows*H', cols*W', C]``.
 
     Small images (e.g. 8x8 digits) are enlarged by an integer factor (nearest neighbour) to at least

@@ -401,6 +401,7 @@ def fit(cfg: Config, workdir: str | os.PathLike, *, model: ModelBuilder | None =
                     rundir.clear_except_lock(path)  # while the lock is held: nothing of anyone else's is there
                 raise
             started = True
+            log(f"Run directory: {ctx.workdir}")
             write_run_config(ctx)
             state = ctx.state
             with trackers_lib.open_trackers(ctx.cfg.track, ctx.workdir, config_lib.to_dict(ctx.cfg),
@@ -447,7 +448,7 @@ def restore_run(workdir: str | os.PathLike, *, step: int | str | None = None,
     saved = workdir / "config.json"
     if not saved.exists():
         raise _not_a_run(workdir)
-    cfg = config_lib.from_dict(json.loads(saved.read_text()))
+    cfg = config_lib.from_saved(saved)
     ckpt = Checkpointer(workdir / "checkpoints", max_to_keep=cfg.train.keep_checkpoints, read_only=True)
     latest = ckpt.latest_step()
     ckpt.close()

@@ -175,6 +175,11 @@ def test_every_config_key_is_described():
     byname = {k.key: k for k in described}
     assert byname["model.latent_dim"].default == "8" and byname["model.hidden"].default == "256,128"
     assert byname["train.aggressive.check_every"].meaning.startswith("The inner loop stops")  # a comment above
+    # A comment that continues on the next line belongs to its own key, not to the key below it (before:
+    # optimizer.warmup_steps showed the end of optimizer.schedule's text).
+    assert byname["optimizer.schedule"].meaning.endswith("PyTorch's MultiStepLR)")
+    assert byname["optimizer.warmup_steps"].meaning.startswith("warmup_cosine:")
+    assert "hierarchical" not in byname["model.householder"].meaning  # a section's note is nobody's text
 
 
 def test_config_keys_lists_and_filters(capsys):

@@ -303,3 +303,46 @@ def test_an_exception_in_a_background_thread_fails_the_command(tmp_path, finishe
     assert "Traceback" not in result.stderr
     assert "error: an exception in a background task or during clean-up: ZeroDivisionError in thread writer" \
         in result.stderr
+
+
+# -- refusals write nothing -------------------------------------------------------------------------------------
+
+# Refused only when the training step is built (the flow posterior has no density at a given point).
+REFUSED_AT_THE_STEP = ["model.posterior=iaf", "objective.name=iwae_dreg"]
+
+
+def _tree(directory: Path) -> dict[str, tuple[str, int]]:
+    """Every entry under ``directory`` with its kind and content hash (a byte-identical check of the folder)."""
+    out = {}
+    for p in sorted(directory.rglob("*")):
+        out[str(p.relative_to(directory))] = ("dir", 0) if p.is_dir() else ("file", hash(p.read_bytes()))
+    return out
+
+
+def test_a_run_refused_when_its_step_is_built_leaves_no_directory_and_the_fix_runs(tmp_path, capsys):
+    from jaxvae import cli
+
+    workdir = tmp_path / "run"
+    rc = cli.main(["train", "--workdir", str(workdir), "--no-progress", *_sets([*TINY, *REFUSED_AT_THE_STEP])])
+    err = capsys.readouterr().err
+    assert rc == 2 and "iwae_dreg" in err, err
+    assert not workdir.exists()  # before: .jaxvae.lock, config.json, metrics.jsonl, checkpoints/, tensorboard/
+    rc = cli.main(["train", "--workdir", str(workdir), "--no-progress", *_sets([*TINY, "model.posterior=iaf"])])
+    assert rc == 0, capsys.readouterr().err  # the corrected command is not refused as "a different config"
+
+
+def test_refusals_leave_an_existing_directory_byte_identical(tmp_path, finished_run, capsys):
+    from jaxvae import cli
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert cli.main(["train", "--workdir", str(empty), *_sets([*TINY, *REFUSED_AT_THE_STEP])]) == 2
+    assert list(empty.iterdir()) == []  # not even a lock file
+    run = _copy(finished_run[0], tmp_path)
+    before = _tree(run)
+    # Resuming with --force and a config the step refuses, and with a data error.
+    assert cli.main(["train", "--workdir", str(run), "--force", *_sets([*TINY, *REFUSED_AT_THE_STEP])]) == 2
+    missing_data = _sets([*TINY, "data.name=/nonexistent.npy"])
+    assert cli.main(["train", "--workdir", str(run), "--force", *missing_data]) == 2
+    capsys.readouterr()
+    assert _tree(run) == before

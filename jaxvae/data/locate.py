@@ -79,9 +79,12 @@ def _expected(spec: DatasetSpec) -> str:
     return alternatives[0] if len(alternatives) == 1 else "either " + " or ".join(alternatives)
 
 
-def _urls(spec: DatasetSpec) -> str:
+def _get_them(spec: DatasetSpec) -> str:
+    """Where the files come from, as the end of a sentence: "get them from URL, URL" or the homepage."""
     urls = [u for s in spec.sources for f in s.files for u in f.urls[:1]]
-    return ", ".join(urls) if urls else "(no public URL; see the dataset's homepage)"
+    if urls:
+        return f"get them from {', '.join(urls)}"
+    return "they have no download address" + (f"; see {spec.homepage}" if spec.homepage else "")
 
 
 def generated_folders(spec: DatasetSpec,
@@ -113,9 +116,8 @@ def locate(spec: DatasetSpec, data_dir: str | os.PathLike | None = None, *, down
         if found is None:
             raise DataError(
                 f"{spec.name}: data_dir={str(data_dir)!r} does not hold its files. Expected {_expected(spec)} in "
-                f"one of {', '.join(map(str, dirs))}. Download them from {_urls(spec)} into {dirs[0]}, or leave "
-                f"data_dir unset to search $JAXVAE_DATA_DIR and the cache ({cache_dir(spec)}) and download there."
-                f"{hint}")
+                f"one of {', '.join(map(str, dirs))} ({_get_them(spec)}), or leave data_dir unset to search "
+                f"$JAXVAE_DATA_DIR and the cache ({cache_dir(spec)}) and download there.{hint}")
         return _verified(found)
     dirs = []
     if env := os.environ.get("JAXVAE_DATA_DIR"):
@@ -129,7 +131,7 @@ def locate(spec: DatasetSpec, data_dir: str | os.PathLike | None = None, *, down
         raise DataError(
             f"{spec.name}: files not found and {why}. Expected {_expected(spec)} in one of "
             f"{', '.join(map(str, dirs))}. Put them in {cache_dir(spec)} or in $JAXVAE_DATA_DIR/{spec.folders[0]} "
-            f"(get them from {_urls(spec)}), or allow downloads.{hint}"
+            f"({_get_them(spec)}), or allow downloads.{hint}"
         )
     source = next((s for s in spec.sources if all(f.urls for f in s.files)), None)
     if source is None:
