@@ -56,7 +56,7 @@ _WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
 _SUBMODULES = (
     "aggressive", "autoregressive", "builders", "chunks", "config", "controllers", "data", "diagnostics",
     "discrepancy", "disentanglement", "distributions", "early_stopping", "errors", "estimators", "evaluate",
-    "flows", "hierarchy", "inits", "kl", "likelihoods", "loop", "model", "nets", "objectives", "posteriors",
+    "flows", "hierarchy", "inits", "kl", "likelihoods", "loop", "model", "nets", "nn", "objectives", "posteriors",
     "priors", "progress", "regularizers", "results", "runs", "samplers", "schedules", "sharding", "sweep",
     "topdown", "train"
 )

@@ -408,7 +408,7 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
     from jaxvae import diagnose
 
     diagnose.run_diagnose(args.workdir, max_examples=args.max_examples, gmm_components=args.components,
-                          seed=args.seed, step=args.step, out_dir=args.out)
+                          seed=args.seed, step=args.step, out_dir=args.out, log=_say)
     return 0
 
 

@@ -20,6 +20,7 @@ import numpy as np
 from jaxvae import conditional, diagnostics, expost, report, runs, samplers
 from jaxvae.data import random_subset, text
 from jaxvae.posteriors import DiagonalGaussian
+from jaxvae.results import phase
 from jaxvae.writers import atomic_write_json, read_json_object, read_metrics
 
 
@@ -73,15 +74,17 @@ def _diagnose(workdir: Path, out: Path, *, max_examples: int, gmm_components: in
     ctx, params = runs.restore_run(workdir, step=step)
     model, ds = ctx.model, ctx.dataset
     key = jax.random.key(seed)
-    result = diagnostics.latent_report(model, params, ds.train, ds.test if ds.test.shape[0] else None,
-                                       jax.random.fold_in(key, 0), max_examples=max_examples, top_k=top_k,
-                                       active_threshold=ctx.cfg.monitor.active_threshold)
+    with phase(log, f"Latent statistics on up to {max_examples:,} training and test examples (--max-examples)"):
+        result = diagnostics.latent_report(model, params, ds.train, ds.test if ds.test.shape[0] else None,
+                                           jax.random.fold_in(key, 0), max_examples=max_examples, top_k=top_k,
+                                           active_threshold=ctx.cfg.monitor.active_threshold)
 
     # Ex-post density estimation (Ghosh et al. 2020): a GMM fitted to the training set's posterior means.
     fit_idx = random_subset(ds.train.shape[0], max_examples * 5, seed)
     q_train = diagnostics.encode_dataset(model, params, ds.train[fit_idx])
     k = min(gmm_components, len(fit_idx))
-    fit = samplers.fit_gmm(jax.random.fold_in(key, 1), q_train.loc, k, covariance=gmm_covariance)
+    with phase(log, f"Ex-post Gaussian mixture ({k} components) on {len(fit_idx):,} training codes"):
+        fit = samplers.fit_gmm(jax.random.fold_in(key, 1), q_train.loc, k, covariance=gmm_covariance)
     result["gmm"] = {"num_components": k, "covariance": gmm_covariance, "num_fit_examples": len(fit_idx),
                      "mean_log_likelihood": float(fit.log_likelihood), "iterations": int(fit.num_iters),
                      "converged": bool(fit.converged)}
@@ -89,8 +92,9 @@ def _diagnose(workdir: Path, out: Path, *, max_examples: int, gmm_components: in
     z_cold = samplers.prior_samples(model, params, jax.random.fold_in(key, 2), num_samples, temperature=0.7)
     z_gmm = samplers.gmm_sample(fit.gmm, jax.random.fold_in(key, 3), num_samples)
     # Learned ex-post densities on the same latents (jaxvae.expost): a RealNVP flow and the two-stage VAE.
-    flow = expost.fit_flow(jax.random.fold_in(key, 5), q_train.loc, steps=expost_steps)
-    two_stage = expost.fit_two_stage(jax.random.fold_in(key, 6), q_train.loc, steps=expost_steps)
+    with phase(log, f"Ex-post RealNVP flow and two-stage VAE, {expost_steps:,} steps each"):
+        flow = expost.fit_flow(jax.random.fold_in(key, 5), q_train.loc, steps=expost_steps)
+        two_stage = expost.fit_two_stage(jax.random.fold_in(key, 6), q_train.loc, steps=expost_steps)
     z_ex = {"flow": expost.flow_sample(flow, jax.random.fold_in(key, 7), num_samples),
             "two_stage": expost.two_stage_sample(two_stage, jax.random.fold_in(key, 7), num_samples, noise=True)}
     result["expost"] = {"fit_steps": expost_steps, "flow_final_nll": float(flow.losses[-100:].mean()),
@@ -111,11 +115,33 @@ def _diagnose(workdir: Path, out: Path, *, max_examples: int, gmm_components: in
             "note": "the posterior statistics of this report (active units, the KL per dimension and its total, "
                     "the aggregate posterior, holes, the ex-post mixture) are those of the flow's base Gaussian; "
                     "the model's KL and bounds in summary.json and eval.json include the flow"}
+    result["kl_total_is"] = _kl_total_is(result, posterior, workdir)
     result["seconds"] = time.perf_counter() - t0
     atomic_write_json(out / "diagnostics.json", result)
-    _write_report(ctx, params, result, workdir, out, decode, z_prior, z_cold, z_gmm, z_ex, q_train, fit_idx, key)
+    sequential = " (the autoregressive decoder draws them one position at a time)" \
+        if ctx.cfg.model.decoder != "factorized" else ""
+    with phase(log, f"Report: samples of each sampler, interpolations and traversals decoded{sequential}"):
+        _write_report(ctx, params, result, workdir, out, decode, z_prior, z_cold, z_gmm, z_ex, q_train, fit_idx,
+                      key)
     log(format_diagnostics(result, out))
     return result
+
+
+def _kl_total_is(result: dict[str, Any], posterior: str, workdir: Path) -> str:
+    """What ``kl_total`` measures, in words: which distributions, which data, and for a flow posterior how it
+    relates to the model's KL in summary.json."""
+    data = f"averaged over {result['num_train']:,} training examples"
+    if posterior != "diagonal":
+        path = workdir / "summary.json"
+        saved = read_json_object(path, "the report leaves out the model's KL") if path.exists() else None
+        model_kl = (f"; summary.json's test_kl, {saved['test_kl']:.3f} nats, is the model's KL with the flow, on "
+                    "the test split") if saved and isinstance(saved.get("test_kl"), int | float) else ""
+        return (f"the KL of the flow's base Gaussian q0(z|x) to N(0, I), {data}, not the KL of the {posterior} "
+                f"posterior{model_kl}")
+    if "kl_per_group" in result:
+        return f"the model's KL, every latent group against its conditional prior, {data}"
+    against = "the prior" if result["kl_reference"] == "prior" else "N(0, I) (a proxy: the prior is not Gaussian)"
+    return f"the KL of q(z|x) to {against}, {data}"
 
 
 def _dims(dims: list[int], limit: int = 40) -> str:
@@ -177,7 +203,7 @@ def _write_report(ctx, params, result, workdir, out, decode, z_prior, z_cold, z_
          f"a unit is active when its posterior mean varies over the data, Cov_x(E_q[z_d]) > "
          f"{result['active_threshold']:g} (Burda et al. 2016); an inactive unit carries no information about x"),
         ("total KL", f"{result['kl_total']:.3f} nats",
-         "the rate: the average KL(q(z|x) || p(z)); near 0 means posterior collapse"),
+         f"the rate: {result['kl_total_is']}; near 0 means posterior collapse"),
         ("mutual information I(x; z)", f"{result['mutual_information']:.3f} nats",
          f"how much the code tells about the example (Hoffman & Johnson 2016); it cannot exceed the KL, and the "
          f"estimate cannot exceed log N = {result['mutual_information_upper_bound']:.2f}"),
@@ -287,7 +313,7 @@ def format_diagnostics(result: dict[str, Any], workdir: Path) -> str:
     lines = [
         f"  active units          {result['active_units']} of {result['latent_dim']}"
         + (f" (inactive: {result['inactive_dims']})" if result["inactive_dims"] else ""),
-        f"  total KL              {result['kl_total']:.3f} nats",
+        f"  total KL              {result['kl_total']:.3f} nats ({result['kl_total_is']})",
         f"  mutual information    {result['mutual_information']:.3f} nats",
         f"  MMD² to the prior     {result['mmd_to_prior']:.4f}",
         f"  prior holes           {100 * holes:.1f}% of prior samples",

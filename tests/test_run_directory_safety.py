@@ -346,3 +346,12 @@ def test_refusals_leave_an_existing_directory_byte_identical(tmp_path, finished_
     assert cli.main(["train", "--workdir", str(run), "--force", *missing_data]) == 2
     capsys.readouterr()
     assert _tree(run) == before
+
+
+def test_a_missing_step_names_the_fix(finished_run):
+    from jaxvae.errors import CheckpointError
+
+    with pytest.raises(CheckpointError) as err:  # before: only the list of steps
+        runs.load_run(finished_run[0], step=35)
+    assert "has no checkpoint of step 35; it has steps 20, 40. Pass one of them (e.g. --step 40, the nearest)" \
+        in str(err.value) and "--step latest" in str(err.value)

@@ -132,3 +132,20 @@ def test_a_folder_named_jaxvae_beside_a_script_does_not_shadow_the_package(tmp_p
                             env={"PATH": "/usr/bin:/bin"})
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("VAE ") and str(tmp_path) not in result.stdout
+
+
+def test_diagnose_says_which_kl_it_prints(tmp_path):
+    """A flow run's console said "total KL 74.6" where summary.json said 20.2: the two are different quantities
+    (the flow's base Gaussian on training examples vs the model's KL with the flow on the test split)."""
+    from jaxvae import diagnose
+
+    (tmp_path / "summary.json").write_text(json.dumps({"test_kl": 20.2}))
+    result = {"num_train": 2000, "kl_reference": "prior", "kl_total": 74.6, "active_units": 5, "latent_dim": 20,
+              "inactive_dims": [], "mutual_information": 3.0, "mmd_to_prior": 0.01,
+              "prior_holes": {"hole_fraction": 0.1}, "sampler_hole_fraction": {"prior": 0.1}, "seconds": 1.0}
+    result["kl_total_is"] = diagnose._kl_total_is(result, "iaf", tmp_path)
+    text = diagnose.format_diagnostics(result, tmp_path)
+    assert "total KL              74.600 nats (the KL of the flow's base Gaussian q0(z|x) to N(0, I)" in text
+    assert "summary.json's test_kl, 20.200 nats, is the model's KL with the flow" in text
+    assert diagnose._kl_total_is(result, "diagonal", tmp_path) == (
+        "the KL of q(z|x) to the prior, averaged over 2,000 training examples")
