@@ -6,8 +6,9 @@ an epoch, and the intervals in ``every`` (checkpoints, validation, the monitor).
 same grid. Batch ``b`` of epoch ``e`` is always drawn from ``epoch_permutation(data_seed, e, N)``.
 
 :class:`ChunkLoop` runs the chunks with a caller-supplied ``run_chunk`` (a compiled ``lax.scan`` over a dataset
-on the device, or a Python loop over the jitted step) and yields after each one with the step's metrics and, at
-multiples of ``log_every``, the record averaged over the chunks since the last one. The caller handles its own
+on the device, or a Python loop over the jitted step) and yields after each one with, at multiples of
+``log_every``, the record: the metrics averaged over the steps since the last record (summed one step at a time
+across calls, so the record does not depend on how the steps were split). The caller handles its own
 events (checkpoints, validation, writing records), so the control flow stays in plain sight.
 """
 
@@ -42,11 +43,6 @@ def due(step: int, every: int, total: int) -> bool:
     return step == total or (every > 0 and step % every == 0)
 
 
-def weighted_mean(trees: list[Any], weights: list[float]) -> Any:
-    """``sum_i w_i tree_i`` leafwise (host numpy)."""
-    return jax.tree.map(lambda *ms: sum(w * np.asarray(m) for w, m in zip(weights, ms)), *trees)
-
-
 class Chunk(NamedTuple):
     """The steps from ``start`` (the step count of the state going in) to ``end`` (coming out)."""
 
@@ -68,11 +64,14 @@ class ChunkResult(NamedTuple):
 
 
 class RunChunk(Protocol):
-    """How :class:`ChunkLoop` runs steps: ``(state, permutation, chunk) -> (state, metrics)``, and ``compile(state,
-    permutation, chunk) -> seconds`` that compiles ahead of the first call (so that compilation is timed apart from
-    the steps, and a program that cannot be built fails before a run directory is written)."""
+    """How :class:`ChunkLoop` runs steps: ``(state, permutation, chunk, sums) -> (state, sums)``, where ``sums``
+    are the metrics summed over the steps since the last record (None: none yet) and each step of ``chunk`` is
+    added to them in order, so a record is bitwise the same however its steps were split into calls; and
+    ``compile(state, permutation, chunk) -> seconds`` that compiles ahead of the first call (so that
+    compilation is timed apart from the steps, and a program that cannot be built fails before a run directory
+    is written)."""
 
-    def __call__(self, state: Any, perm: Any, chunk: Chunk) -> tuple[Any, Any]: ...
+    def __call__(self, state: Any, perm: Any, chunk: Chunk, sums: Any) -> tuple[Any, Any]: ...
 
     def compile(self, state: Any, perm: Any, chunk: Chunk) -> float: ...
 
@@ -81,15 +80,15 @@ class ChunkLoop:
     """Runs ``run_chunk`` over the chunk grid from ``start`` to ``total_steps``.
 
     Args:
-      run_chunk: a :class:`RunChunk`; ``metrics`` are the chunk's means (any pytree: per-model ``[N]`` arrays in a
-        sweep).
+      run_chunk: a :class:`RunChunk`; ``sums`` are the running sums of the step metrics (any pytree: per-model
+        ``[N]`` arrays in a sweep), divided by the step count at each record.
       permutation_on_device: hand ``run_chunk`` the epoch's permutation as a device array (for a scanned chunk)
         rather than numpy (for a host loop that indexes the data itself).
       max_chunk_seconds: a bound on the wall time of one call of ``run_chunk`` (``train.max_chunk_seconds``; 0:
         none). The steps between two host events are then run in pieces of at most ``max_chunk_seconds /
         (seconds per step)`` steps, the rate measured on the pieces already run (the first piece of a run is one
         step), so that a signal is answered within about that time whatever one step costs. Pieces reuse one
-        compiled program and leave the results bitwise unchanged.
+        compiled program and leave the results, the records included, bitwise unchanged.
     """
 
     def __init__(self, run_chunk: RunChunk, *, total_steps: int, steps_per_epoch: int, batch_size: int,
@@ -171,28 +170,27 @@ class ChunkLoop:
 
     def run(self, state: Any, start: int) -> Iterator[ChunkResult]:
         perm_epoch, perm = -1, None
-        pending: list[tuple[int, float, Any]] = []  # chunks since the last record
+        sums, steps_in, seconds_in = None, 0, 0.0  # since the last record
         for grid_chunk in self.chunks(start):
             if grid_chunk.epoch != perm_epoch:
                 perm, perm_epoch = self._permutation(grid_chunk.epoch), grid_chunk.epoch
             for chunk in self.pieces(grid_chunk):
                 self.current = chunk
                 t0 = time.perf_counter()
-                state, metrics = self.run_chunk(state, perm, chunk)
-                metrics = jax.device_get(metrics)
+                state, sums = self.run_chunk(state, perm, chunk, sums)
+                sums = jax.device_get(sums)
                 seconds = time.perf_counter() - t0
                 self.step_seconds = seconds / chunk.length
                 if self._pieces:  # the first call carries one-time costs (allocations, warm-up)
                     self.steady_examples += chunk.length * self.batch_size
                     self.steady_seconds += seconds
                 self._pieces += 1
-                pending.append((chunk.length, seconds, metrics))
+                steps_in, seconds_in = steps_in + chunk.length, seconds_in + seconds
                 record = None
                 if due(chunk.end, self.log_every, self.total):  # one record per log_every steps, averaged
-                    steps_in = sum(n for n, _, _ in pending)
-                    record = dict(weighted_mean([m for _, _, m in pending], [n / steps_in for n, _, _ in pending]))
-                    record["examples_per_sec"] = steps_in * self.batch_size / sum(t for _, t, _ in pending)
-                    pending.clear()
+                    record = dict(jax.tree.map(lambda s, n=steps_in: np.asarray(s) / n, sums))
+                    record["examples_per_sec"] = steps_in * self.batch_size / seconds_in
+                    sums, steps_in, seconds_in = None, 0, 0.0
                 self.current = None
                 yield ChunkResult(state, chunk, seconds, record)
                 if self._replacement is not None:
@@ -201,11 +199,12 @@ class ChunkLoop:
 
 class _ScanChunk:
     """A chunk as one compiled loop over batches of ``data`` (on the device): ``program`` is a jitted
-    :func:`jaxvae.train.make_train_chunk` function of dynamic length, compiled once for every chunk length."""
+    :func:`jaxvae.train.make_train_chunk` function with ``carry_sums``, compiled once for every chunk length."""
 
     def __init__(self, program: Callable, data: Any):
         self.program, self.data = program, data
         self.compiled: Callable | None = None
+        self.zeros: Any = None  # the metric sums of no steps
 
     def _args(self, state: Any, perm: Any, chunk: Chunk) -> tuple:
         return state, self.data, perm, jnp.int32(chunk.first_batch), jnp.int32(chunk.length)
@@ -213,13 +212,16 @@ class _ScanChunk:
     def compile(self, state: Any, perm: Any, chunk: Chunk) -> float:
         t0 = time.perf_counter()
         if self.compiled is None:
-            self.compiled = self.program.lower(*self._args(state, perm, chunk)).compile()
+            args = self._args(state, perm, chunk)
+            shapes = jax.eval_shape(self.program, *args, None)[1]
+            self.zeros = jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), shapes)
+            self.compiled = self.program.lower(*args, self.zeros).compile()
         return time.perf_counter() - t0
 
-    def __call__(self, state: Any, perm: Any, chunk: Chunk) -> tuple[Any, Any]:
+    def __call__(self, state: Any, perm: Any, chunk: Chunk, sums: Any) -> tuple[Any, Any]:
         if self.compiled is None:
             self.compile(state, perm, chunk)
-        return self.compiled(*self._args(state, perm, chunk))
+        return self.compiled(*self._args(state, perm, chunk), self.zeros if sums is None else sums)
 
 
 class _HostChunk:
@@ -241,26 +243,25 @@ class _HostChunk:
             self.compiled = self.step_fn.lower(state, self._batch(perm, chunk.first_batch)).compile()
         return time.perf_counter() - t0
 
-    def __call__(self, state: Any, perm: Any, chunk: Chunk) -> tuple[Any, Any]:
+    def __call__(self, state: Any, perm: Any, chunk: Chunk, sums: Any) -> tuple[Any, Any]:
         if self.compiled is None:
             self.compile(state, perm, chunk)
-        history = []
         for b in range(chunk.first_batch, chunk.first_batch + chunk.length):
             state, m = self.compiled(state, self._batch(perm, b))
-            history.append(m)
-        return state, jax.tree.map(lambda *xs: jnp.mean(jnp.stack(xs), axis=0), *history)
+            sums = m if sums is None else jax.tree.map(jnp.add, sums, m)
+        return state, sums
 
 
 def make_host_chunk(step_fn: Callable, train: Any, batch_size: int, rows: Any,
                     make_batch: Callable[[Any], Any]) -> RunChunk:
     """A :class:`RunChunk` that loops over the jitted ``step_fn`` in Python, each batch gathered on the host
-    (``rows``: this process's rows of a global batch) and placed with ``make_batch``; metrics averaged over the
-    chunk."""
+    (``rows``: this process's rows of a global batch) and placed with ``make_batch``; metrics summed step by
+    step."""
     return _HostChunk(step_fn, train, batch_size, rows, make_batch)
 
 
 def make_scan_chunk(program: Callable, data: Any) -> RunChunk:
-    """A :class:`RunChunk` that runs ``program`` (a jitted :func:`jaxvae.train.make_train_chunk` function of
-    dynamic length, e.g. from :func:`jaxvae.train.jit_train_chunk`) over ``data`` on the device: one compiled
+    """A :class:`RunChunk` that runs ``program`` (a jitted :func:`jaxvae.train.make_train_chunk` function with
+    ``carry_sums``, e.g. from :func:`jaxvae.train.jit_train_chunk`) over ``data`` on the device: one compiled
     program for chunks of every length."""
     return _ScanChunk(program, data)

@@ -134,7 +134,8 @@ def prepare(ctx: RunContext, *, log: Callable[[str], None] = print) -> TrainingP
                 dynamic_binarization=ds.dynamic_binarization, skip_threshold=skip_threshold(cfg),
                 batch_sharding=scan_batch_sh)
         run_chunk = make_scan_chunk(
-            jit_train_chunk(make_train_chunk(train_step, bs, batch_sharding=scan_batch_sh, pass_data=agg.enabled),
+            jit_train_chunk(make_train_chunk(train_step, bs, batch_sharding=scan_batch_sh, pass_data=agg.enabled,
+                                             carry_sums=True),
                             state_sh, mesh),
             jax.device_put(ds.train, sharding.replicated(mesh)))
     else:

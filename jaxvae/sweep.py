@@ -222,7 +222,7 @@ def _run_sweep(base: Config, over: Mapping[str, Sequence[str]], workdir: Path, *
 def _train(states, state_sh, sweep_step, ds, base, workdir, model_dirs, mesh, start, total, spe, progress):
     """The chunk loop of :mod:`jaxvae.chunks` over the stacked states; one record per model per record step."""
     bs = base.train.batch_size
-    run_chunk = make_scan_chunk(jit_train_chunk(make_train_chunk(sweep_step, bs), state_sh, mesh),
+    run_chunk = make_scan_chunk(jit_train_chunk(make_train_chunk(sweep_step, bs, carry_sums=True), state_sh, mesh),
                                 jax.device_put(ds.train, sharding.replicated(mesh)))
     chunks = ChunkLoop(run_chunk, total_steps=total, steps_per_epoch=spe, batch_size=bs,
                        log_every=base.train.log_every, every=(base.train.checkpoint_every,),

@@ -13,6 +13,7 @@ Everything here is a pure function over pytrees; the host loop in :mod:`jaxvae.l
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -205,7 +206,8 @@ def step_metrics(hyper: dict[str, Array], loss: Array, out: Any, grad_norm: Arra
 
 def make_train_chunk(train_step: Callable[..., tuple[TrainState, Metrics]], batch_size: int,
                      num_steps: int | None = None, *, batch_sharding: jax.sharding.Sharding | None = None,
-                     pass_data: bool = False) -> Callable[..., tuple[TrainState, Metrics]]:
+                     pass_data: bool = False, carry_sums: bool = False
+                     ) -> Callable[..., tuple[TrainState, Metrics]]:
     """Train steps as one compiled loop over a dataset that lives on the device.
 
     The returned function ``(state, data [N, *E], perm [M] int32, first_batch [], num_steps []) -> (state, mean
@@ -213,10 +215,13 @@ def make_train_chunk(train_step: Callable[..., tuple[TrainState, Metrics]], batc
     num_steps - 1`` and averages the metrics over those steps. ``num_steps`` is a traced argument, so ONE
     compiled program serves chunks of every length (the host loop sizes chunks by their wall time, see
     :mod:`jaxvae.chunks`); with ``num_steps`` given here, the function takes four arguments and always runs
-    that many steps. Jit it with ``donate_argnums=0`` (or use :func:`jit_train_chunk`). With ``batch_sharding``
-    (a mesh), each gathered batch is split over the mesh's ``data`` axis (the dataset itself is replicated on
-    every device). With ``pass_data``, the step is called as ``train_step(state, batch, data)`` (the aggressive
-    step of :mod:`jaxvae.aggressive` draws more batches).
+    that many steps. With ``carry_sums``, it takes one more argument, ``sums`` (the metrics summed over earlier
+    steps, or None for zeros), and returns ``(state, sums)`` with this chunk's steps added one at a time, so a
+    total over several calls is bitwise the same however the steps were split between them. Jit it with
+    ``donate_argnums=0`` (or use :func:`jit_train_chunk`). With ``batch_sharding`` (a mesh), each gathered batch
+    is split over the mesh's ``data`` axis (the dataset itself is replicated on every device). With
+    ``pass_data``, the step is called as ``train_step(state, batch, data)`` (the aggressive step of
+    :mod:`jaxvae.aggressive` draws more batches).
     """
 
     def gather(data: Array, perm: Array, b: Array) -> Array:
@@ -229,19 +234,29 @@ def make_train_chunk(train_step: Callable[..., tuple[TrainState, Metrics]], batc
     def step(state: TrainState, data: Array, batch: Array) -> tuple[TrainState, Metrics]:
         return train_step(state, batch, data) if pass_data else train_step(state, batch)
 
-    def chunk(state: TrainState, data: Array, perm: Array, first_batch: Array,
-              steps: Array) -> tuple[TrainState, Metrics]:
-        shapes = jax.eval_shape(step, state, data, gather(data, perm, first_batch))[1]
-        sums = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
+    def summed(state: TrainState, data: Array, perm: Array, first_batch: Array, steps: Array,
+               sums: Metrics | None = None) -> tuple[TrainState, Metrics]:
+        if sums is None:
+            shapes = jax.eval_shape(step, state, data, gather(data, perm, first_batch))[1]
+            sums = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
 
         def body(i, carry):
             state, sums = carry
             state, metrics = step(state, data, gather(data, perm, first_batch + i))
             return state, jax.tree.map(jnp.add, sums, metrics)
 
-        state, sums = jax.lax.fori_loop(0, steps, body, (state, sums))
+        return jax.lax.fori_loop(0, steps, body, (state, sums))
+
+    def chunk(state: TrainState, data: Array, perm: Array, first_batch: Array,
+              steps: Array) -> tuple[TrainState, Metrics]:
+        state, sums = summed(state, data, perm, first_batch, steps)
         return state, jax.tree.map(lambda s: s / steps, sums)
 
+    if carry_sums:
+        if num_steps is not None:
+            raise ValueError("make_train_chunk: carry_sums takes the step count as an argument; leave num_steps "
+                             "out.")
+        return summed
     if num_steps is None:
         return chunk
     return lambda state, data, perm, first_batch: chunk(state, data, perm, first_batch, jnp.int32(num_steps))
@@ -267,10 +282,12 @@ def jit_train_step(train_step: Callable[[TrainState, Array], tuple[TrainState, M
 def jit_train_chunk(chunk: Callable[[TrainState, Array, Array, Array], tuple[TrainState, Metrics]],
                     state_shardings: Any = None, mesh: jax.sharding.Mesh | None = None
                     ) -> Callable[[TrainState, Array, Array, Array], tuple[TrainState, Metrics]]:
-    """A :func:`make_train_chunk` function (of dynamic length) compiled with explicit shardings (dataset,
-    permutation, batch index and step count replicated; metrics replicated) and the state donated."""
+    """A :func:`make_train_chunk` function (of dynamic length, with or without ``carry_sums``) compiled with
+    explicit shardings (dataset, permutation, batch index, step count and sums replicated; metrics replicated)
+    and the state donated."""
     if state_shardings is None:
         return jax.jit(chunk, donate_argnums=0)
     rep = sharding.replicated(mesh)
-    return jax.jit(chunk, in_shardings=(state_shardings, rep, rep, rep, rep),
+    num_args = len(inspect.signature(chunk).parameters)
+    return jax.jit(chunk, in_shardings=(state_shardings, *[rep] * (num_args - 1)),
                    out_shardings=(state_shardings, rep), donate_argnums=0)

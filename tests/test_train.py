@@ -206,3 +206,43 @@ def test_the_training_loss_reaches_reduce_on_plateau_which_scales_the_updates_af
     np.testing.assert_allclose(moves[:end3], first, rtol=1e-3)
     np.testing.assert_allclose(moves[end3:end3 + spe * patience], 0.5 * first, rtol=1e-3)
     np.testing.assert_allclose(moves[end3 + spe * patience], 0.25 * first, rtol=1e-3)
+
+
+@pytest.mark.parametrize("kind", ["scan", "host"])
+def test_records_do_not_depend_on_how_the_steps_were_split(kind):
+    """The chunk loop carries the metric sums across calls, so one-step pieces (a tiny max_chunk_seconds) give
+    bitwise the records and the state of whole chunks; a weighted mean of piece means did not (a resumed run,
+    whose first piece is one step, wrote other records than the uninterrupted run)."""
+    from jaxvae.chunks import ChunkLoop, make_host_chunk, make_scan_chunk
+    from jaxvae.train import jit_train_chunk, jit_train_step
+
+    model, opt, obj, state0 = _setup()
+    data = _data(64)
+    train_step = make_train_step(model, obj, opt)
+
+    def run(max_chunk_seconds):
+        if kind == "scan":
+            run_chunk = make_scan_chunk(jit_train_chunk(make_train_chunk(train_step, 16, carry_sums=True)),
+                                        jnp.asarray(data))
+        else:
+            run_chunk = make_host_chunk(jit_train_step(train_step), data, 16, slice(None), jnp.asarray)
+        loop = ChunkLoop(run_chunk, total_steps=11, steps_per_epoch=4, batch_size=16, log_every=5,
+                         data_seed=0, num_examples=64, permutation_on_device=kind == "scan",
+                         max_chunk_seconds=max_chunk_seconds)
+        state = jax.tree.map(jnp.copy, state0)  # the chunks donate the state
+        loop.compile(state, 0)
+        results = list(loop.run(state, 0))
+        records = [(r.chunk.end, {k: np.asarray(v) for k, v in r.record.items() if k != "examples_per_sec"})
+                   for r in results if r.record is not None]
+        return records, [r.chunk.length for r in results], results[-1].state
+
+    whole, whole_lengths, whole_state = run(0.0)
+    pieces, piece_lengths, piece_state = run(1e-9)
+    assert whole_lengths == [4, 1, 3, 2, 1] and piece_lengths == [1] * 11  # epochs of 4, records at 5, 10, 11
+    assert [end for end, _ in whole] == [end for end, _ in pieces] == [5, 10, 11]
+    for (_, a), (_, b) in zip(whole, pieces):
+        assert a.keys() == b.keys()
+        for k in a:
+            np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+    for a, b in zip(jax.tree.leaves(whole_state.params), jax.tree.leaves(piece_state.params)):
+        np.testing.assert_array_equal(a, b)
