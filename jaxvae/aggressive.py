@@ -288,6 +288,7 @@ def make_mi_evaluator(model: PureModel, *, batch_size: int = 100) -> Callable[[P
     """``(params, data [N, *E], key) -> I_q(x; z)`` (nats): the mean over batches of ``batch_size`` of the
     minibatch estimate :func:`jaxvae.diagnostics.mutual_information`, weighted by the batches' sizes (He et al.'s
     ``calc_mi``; the last batch may be smaller). Batch ``j`` uses ``fold_in(key, j)``."""
+    model = model.evaluation()
 
     @jax.jit
     def batch_mi(params, x, key):

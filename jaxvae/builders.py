@@ -37,7 +37,7 @@ from jaxvae import (
 from jaxvae import train as train_lib
 from jaxvae.config import Config, is_builder_reference
 from jaxvae.errors import ConfigError
-from jaxvae.model import VAE, Model, PureModel
+from jaxvae.model import VAE, Model, PureModel, set_mode
 from jaxvae.objectives import Objective
 
 Array = jax.Array
@@ -307,17 +307,21 @@ def model_builder(cfg: Config, event_shape: tuple[int, ...], builder: ModelBuild
                   training: bool = False) -> Callable[[nnx.Rngs], Model]:
     """A function ``rngs -> Model`` for the configured architecture and data shape.
 
-    ``training``: the model the objective trains, which differs from the evaluated one only in what acts in
-    training alone (``model.rnn.word_dropout``); both have the same parameters.
+    ``training``: the module in NNX's training mode, as built (what the objective trains); else in evaluation
+    mode (:func:`jaxvae.model.set_mode`: ``deterministic=True``, so no word dropout, ``model.rnn.word_dropout``,
+    and no ``nnx.Dropout`` of a user's model). Both have the same parameters.
 
     ``builder`` (a user function ``(event_shape, latent_dim, likelihood, rngs) -> Model``) takes precedence;
     otherwise ``model.network`` is a built-in name (:data:`NETWORKS`, with ``model.prior`` from :data:`PRIORS`)
     or a ``MODULE:FUNCTION`` reference to such a function. ``model.init`` other than ``flax`` redraws the dense
     and convolutional layers' weights afterwards (:func:`jaxvae.inits.reinitialize`).
     """
-    if not training and cfg.model.rnn.word_dropout:
-        cfg = dataclasses.replace(cfg, model=dataclasses.replace(
-            cfg.model, rnn=dataclasses.replace(cfg.model.rnn, word_dropout=0.0)))
+    build = _module_builder(cfg, tuple(event_shape), builder)
+    return build if training else lambda rngs: set_mode(build(rngs), training=False)
+
+
+def _module_builder(cfg: Config, event_shape: tuple[int, ...], builder: ModelBuilder | None
+                    ) -> Callable[[nnx.Rngs], Model]:
     m = cfg.model
     likelihood = build_likelihood(cfg)
     event_shape = tuple(event_shape)
@@ -340,16 +344,18 @@ def model_builder(cfg: Config, event_shape: tuple[int, ...], builder: ModelBuild
 def build_model(cfg: Config, event_shape: tuple[int, ...], builder: ModelBuilder | None = None, *,
                 training: bool = False) -> PureModel:
     """The pure model for ``cfg`` and the data's event shape (no parameters allocated); see
-    :func:`model_builder` (``training``: the model the objective trains)."""
+    :func:`model_builder`. Its evaluation view (:meth:`~jaxvae.model.PureModel.evaluation`), or with
+    ``training`` the training view, what the objective trains; either has the other as
+    :meth:`~jaxvae.model.PureModel.training` / :meth:`~jaxvae.model.PureModel.evaluation`."""
     return PureModel.from_builder(model_builder(cfg, tuple(event_shape), builder, training=training))
 
 
 def build_training_model(cfg: Config, model: PureModel, event_shape: tuple[int, ...],
                          builder: ModelBuilder | None = None) -> PureModel:
-    """The model the objective trains: ``model`` itself unless something acts in training only (word dropout)."""
-    if not cfg.model.rnn.word_dropout:
-        return model
-    return build_model(cfg, event_shape, builder, training=True)
+    """The model the objective trains: ``model.training()`` (word dropout and users' ``nnx.Dropout`` on; the same
+    parameters). ``cfg``, ``event_shape`` and ``builder`` are no longer needed (kept for existing callers)."""
+    del cfg, event_shape, builder
+    return model.training()
 
 
 # --------------------------------------------------------------------------------------------- optimizer
@@ -609,6 +615,7 @@ def build_objective(cfg: Config, model: PureModel, total_steps: int, *, dataset_
     ``dataset_size`` (the number of training examples) is needed by beta-TCVAE's minibatch-weighted sampling.
     """
     ob = cfg.objective
+    model = model.training()  # an objective trains: word dropout and dropout on (same parameters)
     parts = OBJECTIVES[ob.name](cfg, ObjectiveContext(model, beta_schedule(cfg, total_steps), ob.num_samples,
                                                       dataset_size))
     hyper, loss = parts.hyper, parts.loss

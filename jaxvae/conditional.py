@@ -244,7 +244,7 @@ class ConditionalVAE(VAE):
             return jax.nn.one_hot(y, self.num_classes, dtype=jnp.float32)
         if y.shape[-1:] != (self.num_classes,):
             raise DataError(f"A float side input must have {self.num_classes} features; got shape {y.shape}.")
-        return y.astype(jnp.float32)
+        return y.astype(jnp.result_type(y.dtype, jnp.float32))  # a float64 side input stays float64
 
     def _batch(self, batch: Any) -> Labeled:
         if not isinstance(batch, Labeled):
@@ -412,6 +412,7 @@ def classification_error(model: Any, params: Any, x: np.ndarray, labels: np.ndar
                          batch_size: int = 1000) -> float:
     """The share of examples ``x [N, *E]`` whose most likely class under an :class:`M2VAE`'s ``q(y|x)`` is not
     ``labels [N]``."""
+    model = model.evaluation()
     module = model.merge(params)
     if not isinstance(module, M2VAE):
         raise ConfigError(f"Classification error needs an M2 model (model.conditional=m2), not "

@@ -57,7 +57,7 @@ def encode_dataset(model: PureModel, params: Params, data: np.ndarray, *,
     index). Posteriors that are not diagonal Gaussians raise a clear error.
     """
     key = jax.random.key(0) if key is None else key
-    encode = jax.jit(model.encode)
+    encode = jax.jit(model.evaluation().encode)
     padded, n = pad_to_multiple(data, batch_size)
     parts = [encode(params, padded[i:i + batch_size], jax.random.fold_in(key, i // batch_size))
              for i in range(0, padded.shape[0], batch_size)]
@@ -431,6 +431,7 @@ def model_kl_per_group(model: PureModel, params: Params, data: np.ndarray, key: 
                        batch_size: int = 500) -> dict[str, float]:
     """The data-averaged KL of each latent group, ``{group: nats}``, from the model's own forward pass (its
     analytic ``kl_terms``; a group without one gets the Monte Carlo estimate of the whole KL under ``"total"``)."""
+    model = model.evaluation()
 
     @jax.jit
     def batch_kl(params, x, key):
@@ -450,6 +451,7 @@ def latent_summary(model: PureModel, params: Params, data: np.ndarray, key: Arra
                    max_examples: int = 2000, active_threshold: float = 0.01) -> dict[str, Any]:
     """Active units, their variances, and the mutual information on (a random subset of) ``data``; for models
     with several latent groups also ``active_units_per_group`` (``{group: count}``)."""
+    model = model.evaluation()
     data = data[random_subset(data.shape[0], max_examples, seed=0)]
     q = encode_dataset(model, params, data)
     count, variances = active_units(q.loc, active_threshold)
@@ -512,6 +514,7 @@ def latent_report(model: PureModel, params: Params, train_data: np.ndarray, test
       scored against the train aggregate posterior leave-one-out; test examples against the train aggregate
       posterior (``"test"`` is None without test data). Scores are :func:`outlier_scores` at posterior means.
     """
+    model = model.evaluation()
     key_mi, key_holes, key_prior, key_mmd = jax.random.split(key, 4)
     train_idx = random_subset(train_data.shape[0], max_examples, seed=0)
     q_train = encode_dataset(model, params, train_data[train_idx])

@@ -119,9 +119,13 @@ class DiagonalGaussian(Distribution):
         return cls(loc, log_scale)
 
     @classmethod
-    def standard(cls, latent_dim: int, dtype=jnp.float32) -> DiagonalGaussian:
-        r""":math:`\mathcal{N}(0, I_D)`, ``batch_shape == ()``."""
-        zeros = jnp.zeros((latent_dim,), dtype)
+    def standard(cls, latent_dim: int, dtype=None) -> DiagonalGaussian:
+        r""":math:`\mathcal{N}(0, I_D)`, ``batch_shape == ()``.
+
+        ``dtype=None`` (default): weakly typed zeros (like a Python ``0.0``), so the distribution takes the dtype
+        of what it meets: ``log_prob`` of float64 latents is float64 (exact), of float32 latents float32, and the
+        KL to a posterior has the posterior's dtype; :meth:`sample` draws in JAX's default float dtype."""
+        zeros = jnp.full((latent_dim,), 0.0) if dtype is None else jnp.zeros((latent_dim,), dtype)
         return cls(zeros, zeros)
 
     @property

@@ -26,7 +26,7 @@ import numpy as np
 
 from jaxvae import disentanglement
 from jaxvae.data import pad_to_multiple
-from jaxvae.model import Params, PureModel
+from jaxvae.model import Params, PureModel, params_dtype
 
 Array = jax.Array
 
@@ -78,7 +78,8 @@ class LogLikelihoodEstimate(NamedTuple):
 def make_iwae_fn(model: PureModel, num_samples: int, sample_chunk: int, *,
                  mesh: jax.sharding.Mesh | None = None,
                  compiler_options: dict[str, str] | None = None) -> Callable[[Params, Array, Array], Array]:
-    """A jitted ``(params, x [B, *E], key) -> log p(x) estimate [B]`` streaming ``num_samples`` in chunks.
+    """A jitted ``(params, x [B, *E], key) -> log p(x) estimate [B]`` streaming ``num_samples`` in chunks, of the
+    model's evaluation view (:meth:`~jaxvae.model.PureModel.evaluation`: no word dropout or dropout).
 
     With ``mesh``, ``x`` is split over the ``data`` axis (``B`` must be a multiple of its size; pass a global
     array from :func:`jaxvae.sharding.make_global_batch` in multi-process runs) and the result is replicated.
@@ -86,6 +87,7 @@ def make_iwae_fn(model: PureModel, num_samples: int, sample_chunk: int, *,
     to :func:`jax.jit`; JAX accepts them only on a top-level jit, so leave them out to call the function inside
     your own jitted code.
     """
+    model = model.evaluation()  # no training-only noise (word dropout, dropout) in an estimate
     num_chunks = math.ceil(num_samples / sample_chunk)
 
     def log_px(params: Params, x: Array, key: Array) -> Array:
@@ -120,6 +122,7 @@ def make_iwae_evaluator(model: PureModel, *, num_samples: int = 5000, batch_size
                         ) -> Callable[[Params, np.ndarray, Array], LogLikelihoodEstimate]:
     """Compiles once; returns ``(params, data [N, *E], key) -> LogLikelihoodEstimate`` (see
     :func:`iwae_log_likelihood`). Reuse it to evaluate many models of one architecture."""
+    model = model.evaluation()
     if sample_chunk is None:
         sample_chunk = default_sample_chunk(num_samples, batch_size)
     fn = make_iwae_fn(model, num_samples, sample_chunk, mesh=mesh, compiler_options=eval_compiler_options())
@@ -178,6 +181,8 @@ def make_elbo_evaluator(model: PureModel, *, batch_size: int = 100
     """
     from jaxvae import objectives
 
+    model = model.evaluation()  # no training-only noise (word dropout, dropout)
+
     @jax.jit
     def step(params, x, key):
         fwd = model.forward(params, x, key)  # one pass: the terms of jv.elbo and the per-group KL
@@ -215,8 +220,10 @@ def posterior_mean_fn(model: PureModel, params: Params) -> Callable[[Any], np.nd
     This is the representation disentanglement_lib scores (``representation_function`` = the encoder's mean).
     Groups conditioned on a sample of lower groups use the fixed key 0, so the codes are deterministic.
     """
+    model = model.evaluation()
     encode = jax.jit(lambda p, x: model.encode(p, x, jax.random.key(0)).loc)
-    return lambda x: np.asarray(encode(params, jnp.asarray(x, jnp.float32)))
+    dtype = params_dtype(params)  # the data in the parameters' precision (float32, or float64 under x64)
+    return lambda x: np.asarray(encode(params, jnp.asarray(x, dtype)))
 
 
 def disentanglement_metrics(model: PureModel, params: Params, dataset: Any, key: Array,

@@ -5,9 +5,11 @@ of the diagonal Gaussian, through the distribution interface
 Each step is a :class:`~jaxvae.distributions.Bijection` pytree with ``forward_and_log_det``:
 
 * :class:`Planar` (Rezende & Mohamed 2015, eq. 10): :math:`f(z) = z + \hat u\, \tanh(w^\top z + b)`,
-  :math:`\log|\det| = \log|1 + \hat u^\top \psi(z)|`, :math:`\psi = \tanh'(w^\top z + b)\, w`, with
+  :math:`\log|\det| = \log(1 + \hat u^\top \psi(z))`, :math:`\psi = \tanh'(w^\top z + b)\, w`, with
   :math:`\hat u = u + (m(w^\top u) - w^\top u)\, w / \|w\|^2`, :math:`m(a) = -1 + \mathrm{softplus}(a)`
-  (their Appendix A), so that :math:`w^\top \hat u \ge -1` and :math:`f` is invertible.
+  (their Appendix A), so that :math:`w^\top \hat u = m(w^\top u) > -1` exactly and :math:`f` is invertible;
+  the determinant :math:`1 + \tanh'(a)\, m = \tanh^2(a) + \tanh'(a)\, \mathrm{softplus}(w^\top u)` is a sum of
+  non-negative terms, computed without cancellation.
 * :class:`Radial` (Rezende & Mohamed 2015, eq. 14): :math:`f(z) = z + \beta h(\alpha, r)(z - z_0)`,
   :math:`r = \|z - z_0\|`, :math:`h = 1/(\alpha + r)`, :math:`\log|\det| = (D - 1)\log(1 + \beta h) + \log(1 +
   \beta h + \beta h' r)`, with :math:`\alpha = \mathrm{softplus}(\tilde\alpha)`,
@@ -15,7 +17,7 @@ Each step is a :class:`~jaxvae.distributions.Bijection` pytree with ``forward_an
 * :class:`Sylvester` (van den Berg et al. 2018, Householder-SNF): :math:`f(z) = z + Q R\,
   \tanh(\tilde R Q^\top z + b)` with :math:`Q` a product of Householder reflections, :math:`R, \tilde R` upper
   triangular with :math:`\tanh`-bounded diagonals (so :math:`R_{ii}\tilde R_{ii} > -1`);
-  :math:`\log|\det| = \sum_i \log|1 + R_{ii} \tilde R_{ii} \tanh'(\cdot)_i|`.
+  :math:`\log|\det| = \sum_i \log(1 + R_{ii} \tilde R_{ii} \tanh'(\cdot)_i)`, positive by construction.
 * :class:`IAF` (Kingma et al. 2016, eqs. 10-14): a MADE network of :math:`(z, h)` with the encoder's context
   :math:`h` gives :math:`m, s`; :math:`\sigma = \mathrm{sigmoid}(s)`, :math:`f(z) = \sigma \odot z + (1 - \sigma)
   \odot m`, :math:`\log|\det| = \sum_d \log \sigma_d` (the Jacobian is triangular). Successive steps alternate
@@ -48,30 +50,58 @@ __all__ = ["FLOWS", "IAF", "FlowEncoder", "Planar", "Radial", "Scan", "Sylvester
 FLOWS = ("planar", "radial", "sylvester", "iaf")
 
 
-def _tanh_prime(a: Array) -> Array:
-    return 1.0 - jnp.square(jnp.tanh(a))
+def _sech2(a: Array) -> Array:
+    r""":math:`\tanh'(a) = 1 - \tanh^2(a) = \mathrm{sech}^2(a) = 4 e^{-2|a|} / (1 + e^{-2|a|})^2`, accurate to
+    rounding in relative terms for every ``a`` (``1 - tanh(a)**2`` loses all digits once ``tanh(a)`` rounds to
+    1)."""
+    e = jnp.exp(-2.0 * jnp.abs(a))
+    return 4.0 * e / jnp.square(1.0 + e)
+
+
+def _log_positive(x: Array) -> Array:
+    """``log x`` of a quantity that is positive by construction; the floor at the dtype's smallest normal number
+    only catches underflow to exactly 0 (a determinant below ~1e-38 in float32), which would give ``-inf``."""
+    return jnp.log(jnp.maximum(x, jnp.finfo(jnp.result_type(x)).tiny))
 
 
 @jax.tree_util.register_dataclass
 @dataclasses.dataclass(frozen=True)
 class Planar(Bijection):
-    """Planar step; ``u, w [B, D]``, ``b [B]`` (raw; ``u`` is made invertible inside)."""
+    r"""Planar step; ``u, w [B, D]``, ``b [B]`` (raw; ``u`` is made invertible inside).
+
+    With :math:`m = -1 + \mathrm{softplus}(w^\top u)`, :math:`\hat u = u + (m - w^\top u)\, w / \|w\|^2`
+    satisfies :math:`w^\top \hat u = m > -1` for every ``w != 0`` (for ``w = 0``, :math:`\hat u = u` and the
+    step is a translation with log-determinant 0), and
+
+    .. math:: \log\det\frac{\partial f}{\partial z} = \log(1 + \tanh'(a)\, m)
+              = \log\big(\tanh^2(a) + \tanh'(a)\, \mathrm{softplus}(w^\top u)\big), \quad a = w^\top z + b,
+
+    two non-negative terms (no cancellation near the boundary :math:`w^\top u \to -\infty`, :math:`a \to 0`).
+    """
 
     u: Array
     w: Array
     b: Array
 
+    def _w_norm2_and_wu(self) -> tuple[Array, Array]:
+        return jnp.sum(jnp.square(self.w), axis=-1), jnp.sum(self.w * self.u, axis=-1)  # [B], [B]
+
     def u_hat(self) -> Array:
-        wu = jnp.sum(self.w * self.u, axis=-1, keepdims=True)  # [B, 1]
+        r""":math:`\hat u`, ``[B, D]``."""
+        w2, wu = self._w_norm2_and_wu()
         m = -1.0 + jax.nn.softplus(wu)
-        return self.u + (m - wu) * self.w / (jnp.sum(jnp.square(self.w), axis=-1, keepdims=True) + 1e-8)
+        # Only w = 0 (or |w|^2 underflowing to 0) needs the guard: there the correction term vanishes anyway.
+        scale = (m - wu) / jnp.where(w2 > 0, w2, 1.0)
+        return self.u + jnp.where(w2 > 0, scale, 0.0)[..., None] * self.w
 
     def forward_and_log_det(self, z: Array) -> tuple[Array, Array]:
-        u = self.u_hat()
+        w2, wu = self._w_norm2_and_wu()
         a = jnp.sum(self.w * z, axis=-1) + self.b  # [..., B]
-        f = z + u * jnp.tanh(a)[..., None]
-        psi_u = _tanh_prime(a) * jnp.sum(self.w * u, axis=-1)  # u^T psi
-        return f, jnp.log(jnp.abs(1.0 + psi_u) + 1e-8)
+        f = z + self.u_hat() * jnp.tanh(a)[..., None]
+        t = _sech2(a)
+        # 1 + t m(w^T u) with w^T u_hat = m(w^T u) exactly; for w = 0, u_hat = u and the step is a translation.
+        det = jnp.where(w2 > 0, jnp.square(jnp.tanh(a)) + t * jax.nn.softplus(wu), 1.0 + t * wu)
+        return f, _log_positive(det)
 
 
 @jax.tree_util.register_dataclass
@@ -109,7 +139,10 @@ class Sylvester(Bijection):
 
     def _q(self) -> Array:
         d = self.v.shape[-1]
-        v = self.v / jnp.sqrt(jnp.sum(jnp.square(self.v), axis=-1, keepdims=True) + 1e-12)  # [B, H, D]
+        # Unit vectors exactly (Q orthogonal, so det Q^T J Q = det J): `|v|^2 + eps` would bend Q by eps/|v|^2
+        # and the true log-determinant away from the one reported. Only v = 0 is guarded (then H_i = I).
+        norm2 = jnp.sum(jnp.square(self.v), axis=-1, keepdims=True)
+        v = self.v / jnp.sqrt(jnp.where(norm2 > 0, norm2, 1.0))  # [B, H, D]
         q = jnp.broadcast_to(jnp.eye(d, dtype=v.dtype), (*v.shape[:-2], d, d))
         for i in range(v.shape[-2]):
             vi = v[..., i, :]  # [B, D]
@@ -126,12 +159,26 @@ class Sylvester(Bijection):
 
     def forward_and_log_det(self, z: Array) -> tuple[Array, Array]:
         q = self._q()
-        r1, r2, d1, d2 = self._triangles()
+        r1, r2, _, _ = self._triangles()
         qz = jnp.einsum("...bji,...bj->...bi", q, z)  # Q^T z
         a = jnp.einsum("...bij,...bj->...bi", r2, qz) + self.b  # R~ Q^T z + b
         f = z + jnp.einsum("...bij,...bj->...bi", q, jnp.einsum("...bij,...bj->...bi", r1, jnp.tanh(a)))
-        log_det = jnp.sum(jnp.log(jnp.abs(1.0 + d1 * d2 * _tanh_prime(a)) + 1e-8), axis=-1)
+        log_det = jnp.sum(self._log_det_terms(a), axis=-1)
         return f, log_det
+
+    def _log_det_terms(self, a: Array) -> Array:
+        r""":math:`\log(1 + p_i \tanh'(a_i))`, :math:`p_i = \tanh(x_i)\tanh(y_i) \in (-1, 1)` for the raw
+        diagonals :math:`x, y` of ``r1, r2``, ``[..., B, D]``: positive by construction, and computed so that it
+        stays so in floating point. For :math:`p \ge 0` it is ``log1p``; for :math:`p < 0`, :math:`1 + p\tanh' =
+        (1 - |p|) + |p| \tanh^2(a)` with :math:`1 - |\tanh x \tanh y| = 2(e_x + e_y) / ((1 + e_x)(1 + e_y))`,
+        :math:`e = e^{-2|\cdot|}`: sums of non-negative terms (``1 + p tanh'`` itself is 0 in float32 once
+        both ``tanh`` round to 1)."""
+        x, y = (jnp.diagonal(r, axis1=-2, axis2=-1) for r in (self.r1, self.r2))  # [B, D]
+        p = jnp.tanh(x) * jnp.tanh(y)
+        ex, ey = jnp.exp(-2.0 * jnp.abs(x)), jnp.exp(-2.0 * jnp.abs(y))
+        one_minus_abs_p = 2.0 * (ex + ey) / ((1.0 + ex) * (1.0 + ey))
+        negative = one_minus_abs_p + jnp.abs(p) * jnp.square(jnp.tanh(a))
+        return jnp.where(p >= 0, jnp.log1p(jnp.maximum(p, 0.0) * _sech2(a)), _log_positive(negative))
 
 
 @jax.tree_util.register_dataclass
@@ -198,13 +245,14 @@ class _MADE(nnx.Module):
 
     def __init__(self, d: int, width: int, *, rngs: nnx.Rngs):
         lecun, small = nnx.initializers.lecun_normal(), nnx.initializers.normal(_FLOW_HEAD_SCALE)
-        self.w1 = nnx.Param(lecun(rngs.params(), (d, width)))
-        self.wc = nnx.Param(lecun(rngs.params(), (width, width)))
-        self.b1 = nnx.Param(jnp.zeros((width,)))
-        self.wm = nnx.Param(small(rngs.params(), (width, d)))
-        self.ws = nnx.Param(small(rngs.params(), (width, d)))
-        self.bm = nnx.Param(jnp.zeros((d,)))
-        self.bs = nnx.Param(jnp.full((d,), _FORGET_BIAS))
+        f32 = jnp.float32  # like nnx.Linear's parameters, also under jax_enable_x64
+        self.w1 = nnx.Param(lecun(rngs.params(), (d, width), f32))
+        self.wc = nnx.Param(lecun(rngs.params(), (width, width), f32))
+        self.b1 = nnx.Param(jnp.zeros((width,), f32))
+        self.wm = nnx.Param(small(rngs.params(), (width, d), f32))
+        self.ws = nnx.Param(small(rngs.params(), (width, d), f32))
+        self.bm = nnx.Param(jnp.zeros((d,), f32))
+        self.bs = nnx.Param(jnp.full((d,), _FORGET_BIAS, f32))
 
     def bijection(self, context: Array, *, reverse: bool) -> IAF:
         d, width = self.w1.shape
@@ -280,7 +328,7 @@ class FlowEncoder(nnx.Module):
         v = raw[..., 2 * d * d + d:].reshape(k, n, self.householder, d)
         # Householder vectors: the raw head plus fixed unit directions, so that none is zero at the start.
         offsets = jnp.stack([_householder_offset(self.householder, d, i) for i in range(k)])[:, None]
-        return (Scan(Sylvester(r1, r2, b, v + offsets)),)
+        return (Scan(Sylvester(r1, r2, b, v + offsets.astype(v.dtype))),)
 
     def __call__(self, x: Array) -> TransformedDistribution:
         x, batch_shape = nets._flatten_batch(x, len(self.event_shape))

@@ -22,6 +22,14 @@ evaluates and is diagnosed without changes there.
 and exposes pure functions of ``params`` (a nested dict of arrays) that merge the module inside the traced
 function, so they work under plain ``jax.jit``, ``jax.grad`` and ``jax.vmap``.
 
+**Training and evaluation modes** (NNX's convention): what acts in training only (``nnx.Dropout``, the word
+dropout of :mod:`jaxvae.recurrent`) is switched off by the standard attribute ``deterministic``, which
+``Module.eval()`` / ``Module.train()`` / ``nnx.view`` set (jaxvae uses :func:`set_mode`). A :class:`PureModel`
+keeps the module's graph as built (NNX's default: training mode) and also its evaluation graph;
+:meth:`PureModel.evaluation` and :meth:`PureModel.training` return the two views (same parameters). Every
+evaluation entry point of jaxvae (IWAE, ELBO evaluation, diagnostics, samplers, the aggressive-training MI)
+evaluates ``model.evaluation()``; an objective trains ``model.training()``.
+
 Analysis tools that work in one latent space (GMM sampler, traversals, holes) use the *flat* view: the groups
 concatenated in their order, ``[..., sum_g D_g]`` (:meth:`PureModel.encode`, :meth:`PureModel.decode`).
 
@@ -361,9 +369,13 @@ class PureModel:
     (then :meth:`init` creates fresh parameters from a key, e.g. inside ``jax.jit`` with ``out_shardings``).
 
     Attributes:
-      graphdef: the module structure of one ``nnx.split``.
+      graphdef: the module structure of one ``nnx.split`` (as built: NNX's training mode, unless the module was
+        put in evaluation mode before).
       likelihood, event_shape: the model's.
       groups: ``((name, D_g), ...)``, the latent groups in order.
+      training_graphdef, evaluation_graphdef: the graph in training / evaluation mode (:func:`set_mode`), or
+        ``None`` where it is ``graphdef`` itself (a model without training-only behaviour has ``None`` for both).
+        Use :meth:`training` and :meth:`evaluation`.
     """
 
     graphdef: nnx.GraphDef
@@ -371,6 +383,8 @@ class PureModel:
     event_shape: tuple[int, ...]
     groups: LatentGroups
     builder: Callable[[nnx.Rngs], Model] | None = dataclasses.field(default=None, compare=False)
+    training_graphdef: nnx.GraphDef | None = None
+    evaluation_graphdef: nnx.GraphDef | None = None
 
     @classmethod
     def from_builder(cls, builder: Callable[[nnx.Rngs], Model]) -> PureModel:
@@ -378,7 +392,28 @@ class PureModel:
         abstract = nnx.eval_shape(lambda: _check_model(builder(nnx.Rngs(0))))
         graphdef, state = nnx.split(abstract)
         groups = _latent_groups(graphdef, state)
-        return cls(graphdef, abstract.likelihood, tuple(abstract.event_shape), groups, builder)
+        return cls(graphdef, abstract.likelihood, tuple(abstract.event_shape), groups, builder,
+                   *_mode_graphdefs(graphdef, state))
+
+    def evaluation(self) -> PureModel:
+        """The evaluation view: the same model in evaluation mode (:func:`set_mode`, as ``Module.eval()``:
+        ``deterministic=True``, so no dropout and no word dropout; ``use_running_average=True``), with the same
+        parameters. Idempotent and cheap (``self`` when the model has no training-only behaviour); every
+        evaluation entry point of jaxvae calls it."""
+        if self.evaluation_graphdef is None:
+            return self
+        return dataclasses.replace(self, graphdef=self.evaluation_graphdef, evaluation_graphdef=None,
+                                   training_graphdef=self.graphdef if self.training_graphdef is None
+                                   else self.training_graphdef)
+
+    def training(self) -> PureModel:
+        """The training view (as ``Module.train()``: ``deterministic=False``), what an objective trains; ``self``
+        when it is already that view."""
+        if self.training_graphdef is None:
+            return self
+        return dataclasses.replace(self, graphdef=self.training_graphdef, training_graphdef=None,
+                                   evaluation_graphdef=self.graphdef if self.evaluation_graphdef is None
+                                   else self.evaluation_graphdef)
 
     @property
     def latent_dim(self) -> int:
@@ -449,6 +484,30 @@ class PureModel:
         return self.merge(params).reconstruct(x, jax.random.key(0) if key is None else key)
 
 
+def _mode_graphdefs(graphdef: nnx.GraphDef, state: Any) -> tuple[nnx.GraphDef | None, nnx.GraphDef | None]:
+    """``(training, evaluation)`` graph definitions of the module ``(graphdef, state)``, each ``None`` where it
+    equals ``graphdef``. Built on fresh module objects merged from the state (the user's module is never
+    mutated); ``state`` may be abstract."""
+    views = []
+    for training in (True, False):
+        view, _ = nnx.split(set_mode(nnx.merge(graphdef, state), training=training))
+        views.append(None if view == graphdef else view)
+    return views[0], views[1]
+
+
+def set_mode(module: nnx.Module, *, training: bool) -> nnx.Module:
+    """Sets ``module`` and its submodules to NNX's training or evaluation mode in place and returns it: what
+    ``Module.train()`` / ``Module.eval()`` do (``deterministic`` and ``use_running_average`` = ``not training``),
+    but only on those attributes that are such flags (``bool`` or ``None``): ``Module.eval()`` also overwrites a
+    submodule that happens to be *named* ``deterministic`` (:class:`jaxvae.hierarchy.LadderVAE`'s bottom-up
+    networks are)."""
+    for _, sub in nnx.iter_modules(module):
+        for name in ("deterministic", "use_running_average"):
+            if hasattr(sub, name) and (getattr(sub, name) is None or isinstance(getattr(sub, name), bool)):
+                setattr(sub, name, not training)
+    return module
+
+
 def _latent_groups(graphdef: nnx.GraphDef, state: Any) -> LatentGroups:
     def shapes(params):
         return nnx.merge(graphdef, params).prior_sample(jax.random.key(0), 1)
@@ -470,12 +529,22 @@ PureVAE = PureModel  # the name before the model protocol (kept for existing cod
 
 
 def split(model: Model) -> tuple[PureModel, Params]:
-    """Splits a model ONCE into its pure view and its parameters (a nested dict of arrays)."""
+    """Splits a model ONCE into its pure view and its parameters (a nested dict of arrays). The pure view keeps
+    the module's mode (NNX's training mode unless ``model.eval()`` was called) and knows the other
+    (:meth:`PureModel.evaluation`, :meth:`PureModel.training`); ``model`` itself is not changed."""
     graphdef, state = nnx.split(_check_model(model))
-    return (PureModel(graphdef, model.likelihood, tuple(model.event_shape), _latent_groups(graphdef, state)),
+    return (PureModel(graphdef, model.likelihood, tuple(model.event_shape), _latent_groups(graphdef, state), None,
+                      *_mode_graphdefs(graphdef, state)),
             nnx.to_pure_dict(state))
 
 
 def count_params(params: Params) -> int:
     """Total number of scalars in ``params``."""
     return sum(math.prod(jnp.shape(p)) for p in jax.tree.leaves(params))
+
+
+def params_dtype(params: Params) -> Any:
+    """The floating dtype of the parameters (the promotion of their floating leaves; float32 when there are
+    none): the dtype data is cast to when the model reads it."""
+    floats = [leaf for leaf in jax.tree.leaves(params) if jnp.issubdtype(jnp.result_type(leaf), jnp.floating)]
+    return jnp.result_type(*floats) if floats else jnp.dtype(jnp.float32)

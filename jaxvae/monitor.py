@@ -30,7 +30,9 @@ def make_monitor_fn(model: PureModel) -> Callable[[Params, Array, Array], dict[s
 
     Works from the model protocol: the posteriors of every latent group (flattened, groups concatenated) and the
     analytic KL per dimension where the model has one (otherwise the KL to N(0, I) per dimension as a proxy).
+    The model is evaluated as every estimate is: in evaluation mode (no word dropout or dropout).
     """
+    model = model.evaluation()
 
     @jax.jit
     def monitor(params: Params, x: Array, key: Array) -> dict[str, Array]:

@@ -18,9 +18,11 @@ what follows the end token never changes the likelihood (tested against a step-b
 
 **Word dropout** (Bowman et al. 2016, Section 3.2): during training each input token after the start token is
 replaced by the unknown token with probability ``word_dropout``, independently, so the decoder cannot lean on the
-prefix alone and must read ``z``. It changes training only: evaluation (validation ELBO, IWAE, the monitor,
-sampling) uses the full inputs. It is built into the model the objective trains (``RecurrentVAE.gru(...,
-word_dropout=p)``) and draws its mask from the forward pass's key, so a resumed run draws the same masks.
+prefix alone and must read ``z``. It changes training only: it acts when the decoder is not ``deterministic``
+(NNX's training mode, the default of a built module; ``Module.eval()`` or ``nnx.view(..., deterministic=True)``
+switch it off, as for ``nnx.Dropout``), so evaluation (validation ELBO, IWAE, the monitor, sampling: every
+evaluation entry point uses :meth:`jaxvae.model.PureModel.evaluation`) reads the full inputs. It draws its mask
+from the forward pass's key, so a resumed run draws the same masks.
 
 **Sampling** is ancestral (one step per position, token ``t`` drawn with ``fold_in(key, t)``; padding after the
 end token); :meth:`RecurrentVAE.decode_mean` decodes greedily (the most likely token at each step), which is
@@ -52,6 +54,12 @@ def _flat_tokens(x: Array) -> tuple[Array, tuple[int, ...]]:
     return jnp.round(x).astype(jnp.int32).reshape(-1, x.shape[-1]), x.shape[:-1]
 
 
+def _embed(embed: nnx.Embed, tokens: Array) -> Array:
+    """The embedding rows of ``tokens``, ``[..., E]``, in the table's own dtype (``nnx.Embed`` casts them to the
+    dtype it was built with, float32, which broke float64 models: their GRU scans mixed float32 and float64)."""
+    return jnp.take(embed.embedding[...], tokens, axis=0)
+
+
 class GRUEncoder(nnx.Module):
     """Token ids ``x [..., L]`` to ``q(z|x)``: embeddings, a GRU over the positions up to the end token (its state
     is held through the padding), and a dense layer from the last state to the Gaussian's mean and log-scale.
@@ -71,7 +79,7 @@ class GRUEncoder(nnx.Module):
 
     def __call__(self, x: Array) -> DiagonalGaussian:
         tokens, batch_shape = _flat_tokens(x)
-        emb = self.embed(tokens).swapaxes(0, 1)  # [L, N, E]
+        emb = _embed(self.embed, tokens).swapaxes(0, 1)  # [L, N, E]
         keep = (tokens != PAD).T[..., None]  # [L, N, 1]
 
         def step(h, inputs):
@@ -100,31 +108,39 @@ class GRUDecoder(nnx.Module):
         ``V + 1``).
       embed, hidden: embedding and GRU state sizes.
       word_dropout: the share of input tokens replaced by the unknown token in training (0: off).
+      deterministic: ``True`` turns word dropout off (evaluation mode); ``Module.eval()``/``train()`` and
+        ``nnx.view`` set it.
     """
 
     def __init__(self, latent_dim: int, length: int, vocab_size: int, *, embed: int = 64, hidden: int = 256,
-                 word_dropout: float = 0.0, rngs: nnx.Rngs):
+                 word_dropout: float = 0.0, deterministic: bool = False, rngs: nnx.Rngs):
         if not 0.0 <= word_dropout < 1.0:
             raise ConfigError(f"word_dropout is the share of input tokens replaced in training, in [0, 1); got "
                               f"{word_dropout}.")
         self.length, self.vocab_size, self.word_dropout = length, vocab_size, float(word_dropout)
+        self.deterministic = deterministic
         self.start, self.unknown = vocab_size, vocab_size + 1
         self.embed = nnx.Embed(vocab_size + 2, embed, rngs=rngs)
         self.init = nnx.Linear(latent_dim, hidden, rngs=rngs)
         self.cell = nnx.GRUCell(embed + latent_dim, hidden, rngs=rngs)
         self.head = nnx.Linear(hidden, vocab_size, rngs=rngs)
 
+    def set_view(self, deterministic: bool | None = None):
+        """For ``nnx.view(model, deterministic=...)`` (as ``nnx.Dropout``)."""
+        if deterministic is not None:
+            self.deterministic = deterministic
+
     def inputs(self, tokens: Array, key: Array | None = None) -> Array:
-        """What step ``t`` reads, ``[N, L]``: the start token, then ``tokens[:, :-1]``; with ``key`` and
-        ``word_dropout > 0``, after word dropout."""
+        """What step ``t`` reads, ``[N, L]``: the start token, then ``tokens[:, :-1]``; in training mode (not
+        ``deterministic``) with ``key`` and ``word_dropout > 0``, after word dropout."""
         prev = jnp.concatenate([jnp.full_like(tokens[:, :1], self.start), tokens[:, :-1]], axis=1)
-        if key is not None and self.word_dropout > 0.0:
+        if key is not None and self.word_dropout > 0.0 and not self.deterministic:
             prev = word_dropout_inputs(prev, self.word_dropout, key, self.unknown)
         return prev
 
     def step(self, h: Array, token: Array, z: Array) -> tuple[Array, Array]:
         """One step: state ``h [N, H]``, input token ``[N]``, ``z [N, D]`` -> ``(new state, logits [N, V])``."""
-        h, _ = self.cell(h, jnp.concatenate([self.embed(token), z], axis=-1))
+        h, _ = self.cell(h, jnp.concatenate([_embed(self.embed, token), z], axis=-1))
         return h, self.head(h)
 
     def initial_state(self, z: Array) -> Array:
@@ -185,7 +201,7 @@ class RecurrentVAE(AutoregressiveVAE):
         return cls(encoder, decoder, likelihood, prior or priors_lib.StandardNormal(latent_dim), (length,))
 
     def decoder_outputs(self, z: Array, x: Array, key: Array | None = None) -> Array:
-        return self.decoder(z, x, key)  # teacher forcing (word dropout with a key, in the trained model)
+        return self.decoder(z, x, key)  # teacher forcing (word dropout with a key, in training mode)
 
     def decode_mean(self, z: Mapping[str, Array] | Array, key: Array | None) -> Array:
         """Greedy decoding of ``z``: token ids ``[..., L]`` (``key`` is unused: greedy decoding draws nothing)."""

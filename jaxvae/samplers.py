@@ -96,7 +96,7 @@ def prior_moments(model: PureModel, params: Params) -> tuple[Array, Array]:
 
     .. math:: m = \sum_k \pi_k \mu_k, \qquad s^2 = \sum_k \pi_k (\sigma_k^2 + \mu_k^2) - m^2.
     """
-    return _prior_moments(model, params)
+    return _prior_moments(model.evaluation(), params)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -151,7 +151,8 @@ def prior_samples(model: PureModel, params: Params, key: Array, n: int, *, tempe
     Returns:
       ``z`` of shape ``[n, D]``.
     """
-    t = jnp.asarray(temperature, jnp.float32)
+    model = model.evaluation()
+    t = jnp.asarray(temperature)  # weakly typed: the prior's dtype (a float32 T would round float64 samples)
     try:
         return _prior_samples(model, params, key, n, t)
     except ConfigError:  # no single known prior (raised while tracing): the model's own (ancestral) sampling
@@ -168,6 +169,7 @@ def vamp_samples(model: PureModel, params: Params, key: Array, n: int) -> Array:
     with :math:`u_k` the learned pseudo-inputs. Raises :class:`~jaxvae.errors.ConfigError` when the model's prior
     is not a :class:`~jaxvae.priors.VampPrior`.
     """
+    model = model.evaluation()
     module = model.merge(params)
     prior = module.prior if isinstance(module, VAE) else None
     if not isinstance(prior, priors_lib.VampPrior):
@@ -544,7 +546,8 @@ def interpolate(model: PureModel, params: Params, x0: Array, x1: Array, num: int
     """
     if method not in _INTERPOLATORS:
         raise ConfigError(f"method={method!r} is not valid; use 'slerp' or 'lerp'.")
-    return _interpolate(model, params, jax.tree.map(jnp.asarray, x0), jax.tree.map(jnp.asarray, x1), num, method)
+    return _interpolate(model.evaluation(), params, jax.tree.map(jnp.asarray, x0), jax.tree.map(jnp.asarray, x1),
+                        num, method)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -602,6 +605,7 @@ def traversals(model: PureModel, params: Params, x: Array, *, dims: Sequence[int
     "beta-VAE", Figure 7). A model without a single unconditional prior (a hierarchy) is traversed in absolute
     units around 0.
     """
+    model = model.evaluation()
     dims = tuple(range(model.latent_dim)) if dims is None else tuple(int(d) for d in dims)
     bad = [d for d in dims if not 0 <= d < model.latent_dim]
     if bad or not dims:
@@ -610,5 +614,4 @@ def traversals(model: PureModel, params: Params, x: Array, *, dims: Sequence[int
         loc, scale = prior_moments(model, params)
     except ConfigError:  # no single prior (a hierarchy): steps in absolute units around 0
         loc, scale = jnp.zeros(model.latent_dim), jnp.ones(model.latent_dim)
-    return _traversals(model, params, jax.tree.map(jnp.asarray, x), dims, num, jnp.asarray(span, jnp.float32), loc,
-                       scale)
+    return _traversals(model, params, jax.tree.map(jnp.asarray, x), dims, num, jnp.asarray(span), loc, scale)

@@ -12,6 +12,10 @@ Each check raises ``AssertionError`` naming the broken property, and returns not
   of the right shapes whose ``log_prob`` is a normalised density that agrees with its ``sample``: the
   importance-weighted mean and standard deviation under a broad Gaussian proposal equal those of its samples).
 
+Each also checks dtypes: outputs follow the floating dtype of the parameters and inputs (a float64 model under
+``jax_enable_x64`` computes in float64 throughout; no float32 constant or cast narrows it). Pass ``dtype=None``
+to skip that for a deliberately mixed-precision component.
+
 Example::
 
     from jaxvae.testing import check_model
@@ -22,16 +26,42 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from flax import nnx
 
 from jaxvae.distributions import Distribution
-from jaxvae.model import Model, split
+from jaxvae.model import Model, params_dtype, split
 from jaxvae.priors import Prior
 
 Array = jax.Array
+
+
+def _floating_leaves(tree) -> list[tuple[str, Array]]:
+    return [(jax.tree_util.keystr(p), leaf) for p, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]
+            if jnp.issubdtype(jnp.result_type(leaf), jnp.floating)]
+
+
+def _check_dtype(tree, dtype, what: str) -> None:
+    """Every floating leaf of ``tree`` has ``dtype`` (``None``: no check)."""
+    if dtype is None:
+        return
+    bad = {path: str(jnp.result_type(leaf)) for path, leaf in _floating_leaves(tree)
+           if jnp.result_type(leaf) != dtype}
+    assert not bad, (f"{what} should follow the parameters' and inputs' floating dtype {jnp.dtype(dtype).name}, "
+                     f"but has {bad}: a constant or cast of another precision leaks in")
+
+
+def _check_no_narrower(tree, dtype, what: str) -> None:
+    """No floating leaf of ``tree`` is less precise than ``dtype`` (``None``: no check)."""
+    if dtype is None:
+        return
+    bad = {path: str(jnp.result_type(leaf)) for path, leaf in _floating_leaves(tree)
+           if jnp.finfo(jnp.result_type(leaf)).bits < jnp.finfo(dtype).bits}
+    assert not bad, f"{what} is narrower than the parameters' dtype {jnp.dtype(dtype).name}: {bad}"
 
 
 def _finite(tree, what: str) -> None:
@@ -41,12 +71,20 @@ def _finite(tree, what: str) -> None:
 
 
 def check_model(model: Model, x: Array, *, key: Array | None = None, num_samples: int = 3,
-                kl_samples: int = 2000, kl_rtol: float = 0.1) -> None:
+                kl_samples: int = 2000, kl_rtol: float = 0.1, dtype: Any = "auto") -> None:
     """Checks the model protocol on a batch ``x [B, *E]`` (use ``B >= 2``).
 
     ``kl_samples`` posterior samples estimate the KL by Monte Carlo (``mean(log q - log p)``) for comparison with
     the analytic ``kl_terms`` when every group reports one (relative tolerance ``kl_rtol`` on the batch mean, or
     0.05 nats absolute).
+
+    The model is checked in evaluation mode (:meth:`~jaxvae.model.PureModel.evaluation`: no dropout or word
+    dropout, as every jaxvae evaluation runs it), the gradient of its ELBO in training mode.
+
+    ``dtype``: the floating dtype of every output of ``forward`` (log-densities, latents, KL terms, decoder
+    outputs) and of ``log_likelihood``; ``"auto"`` (default): the promotion of the parameters' floating dtype and
+    ``x``'s (float64 for a float64 model under ``jax_enable_x64``). Prior samples and their images must be no
+    narrower than the parameters. ``None`` skips these checks.
     """
     assert isinstance(model, Model), f"{type(model).__name__} is not a jaxvae.Model subclass"
     key = jax.random.key(0) if key is None else key
@@ -55,9 +93,15 @@ def check_model(model: Model, x: Array, *, key: Array | None = None, num_samples
     assert tuple(x.shape[1:]) == tuple(model.event_shape), \
         f"x has event shape {x.shape[1:]}, the model {model.event_shape}"
     pure, params = split(model)
+    training, pure = pure.training(), pure.evaluation()  # checked as jaxvae evaluates it; the gradient as trained
     k = num_samples
+    param_dtype = params_dtype(params)
+    if isinstance(dtype, str) and dtype == "auto":
+        dtype = jnp.result_type(param_dtype, x.dtype) if jnp.issubdtype(x.dtype, jnp.floating) else param_dtype
     forward = jax.jit(pure.forward, static_argnums=3)
     out = forward(params, x, key, k)
+    _check_dtype((out.log_px_z, out.log_qz_x, out.log_pz, dict(out.z), dict(out.kl_terms), out.decoder_out,
+                  out.log_q_groups, out.log_p_groups), dtype, "forward's output")
     for name in ("log_px_z", "log_qz_x", "log_pz"):
         shape = getattr(out, name).shape
         assert shape == (k, b), f"{name} has shape {shape}, expected {(k, b)}"
@@ -94,7 +138,7 @@ def check_model(model: Model, x: Array, *, key: Array | None = None, num_samples
         "calls is baked into the program (use arrays, not Python scalars, for anything data- or key-dependent)")
 
     def elbo(p):
-        o = pure.forward(p, x, key, 1)
+        o = training.forward(p, x, key, 1)
         return jnp.mean(o.log_px_z + o.log_pz - o.log_qz_x)
 
     _finite(jax.jit(jax.grad(elbo))(params), "the gradient of the ELBO with respect to the parameters")
@@ -106,7 +150,10 @@ def check_model(model: Model, x: Array, *, key: Array | None = None, num_samples
     assert images.shape == (4, *model.event_shape), \
         f"decode_mean(prior_sample(key, 4)) has shape {images.shape}, expected (4, *{model.event_shape})"
     _finite(images, "the images (decode_mean) of prior samples")
+    _check_no_narrower((z, images), None if dtype is None else param_dtype,
+                       "prior_sample (or decode_mean of its samples)")
     scored = jax.jit(pure.log_likelihood)(params, dict(out.z), x)
+    _check_dtype(scored, dtype, "log_likelihood(z, x)")
     np.testing.assert_allclose(scored, out.log_px_z, rtol=1e-4, atol=1e-3,
                                err_msg="log_likelihood(z, x) at forward's own z differs from forward's log_px_z")
 
@@ -120,9 +167,14 @@ def check_model(model: Model, x: Array, *, key: Array | None = None, num_samples
             f"the model's own log q - log p ({mc:.4f} nats, {kl_samples} samples)")
 
 
-def check_likelihood(likelihood, out: Array, x: Array) -> None:
-    """Checks a likelihood on raw decoder outputs ``out [B, *E, P]`` and data ``x [B, *E]``."""
+def check_likelihood(likelihood, out: Array, x: Array, *, dtype: Any = "auto") -> None:
+    """Checks a likelihood on raw decoder outputs ``out [B, *E, P]`` and data ``x [B, *E]``.
+
+    ``dtype``: the dtype of ``log_prob``, ``log_prob_elements``, ``mean`` and ``sample``; ``"auto"`` (default):
+    ``out``'s (the likelihood computes in its parameters' precision, whatever ``x``'s dtype); ``None``: no check.
+    """
     event_ndim = x.ndim - 1
+    dtype = jnp.result_type(out) if isinstance(dtype, str) and dtype == "auto" else dtype
     lp = likelihood.log_prob(out, x, event_ndim=event_ndim)
     assert lp.shape == x.shape[:1], f"log_prob has shape {lp.shape}, expected {x.shape[:1]}"
     elements = likelihood.log_prob_elements(out, x)
@@ -140,18 +192,24 @@ def check_likelihood(likelihood, out: Array, x: Array) -> None:
     assert mean_shape == x.shape, f"mean has shape {mean_shape}, expected {x.shape}"
     sample = likelihood.sample(jax.random.key(0), out)
     assert sample.shape == x.shape, f"sample has shape {sample.shape}, expected {x.shape}"
+    _check_dtype({"log_prob": lp, "log_prob_elements": elements, "mean": likelihood.mean(out), "sample": sample},
+                 dtype, "the likelihood's outputs")
     _finite(likelihood.log_prob(out, sample.astype(x.dtype), event_ndim=event_ndim),
             "log_prob of the likelihood's own samples")
 
 
 def check_prior(prior: Prior, *, encode: Callable[[Array], Distribution] | None = None,
-                key: Array | None = None, num_samples: int = 200_000, atol: float = 0.05) -> None:
+                key: Array | None = None, num_samples: int = 200_000, atol: float = 0.05,
+                dtype: Any = "auto") -> None:
     """Checks a prior: shapes, and that ``log_prob`` is a normalised density matching ``sample``.
 
     With a Gaussian proposal :math:`g` of twice the samples' standard deviation, the importance weights
     :math:`w = p(z)/g(z)` must have mean 1 (normalisation) and give :math:`\\mathbb{E}_p[z] = \\mathbb{E}_g[w
     z]` (and the standard deviations likewise) equal to those of the prior's own samples, within a few ``atol``
     (in prior standard deviations). Keep the latent dimension small (<= 8) for a reliable estimate.
+
+    ``dtype``: the dtype of its samples and of ``log_prob`` of them; ``"auto"`` (default): the prior's parameters'
+    floating dtype, or JAX's default float dtype for a prior without parameters; ``None``: no check.
     """
     assert isinstance(prior, Prior), f"{type(prior).__name__} is not a jaxvae.priors.Prior"
     key = jax.random.key(0) if key is None else key
@@ -164,6 +222,11 @@ def check_prior(prior: Prior, *, encode: Callable[[Array], Distribution] | None 
     z = jax.jit(p.sample, static_argnums=1)(k_sample, num_samples)
     assert z.shape == (num_samples, d), f"sample(key, n) has shape {z.shape}, expected {(num_samples, d)}"
     zs, lps = p.sample_and_log_prob(k_sample, 16)
+    if isinstance(dtype, str) and dtype == "auto":
+        own = jax.tree.leaves(nnx.state(prior, nnx.Param))
+        dtype = params_dtype(own) if own else jnp.zeros(()).dtype
+    _check_dtype({"sample": zs, "log_prob": lps, "log_prob(sample)": p.log_prob(zs)}, dtype,
+                 "the prior's samples and log-densities")
     np.testing.assert_allclose(lps, p.log_prob(zs), rtol=1e-5, atol=1e-5,
                                err_msg="sample_and_log_prob's log-density differs from log_prob of its sample")
     mean, std = jnp.mean(z, axis=0), jnp.std(z, axis=0)

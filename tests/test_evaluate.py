@@ -6,8 +6,10 @@ import math
 import jax
 import jax.numpy as jnp
 import numpy as np
+from flax import nnx
 from scipy.special import logsumexp
 
+import jaxvae as jv
 from jaxvae import diagnostics, evaluate
 from jaxvae.posteriors import DiagonalGaussian
 from tests.test_objectives import _ppca
@@ -90,3 +92,42 @@ def test_mutual_information_limits():
     sharp = DiagonalGaussian(jax.random.normal(jax.random.key(1), (n, d)) * 100.0, jnp.full((n, d), -5.0))
     np.testing.assert_allclose(float(diagnostics.mutual_information(sharp, jax.random.key(2))), math.log(n),
                                atol=0.1)
+
+
+class _DropoutEncoder(nnx.Module):
+    """A user's encoder with an ``nnx.Dropout`` (training-only noise, switched by NNX's ``deterministic``)."""
+
+    def __init__(self, rate, *, rngs):
+        self.hidden = nnx.Linear(6, 8, rngs=rngs)
+        self.dropout = nnx.Dropout(rate, rngs=nnx.Rngs(dropout=0))
+        self.head = nnx.Linear(8, 4, rngs=rngs)
+
+    def __call__(self, x):
+        return jv.DiagonalGaussian.from_raw(self.head(self.dropout(jax.nn.relu(self.hidden(x)))))
+
+
+def test_a_user_models_dropout_is_off_in_iwae_evaluation_and_on_in_training():
+    """Issue 36 (6): evaluation entry points use the model's evaluation view (NNX's Module.eval()), so a user's
+    nnx.Dropout does not randomize the IWAE estimate (jv.iwae_log_likelihood's evaluator) or the ELBO evaluation:
+    they do not change with the dropout's random stream (which the split module carries in its parameters), while
+    the training forward pass does."""
+    def build(rngs):
+        return jv.VAE(_DropoutEncoder(0.5, rngs=rngs), jv.MLPDecoder(2, (6,), (8,), num_outputs=1, rngs=rngs),
+                      jv.Bernoulli(), jv.StandardNormal(2), (6,))
+
+    model = jv.PureModel.from_builder(build)  # abstract: no eager initialization (5 s of op compiles)
+    rng = np.random.default_rng(0)
+    params = jax.tree.map(lambda s: jnp.asarray(rng.normal(size=s.shape), s.dtype)
+                          if jnp.issubdtype(s.dtype, jnp.floating) else jnp.zeros(s.shape, s.dtype),
+                          model.abstract_params())
+    params["encoder"]["dropout"]["rngs"]["key"] = jax.random.key(0)
+    other = jax.tree.map(lambda a: a, params)  # the same weights, another dropout stream
+    other["encoder"]["dropout"]["rngs"]["key"] = jax.random.key(7)
+    x = (np.random.default_rng(0).uniform(size=(5, 6)) > 0.5).astype(np.float32)
+    key = jax.random.key(1)
+    iwae = evaluate.make_iwae_evaluator(model, num_samples=8, batch_size=5)  # what jv.iwae_log_likelihood runs
+    np.testing.assert_array_equal(iwae(params, x, key).log_px, iwae(other, x, key).log_px)
+    elbo = evaluate.make_elbo_evaluator(model, batch_size=5)
+    assert elbo(params, x, key)["elbo"] == elbo(other, x, key)["elbo"]
+    train = jax.jit(model.forward, static_argnums=3)
+    assert not np.allclose(train(params, x, key, 2).log_weights, train(other, x, key, 2).log_weights, atol=1e-4)

@@ -118,6 +118,108 @@ def test_planar_steps_are_invertible_for_any_raw_parameters():
         assert np.all(wu >= -1.0 - 1e-4)  # m(a) = -1 + softplus(a) > -1: invertible (float rounding aside)
 
 
+def _jacobians(f, z):
+    """[B, D, D] Jacobians of example b's output with respect to its own input (traceable, for use inside jit): the
+    bijection's per-example leaves ``[B, ...]`` and ``z [B, D]`` vmapped together (each a batch of one inside)."""
+    def one(fb, zb):
+        return jax.jacfwd(lambda v: fb.forward_and_log_det(v[None])[0][0])(zb)
+
+    return jax.vmap(one)(jax.tree.map(lambda a: a[:, None], f), z)
+
+
+def _log_det_and_jacobians(f, z):
+    """``(log_det [B], jacobians [B, D, D])`` as numpy arrays (converted where the dtype was made: under x64, jax
+    arithmetic on a float64 array would otherwise round it to float32)."""
+    log_det, jac = jax.jit(lambda f, z: (f.forward_and_log_det(z)[1], _jacobians(f, z)))(f, z)
+    return np.asarray(log_det), np.asarray(jac)
+
+
+def _reference_error(jac):
+    """A bound on the rounding error of float64 ``slogdet`` of Jacobians ``[B, D, D]`` near singularity: 100 ulps
+    times their condition numbers (1e-10 to 1e-8 nats here; the bugs below were 1e-5 to 1e-3 nats)."""
+    return 100 * np.finfo(np.float64).eps * np.linalg.cond(np.asarray(jac))
+
+
+def _planar_at_the_boundary(w_norm, wu, z, a):
+    """Raw planar parameters (numpy) with ``|w| = w_norm``, ``w^T u = wu`` and ``w^T z + b = a`` at ``z [B, D]``
+    (one value of each per example, ``[B]``): u anti-aligned with w plus a component orthogonal to it."""
+    d = z.shape[-1]
+    direction = np.ones(d) / np.sqrt(d)
+    ortho = np.zeros(d)
+    ortho[:2] = np.array([1.0, -1.0]) / np.sqrt(2.0)  # orthogonal to `direction`
+    w = w_norm[:, None] * direction
+    u = (wu / w_norm)[:, None] * direction + 0.3 * ortho
+    return u, w, a - np.sum(w * z, axis=-1)
+
+
+def test_planar_log_det_is_the_log_det_of_the_autodiff_jacobian_up_to_the_invertibility_boundary():
+    """Issue 36 (4): |w| = 1e-3 with w^T u = -10 gave w^T u_hat = -1.089 (the `+ 1e-8` beside |w|^2 in u_hat):
+    det df/dz = -0.089 near a = 0, a folded map reported with a finite log-determinant; and `log(|.| + 1e-8)`
+    biased every log-determinant by about 1e-8/det (2.2e-4 nats at det = 4.5e-5, w^T u = -10, a = 0)."""
+    w_norm = np.array([1e-3, 1e-3, 1.0, 1.0, 2.0, 0.5, 1e-4])
+    wu = np.array([-10.0, -10.0, -10.0, -10.0, -4.0, 3.0, -12.0])
+    a = np.array([0.0, 0.3, 0.0, -0.05, 1e-3, 0.0, 0.0])
+    z = np.random.default_rng(0).normal(size=(7, 3))
+    with jax.enable_x64(True):
+        f = flows.Planar(*(jnp.asarray(v, jnp.float64) for v in _planar_at_the_boundary(w_norm, wu, z, a)))
+        wu_hat = np.sum(np.asarray(f.w) * np.asarray(jax.jit(flows.Planar.u_hat)(f)), axis=-1)
+        log_det, jac = _log_det_and_jacobians(f, jnp.asarray(z, jnp.float64))
+    # The constraint is exact: w^T u_hat = m(w^T u) = -1 + softplus(w^T u) > -1.
+    np.testing.assert_allclose(wu_hat, -1.0 + np.logaddexp(0.0, wu), rtol=1e-12, atol=1e-12)
+    assert np.all(wu_hat > -1.0)
+    sign, logabs = np.linalg.slogdet(np.asarray(jac))
+    np.testing.assert_array_equal(sign, 1.0)  # orientation-preserving: the map does not fold
+    np.testing.assert_array_less(np.abs(log_det - logabs), _reference_error(jac))
+    # Closed form: log(tanh^2 a + sech^2 a softplus(w^T u)) (with w^T u_hat = m exactly).
+    np.testing.assert_allclose(log_det, np.log(np.tanh(a) ** 2 + np.logaddexp(0.0, wu) / np.cosh(a) ** 2),
+                               rtol=1e-13, atol=1e-13)
+
+    # float32, adversarial raw parameters (w^T u = -40, |w| = 2e-3): w^T u_hat >= -1 up to the rounding of u_hat's
+    # cancelling terms (eps |u| |w|; the old code gave -1.097), a finite log-determinant and gradient; w = 0 (the
+    # second example) is a translation with log-determinant 0.
+    @jax.jit
+    def float32_case(u, w, b):
+        log_det_of = lambda uu: flows.Planar(uu, w, b).forward_and_log_det(jnp.zeros_like(u))[1]
+        return flows.Planar(u, w, b).u_hat(), log_det_of(u), jax.grad(lambda uu: jnp.sum(log_det_of(uu)))(u)
+
+    u32, w32 = np.full((2, 4), -1e4, np.float32), np.full((2, 4), 1e-3, np.float32)
+    w32[1] = 0.0
+    u_hat32, log_det32, grad = float32_case(u32, w32, np.zeros(2, np.float32))
+    wu_hat32 = np.sum(w32[0].astype(np.float64) * np.asarray(u_hat32[0], np.float64))
+    assert wu_hat32 >= -1.0 - 4 * np.finfo(np.float32).eps * 2e4 * 2e-3, wu_hat32
+    assert np.all(np.isfinite(log_det32)) and np.all(np.isfinite(grad)) and log_det32[1] == 0.0
+
+
+def _sylvester(diag1, diag2, seed, d=3, h=2):
+    """Raw Sylvester parameters of one example (numpy), with the raw diagonals of r1, r2 set to diag1, diag2."""
+    rng = np.random.default_rng(seed)
+    r1, r2 = 0.5 * rng.normal(size=(1, d, d)), 0.5 * rng.normal(size=(1, d, d))
+    r1[0][np.diag_indices(d)], r2[0][np.diag_indices(d)] = diag1, diag2
+    return r1, r2, np.zeros((1, d)), rng.normal(size=(1, h, d))
+
+
+def test_sylvester_log_det_is_exact_up_to_the_boundary_and_finite_when_tanh_saturates():
+    """Issue 36 (4): log(|1 + d1 d2 tanh'| + 1e-8) biased each step by about 1e-8/det, and in float32 a raw
+    diagonal pair (12, -12) gave tanh = +-1 exactly: 1 + d1 d2 tanh'(0) = 0 and a log-determinant of log(1e-8)
+    = -18.4 for the true log sech^2(12) = -22.6 per dimension."""
+    raw = _sylvester([6.0, -5.0, 0.7], [-6.0, 4.5, -0.2], seed=0)  # products near -1, and moderate
+    z = np.stack([np.zeros(3), 0.1 * np.random.default_rng(1).normal(size=3)])  # a = 0 (b = 0), and near it
+    with jax.enable_x64(True):
+        f = flows.Sylvester(*(jnp.asarray(np.concatenate([v, v]), jnp.float64) for v in raw))  # one step, 2 points
+        log_det, jac = _log_det_and_jacobians(f, jnp.asarray(z, jnp.float64))
+    sign, logabs = np.linalg.slogdet(np.asarray(jac))
+    np.testing.assert_array_equal(sign, 1.0)
+    np.testing.assert_array_less(np.abs(log_det - logabs), _reference_error(jac))
+    # float32 with saturated tanh: the log-determinant at a = 0 is sum log(1 - tanh x tanh y) in float64.
+    x, y = np.array([12.0, -9.5, 0.3]), np.array([-12.0, 10.0, 0.4])
+    f32 = flows.Sylvester(*(jnp.asarray(v, jnp.float32) for v in _sylvester(x, y, seed=3)))
+    log_det32 = jax.jit(flows.Sylvester.forward_and_log_det)(f32, jnp.zeros((1, 3)))[1]
+    ex, ey = np.exp(-2 * abs(x)), np.exp(-2 * abs(y))
+    exact = np.sum(np.where(x * y < 0, np.log(2 * (ex + ey) / ((1 + ex) * (1 + ey))),
+                            np.log1p(np.tanh(x) * np.tanh(y))))
+    np.testing.assert_allclose(log_det32, [exact], rtol=1e-6)
+
+
 @pytest.mark.parametrize("posterior", [pytest.param("planar", marks=pytest.mark.slow),
                                        pytest.param("radial", marks=pytest.mark.slow),
                                        pytest.param("iaf", marks=pytest.mark.slow),

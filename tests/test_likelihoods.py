@@ -192,6 +192,45 @@ def test_continuous_bernoulli_log_normalizer_float32_near_zero_and_switch():
     np.testing.assert_allclose(grad, ref[:, 1], rtol=2e-6, atol=1e-7)
 
 
+def _cb_mean_oracle(logit):
+    """E[x] = 1/2 + (coth(l/2) - 2/l)/2 of the continuous Bernoulli to ~40 significant digits (stdlib ``decimal``,
+    coth(a) = (e^{2a} + 1)/(e^{2a} - 1) at the exact binary value of the float64 input; 1/2 at l = 0)."""
+    d = decimal.Decimal(float(logit))
+    if d == 0:
+        return 0.5
+    with decimal.localcontext() as ctx:
+        ctx.prec = 50 + max(0, -3 * abs(d).adjusted())  # coth a - 1/a ~ a/3 cancels ~2 |log10 a| digits
+        e = d.exp()  # e^{2a} with a = l/2
+        return float(decimal.Decimal("0.5") + ((e + 1) / (e - 1) - 2 / d) / 2)
+
+
+def test_continuous_bernoulli_mean_float64_is_exact_to_a_few_ulps_around_the_switch_and_zero():
+    """Issue 36 (7): the mean's 4-term Langevin series for |l| < 1 was 2e-8 off its closed form just below
+    |l| = 1 in float64; it must agree with a 50-digit oracle to a few ulps everywhere on the grid (|l| <= 2,
+    dense around 1 and 2, and near 0), and stay within float32 rounding in float32."""
+    grid = np.concatenate([_CB_GRID, np.linspace(0.9, 1.1, 41), 2.0 + np.array([-1e-3, -2**-51, 0.0, 2**-51,
+                                                                                1e-3]), [3.0, 7.5, 40.0]])
+    grid = np.concatenate([grid, -grid])
+    ref = np.array([_cb_mean_oracle(v) for v in grid])
+    out = grid[:, None]
+    with jax.enable_x64(True):
+        mean = jax.jit(L.ContinuousBernoulli().mean)(jnp.asarray(out, jnp.float64))
+        assert mean.dtype == jnp.float64
+    np.testing.assert_allclose(np.asarray(mean), ref, rtol=4 * np.finfo(np.float64).eps, atol=0)
+    mean32 = jax.jit(L.ContinuousBernoulli().mean)(jnp.asarray(out, jnp.float32))
+    ref32 = np.array([_cb_mean_oracle(v) for v in grid.astype(np.float32).astype(np.float64)])
+    np.testing.assert_allclose(np.asarray(mean32, np.float64), ref32, rtol=4 * np.finfo(np.float32).eps, atol=0)
+
+
+def test_the_coth_series_coefficients_are_the_exact_bernoulli_ratios():
+    """c_n = 2^{2n} B_{2n} / (2n)! from exact arithmetic equals the log-normalizer's hand-written rationals."""
+    written = (1 / 3, -1 / 45, 2 / 945, -1 / 4725, 2 / 93555, -1382 / 638512875, 4 / 18243225,
+               -3617 / 162820783125, 87734 / 38979295480125, -349222 / 1531329465290625)
+    assert L._COTH_SERIES[:10] == written
+    ratios = np.abs(np.array(L._COTH_SERIES[1:]) / np.array(L._COTH_SERIES[:-1]))
+    np.testing.assert_allclose(ratios[-5:], 1 / np.pi**2, rtol=1e-6)  # |c_n| ~ 2 / pi^{2n}
+
+
 def test_discretized_logistic_mixture_sums_to_one():
     rng = np.random.default_rng(1)
     m, n = 5, 64
