@@ -1,4 +1,4 @@
-"""``python -m benchmarks NAME [options]``: user-runnable benchmarks; results are appended to RESULTS.md."""
+"""``python -m benchmarks NAME [options]``: user-runnable benchmarks; each run records its result in RESULTS.md."""
 
 import sys
 
@@ -21,9 +21,17 @@ benchmarks:
   gradient_snr       encoder/decoder gradient SNR vs k under IWAE, DReG and PIWAE (Rainforth et al. Fig. 1)
   sharding           train-step time on a 1-device vs an N-device mesh (simulated CPU devices or real ones)
   cli_startup        wall time of `jaxvae --help` / `presets` / `config show`, beside an earlier revision
+  signal_latency     SIGTERM to acknowledgement and to exit 75 of a PixelCNN run, chunks bounded in time vs not
   reproduce          train + evaluate (k=5000) published VAE set-ups and compare with the papers' numbers
 
 Each takes --help. PyTorch runs in benchmarks/.venv-torch (create it with `make bench-torch-env`)."""
+
+# name -> the module whose main(argv) runs it
+BENCHMARKS = {name: f"benchmarks.{name}" for name in (
+    "throughput", "sweep_efficiency", "strategies", "monitor_cost", "sample_quality", "iwae_speed", "sharding",
+    "hierarchy_throughput", "stabilizers", "init_compare", "gradient_snr", "collapse", "disentanglement",
+    "cli_startup", "semi_supervised", "conditional_samples", "signal_latency")}
+BENCHMARKS["reproduce"] = "benchmarks.reproduce.harness"
 
 
 def main() -> None:
@@ -31,17 +39,13 @@ def main() -> None:
         print(USAGE)
         sys.exit(0 if len(sys.argv) >= 2 else 2)
     name, rest = sys.argv[1], sys.argv[2:]
-    import importlib
-
-    if name in ("throughput", "sweep_efficiency", "strategies", "monitor_cost", "sample_quality", "iwae_speed",
-                "sharding", "hierarchy_throughput", "stabilizers", "init_compare", "gradient_snr", "collapse",
-                "disentanglement", "cli_startup", "semi_supervised", "conditional_samples"):
-        importlib.import_module(f"benchmarks.{name}").main(rest)
-    elif name == "reproduce":
-        importlib.import_module("benchmarks.reproduce.harness").main(rest)
-    else:
+    if name not in BENCHMARKS:
         print(f"unknown benchmark {name!r}\n\n{USAGE}", file=sys.stderr)
         sys.exit(2)
+    import importlib
+
+    importlib.import_module(BENCHMARKS[name]).main(rest)
 
 
-main()
+if __name__ == "__main__":
+    main()

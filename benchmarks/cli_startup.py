@@ -16,7 +16,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchmarks.common import append_results, command_line, median
+from benchmarks.common import command_line, median, record_results
 
 REPO = Path(__file__).resolve().parents[1]
 COMMANDS = (("jaxvae --help", ["-m", "jaxvae", "--help"]), ("jaxvae presets", ["-m", "jaxvae", "presets"]),
@@ -36,7 +36,7 @@ def main(argv: list[str]) -> None:
     p.add_argument("--baseline", help="a git revision to measure beside the working tree (e.g. the commit before "
                    "a change)")
     p.add_argument("--repeats", type=int, default=7, help="runs of each command (default 7)")
-    p.add_argument("--no-record", action="store_true", help="print the table without appending to RESULTS.md")
+    p.add_argument("--no-record", action="store_true", help="print the table without recording it in RESULTS.md")
     args = p.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
         sources = {"this tree": REPO}
@@ -62,5 +62,5 @@ def main(argv: list[str]) -> None:
     table = "\n".join(lines)
     print(table)
     if not args.no_record:
-        append_results("CLI start-up", command_line(), table,
+        record_results("cli_startup", "CLI start-up", command_line(), table,
                        f"Each command a fresh `python -m jaxvae` process, {args.repeats} runs each, interleaved.")

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -145,17 +146,22 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--steps", type=int, default=None,
                    help="training steps per run (default: image 800 of batch 100; text 8400 of batch 64, the "
                         "words preset's 10 epochs)")
-    p.add_argument("--nll-samples", type=int, default=50)
-    p.add_argument("--nll-examples", type=int, default=500)
-    p.add_argument("--workdir", help="keep the runs here (default: a temporary folder)")
-    p.add_argument("--plot", default=None, help="default: benchmarks/collapse.png (image), collapse_text.png")
+    p.add_argument("--nll-samples", type=int, default=50, help="IWAE k of the test NLL (default 50)")
+    p.add_argument("--nll-examples", type=int, default=500, help="test examples of the NLL (default 500)")
+    p.add_argument("--workdir", help="keep the runs here (default: a temporary folder); finished runs are reused")
+    p.add_argument("--plot", default=None,
+                   help="default: benchmarks/collapse.png (image), collapse_text.png (text); with --no-record, "
+                        "the temporary folder")
     p.add_argument("--skip", action="append", default=[], metavar="TEXT",
                    help="leave out the runs whose name contains TEXT (repeatable); the table says which")
-    p.add_argument("--no-record", action="store_true")
+    p.add_argument("--only", action="append", default=[], metavar="TEXT",
+                   help="run only the runs whose name contains TEXT (repeatable); the table says which were "
+                        "left out")
+    p.add_argument("--no-record", action="store_true", help="do not record the run in RESULTS.md")
     args = p.parse_args(argv)
     task = TASKS[args.task]
     steps = args.steps or task["default_steps"]
-    plot = Path(args.plot or Path(__file__).with_name(task["plot"]))
+    plot = common.output_path(args.plot, task["plot"], record=not args.no_record)
     data = []
     if args.task == "image":
         data_dir = args.data_dir or str(common.SHARED_DATA / "binarized_mnist")
@@ -171,7 +177,7 @@ def main(argv: list[str] | None = None) -> None:
     results = []
     skipped = []
     for i, (name, sets) in enumerate(task["runs"](steps).items()):
-        if any(text in name for text in args.skip):
+        if any(text in name for text in args.skip) or (args.only and not any(t in name for t in args.only)):
             skipped.append(name)
             continue
         workdir = root / f"run{i}"
@@ -209,18 +215,19 @@ def main(argv: list[str] | None = None) -> None:
                      f"{'yes' if end else 'no'} | {t:.0f} |")
     table = "\n".join([header, *lines])
     if skipped:
-        table += "\n\nLeft out (--skip): " + "; ".join(skipped) + "."
+        table += "\n\nLeft out (--skip / --only): " + "; ".join(skipped) + "."
     print(table)
     title = f"{task['plot_title']}, {steps} steps of batch {task['batch']}"
     _plot(results, plot, title, task["latents"])
     print(f"plot: {plot}")
     if not args.no_record:
         epochs = steps / task["epoch"]
-        common.append_results(
-            task["title"], common.command_line(), table,
+        common.record_results(
+            "collapse" if args.task == "image" else f"collapse-{args.task}", task["title"], common.command_line(),
+            table,
             f"SHORTENED: {steps} steps of batch {task['batch']} ({epochs:.1f} epochs) per run; {task['setup']}; "
             f"IWAE with k={args.nll_samples} on {args.nll_examples} random test examples. Plot: "
-            f"benchmarks/{plot.name}.")
+            f"benchmarks/{os.path.relpath(plot, common.HERE)}.")
 
 
 if __name__ == "__main__":

@@ -20,12 +20,15 @@ from benchmarks import common
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog="python -m benchmarks conditional_samples", description=__doc__)
-    p.add_argument("--data-dir", default=str(common.SHARED_DATA / "mnist"))
-    p.add_argument("--epochs", type=int, default=15)
+    p.add_argument("--data-dir", default=str(common.SHARED_DATA / "mnist"), help="the MNIST folder")
+    p.add_argument("--epochs", type=int, default=15, help="training epochs of each model (default 15)")
     p.add_argument("--per-label", type=int, default=1000, help="samples per label")
-    p.add_argument("--no-record", action="store_true")
+    p.add_argument("--classifier-epochs", type=int, default=5,
+                   help="epochs of the MNIST feature classifier behind the FD proxy (default 5, as in every "
+                        "recorded run; cached per setting); fewer only for a quick check")
+    p.add_argument("--no-record", action="store_true", help="do not record the run in RESULTS.md")
     args = p.parse_args(argv)
-    _, clf, acc, test_feat = common.mnist_classifier(args.data_dir)
+    _, clf, acc, test_feat = common.mnist_classifier(args.data_dir, args.classifier_epochs)
     import jax
 
     from jaxvae import conditional, frechet, runs, samplers
@@ -69,8 +72,8 @@ def main(argv: list[str] | None = None) -> None:
     table = "\n".join("| " + " | ".join(r) + " |" for r in (header, ["---"] * len(header), vae, cvae))
     print(table)
     if not args.no_record:
-        common.append_results(
-            "Conditional VAE on MNIST: samples of the requested label (classifier check)",
+        common.record_results(
+            "conditional_samples", "Conditional VAE on MNIST: samples of the requested label (classifier check)",
             common.command_line(), table,
             f"The `mnist` preset's network (MLP 784-500-20, Bernoulli on grey levels, Adam 1e-3, batch 128), "
             f"{args.epochs} epochs, with and without `model.conditional=cvae`. {args.per_label} prior samples per "

@@ -11,13 +11,16 @@ Outputs: a table of the per-model means and standard deviations over seeds (and 
 reported by Chen et al. 2018 (beta-TCVAE above the plain VAE and the beta-VAE on MIG) and Kim & Mnih 2018
 (a total-correlation penalty above the plain VAE on their score) checked on our numbers, a plot of the metrics
 per run (``benchmarks/disentanglement.png``) and latent traversal grids of seed 0 of each model
-(``benchmarks/disentanglement_traversals.png``). Finished sweeps and evaluations in ``--workdir`` are reused.
+(``benchmarks/disentanglement_traversals.png``; ``--plot-dir`` elsewhere, and a ``--no-record`` run writes them to
+the temporary folder). Finished sweeps and evaluations in ``--workdir`` are reused. ``--models`` trains a subset
+(an ordering whose models were not trained is reported as not checked).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -47,6 +50,9 @@ def models(steps: int) -> list[tuple[str, list[str], dict[str, str]]]:
         ("pi", ["--set", "objective.controller=pi", "objective.pi.kl_target=8", "objective.beta_start=1",
                 "objective.beta=10"], {"": "PI control (KL=8, beta in [1, 10])"}),
     ]
+
+
+SWEEPS = [name for name, _, _ in models(0)]
 
 
 def _run(cmd: list[str]) -> None:
@@ -136,10 +142,18 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--points", type=int, default=5000,
                    help="training points of each metric (test/evaluation points: half); disentanglement_lib's "
                         "study uses 10000 (default 5000)")
+    p.add_argument("--models", default=",".join(SWEEPS),
+                   help="comma-separated subset of the sweeps " + ", ".join(SWEEPS) + " (default: all)")
     p.add_argument("--workdir",
                    help="keep the sweeps here (default: a temporary folder); finished parts are reused")
-    p.add_argument("--no-record", action="store_true")
+    p.add_argument("--plot-dir", default=None,
+                   help="where the two plots go (default: benchmarks/; with --no-record, the temporary folder)")
+    p.add_argument("--no-record", action="store_true", help="do not record the run in RESULTS.md")
     args = p.parse_args(argv)
+    chosen = [m for m in args.models.split(",") if m]
+    unknown = sorted(set(chosen) - set(SWEEPS))
+    if unknown or not chosen:
+        raise SystemExit(f"unknown model sweep(s) {unknown}; choose from {', '.join(SWEEPS)}")
     root = Path(args.workdir or tempfile.mkdtemp(prefix="jaxvae-disentanglement-"))
     jaxvae = [sys.executable, "-m", "jaxvae"]
     common_sets = [f"train.steps={args.steps}", "train.log_every=250", "train.checkpoint_every=100000",
@@ -147,6 +161,8 @@ def main(argv: list[str] | None = None) -> None:
     rows = []
     names = []
     for sweep, extra, labels in models(args.steps):
+        if sweep not in chosen:
+            continue
         workdir = root / sweep
         if not (workdir / "sweep.json").exists():
             if extra[0] == "--over":  # a grid, times the seeds
@@ -197,7 +213,7 @@ def main(argv: list[str] | None = None) -> None:
     def mean_of(model: str, key: str) -> float:
         return statistics.mean(r["metrics"][key] for r in rows if r["model"] == model)
 
-    vae, beta, tc = names[0], names[1], next(n for n in names if n.startswith("beta-TCVAE"))
+    vae, beta, tc = "VAE", "beta-VAE (beta=4)", "beta-TCVAE (beta=6)"
     checks = []
     orderings = (
         ("beta-TCVAE above the plain VAE on MIG (Chen et al. 2018)", tc, vae, "mig"),
@@ -207,6 +223,9 @@ def main(argv: list[str] | None = None) -> None:
         ("beta-VAE above the plain VAE on MIG (Chen et al. 2018, Higgins et al. 2017)", beta, vae, "mig"),
     )
     for claim, a, b, key in orderings:
+        if a not in names or b not in names:
+            checks.append(f"- {claim}: not checked ({a if a not in names else b} not trained, see --models)")
+            continue
         ma, mb = mean_of(a, key), mean_of(b, key)
         paired = sum(ra["metrics"][key] > rb["metrics"][key] for ra, rb in zip(
             [r for r in rows if r["model"] == a], [r for r in rows if r["model"] == b]))
@@ -215,15 +234,18 @@ def main(argv: list[str] | None = None) -> None:
     table = "\n".join([header, *lines, "", "Every run:", "", *per_run, "", "Orderings on our numbers:", "",
                        *checks])
     print(table)
-    plot = Path(__file__).with_name("disentanglement.png")
+    plot = common.output_path(args.plot_dir and str(Path(args.plot_dir) / "disentanglement.png"),
+                              "disentanglement.png", record=not args.no_record)
     _plot_metrics(rows, names, plot)
     grids = [traversal_grid(next(r["member"] for r in rows if r["model"] == n), n.split(" (")[0]) for n in names]
-    trav = Path(__file__).with_name("disentanglement_traversals.png")
+    trav = common.output_path(args.plot_dir and str(Path(args.plot_dir) / "disentanglement_traversals.png"),
+                              "disentanglement_traversals.png", record=not args.no_record)
     _plot_traversals(grids, trav, span=2.5)
     print(f"plots: {plot}, {trav}")
     if not args.no_record:
         epochs = args.steps * 64 / TRAIN_EXAMPLES[args.dataset]
-        common.append_results(
+        common.record_results(
+            "disentanglement",
             f"Disentanglement on {args.dataset}: VAE, beta-VAE, capacity, beta-TCVAE, PI control",
             common.command_line(), table,
             f"SHORTENED: {args.steps} steps of batch 64 ({epochs:.1f} epochs) per model (disentanglement_lib's "
@@ -233,7 +255,7 @@ def main(argv: list[str] | None = None) -> None:
             f"posterior means with disentanglement_lib's definitions and {args.points:,} training / "
             f"{args.points // 2:,} test points (the study: 10,000 / 5,000), every factor of the grid but the "
             f"constant color; table cells are mean ± standard deviation over seeds. Plots: "
-            f"benchmarks/{plot.name}, benchmarks/{trav.name}.")
+            f"benchmarks/{os.path.relpath(plot, common.HERE)}, benchmarks/{os.path.relpath(trav, common.HERE)}.")
 
 
 if __name__ == "__main__":

@@ -7,12 +7,14 @@ parameters and for one fixed minibatch, each estimator's gradient is drawn with 
 parameter, SNR = |mean| / standard deviation over the draws; the table gives the median over the encoder's
 (inference network) and over the decoder's (generative network) parameters. PIWAE uses M = k/4 groups of K = 4
 (k = 1: M = K = 1). Expected: IWAE's encoder SNR falls as k grows (O(1/sqrt(k))), DReG's does not; every
-decoder SNR grows. Writes ``gradient_snr.png`` beside RESULTS.md.
+decoder SNR grows. Writes ``gradient_snr.png`` beside RESULTS.md (``--plot`` elsewhere; a ``--no-record`` run
+writes it to the temporary folder).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import tempfile
 from pathlib import Path
 
@@ -33,13 +35,16 @@ def _snr(grads: np.ndarray) -> float:
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog="python -m benchmarks gradient_snr", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--ks", default="1,4,16,64,256")
+    p.add_argument("--ks", default="1,4,16,64,256", help="comma-separated numbers of importance samples k")
     p.add_argument("--draws", type=int, default=200, help="gradient draws per estimator and k")
     p.add_argument("--batch", type=int, default=16, help="examples in the fixed minibatch")
     p.add_argument("--train-steps", type=int, default=2000, help="steps of ordinary training before measuring")
     p.add_argument("--data-dir", default=str(common.SHARED_DATA / "binarized_mnist"),
                    help="statically binarized MNIST (falls back to the embedded digits when absent)")
-    p.add_argument("--no-record", action="store_true")
+    p.add_argument("--plot", default=None,
+                   help="where to write the plot (default: benchmarks/gradient_snr.png; with --no-record, the "
+                        "temporary folder)")
+    p.add_argument("--no-record", action="store_true", help="do not record the run in RESULTS.md")
     args = p.parse_args(argv)
     import jax
     import jax.numpy as jnp
@@ -89,13 +94,14 @@ def main(argv: list[str] | None = None) -> None:
         rows.append(f"| {k} | {cells} |")
     text = "\n".join(rows)
     print(text)
-    png = common.HERE / "gradient_snr.png"
+    png = common.output_path(args.plot, "gradient_snr.png", record=not args.no_record)
     _plot(table, ks, png)
     print(f"Wrote {png}")
     if not args.no_record:
-        common.append_results(
-            "Gradient SNR of the inference and generative networks: IWAE vs DReG vs PIWAE", common.command_line(),
-            text + f"\n\n![gradient SNR]({png.name})",
+        common.record_results(
+            "gradient_snr", "Gradient SNR of the inference and generative networks: IWAE vs DReG vs PIWAE",
+            common.command_line(),
+            text + f"\n\n![gradient SNR]({os.path.relpath(png, common.HERE)})",
             f"{preset} preset after {args.train_steps} training steps (ELBO, Adam 1e-3); one fixed minibatch of "
             f"{args.batch} test images; {args.draws} gradient draws per cell; SNR = median over parameters of "
             "|mean| / std. PIWAE: M = k/4 groups of K = 4 for the encoder, IWAE over all k for the decoder.")

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import sys
 import tempfile
@@ -84,14 +83,16 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--models", default="mlp1,mlp2,topdown1,topdown",
                    help="comma-separated: " + ", ".join(NETWORKS))
     p.add_argument("--batch", type=int, default=100)
-    p.add_argument("--epochs", type=int, default=4, help="epochs per run; the first (compiling) is warm-up")
+    p.add_argument("--epochs", type=int, default=4,
+                   help="epochs per run; the first (compiling) is warm-up, so at least 2 give examples/s")
     p.add_argument("--mlp-steps", type=int, default=100, help="steps per epoch of the MLP models")
     p.add_argument("--conv-steps", type=int, default=10, help="steps per epoch of the top-down models")
-    p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--device", choices=["cpu", "gpu"], default="cpu")
+    p.add_argument("--repeats", type=int, default=3, help="runs per variant; the median is reported")
+    p.add_argument("--device", choices=["cpu", "gpu"], default="cpu",
+                   help="gpu: JAX on CUDA (JAX_PLATFORMS=cuda) and PyTorch on cuda")
     p.add_argument("--torch-python", default=str(common.HERE / ".venv-torch" / "bin" / "python"),
                    help="python of the PyTorch environment (make bench-torch-env); '' to skip")
-    p.add_argument("--no-record", action="store_true", help="do not append to RESULTS.md")
+    p.add_argument("--no-record", action="store_true", help="do not record the run in RESULTS.md")
     p.add_argument("--single", help=argparse.SUPPRESS)
     p.add_argument("--data", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -124,31 +125,44 @@ def main(argv: list[str] | None = None) -> None:
             for m, k in variants[r % len(variants):] + variants[:r % len(variants)]:
                 res = _measure(k, m, args.batch, args.epochs, paths[m], args.device, torch_python)
                 results[(m, k)].append(res)
-                print(f"repeat {r + 1}/{args.repeats} {m:9s} {k:12s} {res['examples_per_sec']:>9,.0f} ex/s",
-                      flush=True)
-    med = {key: common.median([x["examples_per_sec"] for x in v]) for key, v in results.items()}
+                why = f"  ({res['why']})" if res.get("why") else ""
+                print(f"repeat {r + 1}/{args.repeats} {m:9s} {k:12s} {common.fmt(res['examples_per_sec']):>9} "
+                      f"ex/s{why}", flush=True)
+    med = {key: common.median_known([x["examples_per_sec"] for x in v]) for key, v in results.items()}
     rows = ["| model | variant | examples/s (median) | min | max | vs PyTorch eager | step cost vs one-layer |",
             "|---|---|---|---|---|---|---|"]
+    fmt = common.fmt
     for m in models:
         for k in kinds:
             if (m, k) not in results:
                 continue
-            eps = [x["examples_per_sec"] for x in results[(m, k)]]
-            vs_torch = med[(m, k)] / med[(m, "torch-eager")] if (m, "torch-eager") in med else math.nan
+            eps = [x["examples_per_sec"] for x in results[(m, k)] if x["examples_per_sec"] is not None]
             base = BASELINE[m]
-            rel = med[(base, k)] / med[(m, k)] if (base, k) in med else math.nan
-            vs = "— (no PyTorch model)" if math.isnan(vs_torch) else f"{vs_torch:.2f}x"
-            rows.append(f"| {m} | {k} | {med[(m, k)]:,.0f} | {min(eps):,.0f} | {max(eps):,.0f} | "
-                        f"{vs} | {rel:.2f}x {base} |")
+            if (m, "torch-eager") not in med:
+                vs = "— (no PyTorch model)" if m not in TORCH_MODELS else "n/a (PyTorch not run)"
+            else:
+                vs = fmt(common.ratio(med[(m, k)], med[(m, "torch-eager")]), ".2f")
+                vs += "x" if vs != common.MISSING else ""
+            if (base, k) not in med:
+                rel = f"n/a ({base} not run)"
+            else:
+                rel = fmt(common.ratio(med[(base, k)], med[(m, k)]), ".2f")
+                rel += f"x {base}" if rel != common.MISSING else ""
+            rows.append(f"| {m} | {k} | {fmt(med[(m, k)])} | {fmt(min(eps, default=None))} | "
+                        f"{fmt(max(eps, default=None))} | {vs} | {rel} |")
     table = "\n".join(rows)
     print(table)
+    reasons = common.missing_reasons({f"{m} {k}": v for (m, k), v in results.items()})
+    if reasons:
+        print(reasons)
     if not args.no_record:
-        common.append_results("Hierarchy training throughput vs PyTorch eager", common.command_line(), table,
-                              f"Batch {args.batch}; {args.epochs} epochs per run (the first is warm-up) of "
-                              f"{args.mlp_steps} (MLP) / {args.conv_steps} (top-down) steps; {args.repeats} "
-                              "repeats. 'step cost vs one-layer' = the one-layer model's examples/s over this "
-                              "model's, in the same framework (mlp1 for mlp2, topdown1 for topdown, diag for the "
-                              "flows).")
+        common.record_results(
+            "hierarchy_throughput", "Hierarchy training throughput vs PyTorch eager", common.command_line(),
+            table,
+            f"Batch {args.batch}; {args.epochs} epochs per run (the first is warm-up) of {args.mlp_steps} (MLP) / "
+            f"{args.conv_steps} (top-down) steps; {args.repeats} repeats. 'step cost vs one-layer' = the "
+            "one-layer model's examples/s over this model's, in the same framework (mlp1 for mlp2, topdown1 for "
+            "topdown, diag for the flows)." + (f" {reasons}" if reasons else ""))
 
 
 if __name__ == "__main__":

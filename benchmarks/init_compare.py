@@ -24,18 +24,25 @@ def _jaxvae(init: str, seed: int, epochs: int, data_dir: Path, workdir: Path) ->
     cmd = [sys.executable, "-m", "jaxvae", "train", "--preset", "binarized-mnist", "--workdir", str(workdir),
            "--no-progress", "--set", f"model.init={init}", f"train.seed={seed}", f"train.epochs={epochs}",
            f"data.dir={data_dir}", "eval.num_samples=10", "eval.max_examples=100", "monitor.every=0"]
-    subprocess.run(cmd, check=True, capture_output=True, text=True)
+    out = subprocess.run(cmd, capture_output=True, text=True)
+    if out.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)} failed:\n{out.stderr[-3000:]}")
     return -json.loads((workdir / "summary.json").read_text())["test_elbo"]
 
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog="python -m benchmarks init_compare", description=__doc__)
-    p.add_argument("--epochs", type=int, default=10)
-    p.add_argument("--seeds", type=int, default=3)
-    p.add_argument("--data-dir", default=str(common.SHARED_DATA / "binarized_mnist"))
-    p.add_argument("--torch-python", default=str(common.HERE / ".venv-torch" / "bin" / "python"))
-    p.add_argument("--no-record", action="store_true")
+    p.add_argument("--epochs", type=int, default=10, help="training epochs per run (default 10)")
+    p.add_argument("--seeds", type=int, default=3, help="seeds 0..N-1 of every variant (default 3)")
+    p.add_argument("--data-dir", default=str(common.SHARED_DATA / "binarized_mnist"),
+                   help="the statically binarized MNIST folder")
+    p.add_argument("--torch-python", default=str(common.HERE / ".venv-torch" / "bin" / "python"),
+                   help="python of the PyTorch environment (make bench-torch-env); pythae's row is left out "
+                        "without it")
+    p.add_argument("--no-record", action="store_true", help="do not record the run in RESULTS.md")
     args = p.parse_args(argv)
+    if not any(Path(args.data_dir).glob("binarized_mnist_train*")):
+        sys.exit(f"Statically binarized MNIST not found in {args.data_dir}; pass --data-dir.")
     from jaxvae import config, runs
 
     cfg = config.apply_overrides(config.get_preset("binarized-mnist"), [f"data.dir={args.data_dir}"])
@@ -51,7 +58,7 @@ def main(argv: list[str] | None = None) -> None:
                 v = _jaxvae(init, seed, args.epochs, Path(args.data_dir), Path(tmp) / f"{init}-{seed}")
                 results[f"jaxvae, model.init={init}"].append(v)
                 print(f"jaxvae init={init} seed={seed}: test -ELBO {v:.2f}", flush=True)
-            if Path(args.torch_python).exists():
+            if args.torch_python and Path(args.torch_python).exists():
                 out = common.run_json_subprocess([args.torch_python, str(common.HERE / "torch_init_reference.py"),
                                                   "--train", str(train), "--test", str(test),
                                                   "--epochs", str(args.epochs), "--seed", str(seed)])
@@ -64,7 +71,8 @@ def main(argv: list[str] | None = None) -> None:
     table = "\n".join(rows)
     print(table)
     if not args.no_record:
-        common.append_results(
+        common.record_results(
+            "init_compare",
             f"Initialization: Flax's default vs PyTorch's, the Flax example's setting, {args.epochs} epochs",
             common.command_line(), table,
             f"Statically binarized MNIST (50k train, the 10k test set), MLP 784-500-20 (ReLU), Bernoulli, Adam "

@@ -32,6 +32,7 @@ from benchmarks import common
 HIDDEN, LATENT, D = (512, 256), 32, 784
 ENC_SIZES = [D, *HIDDEN, 2 * LATENT]
 DEC_SIZES = [LATENT, *reversed(HIDDEN), D]
+VARIANTS = ("jaxvae", "plain-jax", "torch-iwae", "pythae-nll")
 
 
 def _matmul_flops(sizes: list[int]) -> int:
@@ -75,10 +76,12 @@ def bench_jaxvae(data: np.ndarray, num_samples: int) -> dict:
 
 
 def bench_plain_jax(data: np.ndarray, num_samples: int, batch: int = 20, chunk: int = 500) -> dict:
-    """The evaluation as a JAX user would write it by hand: B images x a chunk of samples per scan step."""
+    """The evaluation as a JAX user would write it by hand: B images x a chunk of samples per scan step (the
+    largest divisor of ``num_samples`` up to ``chunk``)."""
     import jax
     import jax.numpy as jnp
 
+    chunk = math.gcd(num_samples, chunk)
     key = jax.random.key(0)
 
     def init(key, sizes):
@@ -184,18 +187,21 @@ def _env(device: str) -> dict[str, str]:
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog="python -m benchmarks iwae_speed", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--num-images", type=int, default=1000)
+    p.add_argument("--num-images", type=int, default=1000, help="test images evaluated (default 1000)")
     p.add_argument("--pythae-images", type=int, default=200,
                    help="pythae's get_nll costs the same per image; time it on this many (default 200)")
-    p.add_argument("--num-samples", type=int, default=5000)
+    p.add_argument("--num-samples", type=int, default=5000, help="importance samples k per image (default 5000)")
     p.add_argument("--repeats", type=int, default=3, help="runs per variant; the median is reported")
-    p.add_argument("--variants", default="jaxvae,plain-jax,torch-iwae,pythae-nll")
+    p.add_argument("--variants", default=",".join(VARIANTS),
+                   help="comma-separated subset of " + ", ".join(VARIANTS))
     p.add_argument("--device", choices=["cpu", "gpu"], default="cpu",
                    help="gpu: JAX on CUDA (JAX_PLATFORMS=cuda) and PyTorch on cuda; needs both installed for GPU")
-    p.add_argument("--data-dir", default=str(common.SHARED_DATA / "binarized_mnist"))
+    p.add_argument("--data-dir", default=str(common.SHARED_DATA / "binarized_mnist"),
+                   help="statically binarized MNIST (random binary images when absent; speed does not depend on "
+                        "the pixels)")
     p.add_argument("--torch-python", default=str(common.HERE / ".venv-torch" / "bin" / "python"),
                    help="python of the PyTorch benchmark environment (make bench-torch-env); '' to skip")
-    p.add_argument("--no-record", action="store_true")
+    p.add_argument("--no-record", action="store_true", help="do not record the run in RESULTS.md")
     p.add_argument("--single", help=argparse.SUPPRESS)
     p.add_argument("--data", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -203,7 +209,10 @@ def main(argv: list[str] | None = None) -> None:
         print(json.dumps(_single(args.single, Path(args.data), args.num_samples)))
         return
 
-    variants = args.variants.split(",")
+    variants = [v for v in args.variants.split(",") if v]
+    unknown = sorted(set(variants) - set(VARIANTS))
+    if unknown:
+        raise SystemExit(f"unknown variant(s) {unknown}; choose from {', '.join(VARIANTS)}")
     torch_python = args.torch_python if args.torch_python and Path(args.torch_python).exists() else None
     if not torch_python:
         dropped = [v for v in variants if v in ("torch-iwae", "pythae-nll")]
@@ -238,18 +247,24 @@ def main(argv: list[str] | None = None) -> None:
     rate_text = ", ".join(f"{k} {common.median([x['rates'][k] for x in results['matmul-rate']]):.0f}"
                           for k in results["matmul-rate"][0]["rates"])
     ceiling = gflops * 1e9 / flops_per_image(args.num_samples)
-    ref = common.median([x["images_per_sec"] for x in results.get("pythae-nll", [])] or [math.nan])
+    ref = common.median_known([x["images_per_sec"] for x in results.get("pythae-nll", [])])
     header = ("| variant | images/s (median) | min | max | compile s | peak RSS MiB | vs pythae get_nll | "
               "% of matmul ceiling |\n|---|---|---|---|---|---|---|---|")
+    fmt = common.fmt
+
+    def vs_pythae(value: float | None) -> str:
+        r = common.ratio(value, ref)
+        return "n/a (pythae not run)" if r is None else f"{r:.2f}x"
+
     lines = []
     for kind in variants:
         ips = [x["images_per_sec"] for x in results[kind]]
         med = common.median(ips)
         lines.append(f"| {kind} | {med:.2f} | {min(ips):.2f} | {max(ips):.2f} | "
-                     f"{common.median([x['compile_seconds'] for x in results[kind]]):.2f} | "
-                     f"{common.median([x['peak_rss_mib'] for x in results[kind]]):,.0f} | {med / ref:.2f}x | "
-                     f"{100 * med / ceiling:.0f}% |")
-    lines.append(f"| matmul ceiling | {ceiling:.2f} | | | | | {ceiling / ref:.2f}x | 100% |")
+                     f"{fmt(common.median_known([x['compile_seconds'] for x in results[kind]]), '.2f')} | "
+                     f"{fmt(common.median_known([x['peak_rss_mib'] for x in results[kind]]))} | "
+                     f"{vs_pythae(med)} | {100 * med / ceiling:.0f}% |")
+    lines.append(f"| matmul ceiling | {ceiling:.2f} | | | | | {vs_pythae(ceiling)} | 100% |")
     table = "\n".join([header, *lines])
     print(table)
     if not args.no_record:
@@ -260,7 +275,8 @@ def main(argv: list[str] | None = None) -> None:
                  f"this run (the fastest of XLA's default options and jaxvae's evaluation options, at 2,500 and "
                  f"10,000 rows; per setting: {rate_text}); one image needs "
                  f"{flops_per_image(args.num_samples) / 1e9:.2f} GFLOP.")
-        common.append_results(f"IWAE evaluation speed, k={args.num_samples}, MLP VAE 784-512-256-32",
+        common.record_results("iwae_speed" if args.device == "cpu" else f"iwae_speed-{args.device}",
+                              f"IWAE evaluation speed, k={args.num_samples}, MLP VAE 784-512-256-32",
                               common.command_line(), table, notes)
 
 

@@ -24,10 +24,11 @@ def _train(workdir: Path, sets: list[str]) -> dict:
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog="python -m benchmarks monitor_cost", description=__doc__)
-    p.add_argument("--data-dir", default=str(common.SHARED_DATA / "mnist"))
-    p.add_argument("--epochs", type=int, default=5)
-    p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--no-record", action="store_true")
+    p.add_argument("--data-dir", default=str(common.SHARED_DATA / "mnist"),
+                   help="the MNIST folder (the embedded digits when absent)")
+    p.add_argument("--epochs", type=int, default=5, help="training epochs per run (default 5)")
+    p.add_argument("--repeats", type=int, default=3, help="interleaved repeats; medians are reported")
+    p.add_argument("--no-record", action="store_true", help="do not record the run in RESULTS.md")
     args = p.parse_args(argv)
     mnist = (Path(args.data_dir) / "train-images-idx3-ubyte.gz").exists()
     base = (["data.name=mnist", f"data.dir={args.data_dir}", "model.latent_dim=20", "model.hidden=500"]
@@ -51,8 +52,8 @@ def main(argv: list[str] | None = None) -> None:
              f"{100 * share:.2f}% | {100 * (t_on / t_off - 1):+.1f}% |")
     print(table)
     if not args.no_record:
-        common.append_results("Latent-health monitor cost at the default interval", common.command_line(),
-                              table,
+        common.record_results("monitor_cost", "Latent-health monitor cost at the default interval",
+                              common.command_line(), table,
                               f"Medians of {args.repeats} interleaved repeats; 'monitor's own share' is the "
                               "time spent in monitor calls (jitted, 512-example held-out batch) over the training "
                               "time of the same run; 'slow-down' compares whole training times, monitor on/off.")

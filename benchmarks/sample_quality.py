@@ -12,7 +12,6 @@ import sys
 import tempfile
 from pathlib import Path
 
-import jax
 import numpy as np
 
 from benchmarks import common
@@ -20,15 +19,20 @@ from benchmarks import common
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog="python -m benchmarks sample_quality", description=__doc__)
-    p.add_argument("--data-dir", default=str(common.SHARED_DATA / "mnist"))
-    p.add_argument("--epochs", type=int, default=10)
-    p.add_argument("--num-samples", type=int, default=10_000)
-    p.add_argument("--components", type=int, default=10)
+    p.add_argument("--data-dir", default=str(common.SHARED_DATA / "mnist"), help="the MNIST folder")
+    p.add_argument("--epochs", type=int, default=10, help="training epochs of each model (default 10)")
+    p.add_argument("--num-samples", type=int, default=10_000, help="samples scored per sampler (default 10,000)")
+    p.add_argument("--components", type=int, default=10, help="components of the ex-post GMM (default 10)")
     p.add_argument("--expost-steps", type=int, default=3000,
                    help="training steps of the flow and of the two-stage VAE (default 3000)")
-    p.add_argument("--no-record", action="store_true")
+    p.add_argument("--classifier-epochs", type=int, default=5,
+                   help="epochs of the MNIST feature classifier behind the FD proxy (default 5, as in every "
+                        "recorded run; cached per setting); fewer only for a quick check")
+    p.add_argument("--no-record", action="store_true", help="do not record the run in RESULTS.md")
     args = p.parse_args(argv)
-    ds, clf, acc, test_feat = common.mnist_classifier(args.data_dir)
+    ds, clf, acc, test_feat = common.mnist_classifier(args.data_dir, args.classifier_epochs)
+    import jax
+
     from jaxvae import diagnostics, expost, frechet, runs, samplers
 
     train_feat = frechet.dataset_features(clf, ds.train[:10_000])
@@ -76,7 +80,8 @@ def main(argv: list[str] | None = None) -> None:
                  for n, a, b, c, d, e, g, r in rows))
     print(table)
     if not args.no_record:
-        common.append_results(
+        common.record_results(
+            "sample_quality",
             "Sample quality: prior vs ex-post GMM, flow and two-stage sampling, VAE vs autoencoder (MNIST)",
             common.command_line(),
             table,

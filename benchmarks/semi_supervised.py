@@ -65,13 +65,19 @@ def supervised_error(x_train, y_train, x_test, y_test, hidden: int, seed: int, s
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog="python -m benchmarks semi_supervised", description=__doc__)
-    p.add_argument("--data-dir", default=str(common.SHARED_DATA / "mnist"))
+    p.add_argument("--data-dir", default=str(common.SHARED_DATA / "mnist"), help="the MNIST folder")
     p.add_argument("--labels-per-class", type=int, default=10, help="labelled examples per class (10: 100 labels)")
     p.add_argument("--epochs", type=int, default=15, help="epochs of M2 (on pixels and on the M1 features)")
     p.add_argument("--m1-epochs", type=int, default=15, help="epochs of the M1 VAE")
-    p.add_argument("--seeds", type=int, default=3)
-    p.add_argument("--no-record", action="store_true")
+    p.add_argument("--seeds", type=int, default=3, help="seeds, each with its own labelled subset (default 3)")
+    p.add_argument("--steps", type=int, default=None,
+                   help="train every model this many steps instead of the epochs (a quick check; not recorded)")
+    p.add_argument("--eval-examples", type=int, default=1000,
+                   help="test images of the IWAE (k=100) evaluation of each model (default 1000)")
+    p.add_argument("--no-record", action="store_true", help="do not record the run in RESULTS.md")
     args = p.parse_args(argv)
+    if args.steps is not None and not args.no_record:
+        p.error("--steps is for a quick check; use it with --no-record")
     if not (Path(args.data_dir) / "train-images-idx3-ubyte.gz").exists():
         sys.exit(f"MNIST not found in {args.data_dir}; pass --data-dir.")
     from jaxvae import conditional, config, runs
@@ -79,9 +85,11 @@ def main(argv: list[str] | None = None) -> None:
     data = ["data.name=mnist", f"data.dir={args.data_dir}", "data.dynamic_binarization=true"]
     m2 = ["model.conditional=m2", f"data.labels_per_class={args.labels_per_class}", "model.hidden=500",
           "model.latent_dim=50", "train.batch_size=100", f"train.epochs={args.epochs}", "monitor.every=0",
-          "eval.num_samples=100", "eval.max_examples=1000"]
+          "eval.num_samples=100", f"eval.max_examples={args.eval_examples}"]
     m1 = ["model.hidden=600,600", "model.latent_dim=50", "train.batch_size=100", f"train.epochs={args.m1_epochs}",
-          "monitor.every=0", "eval.num_samples=100", "eval.max_examples=1000"]
+          "monitor.every=0", "eval.num_samples=100", f"eval.max_examples={args.eval_examples}"]
+    if args.steps is not None:
+        m2, m1 = [*m2, f"train.steps={args.steps}"], [*m1, f"train.steps={args.steps}"]
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for seed in range(args.seeds):
@@ -123,7 +131,8 @@ def main(argv: list[str] | None = None) -> None:
     table = "\n".join(lines)
     print(table)
     if not args.no_record:
-        common.append_results(
+        common.record_results(
+            "semi_supervised",
             f"Semi-supervised MNIST with {n_lab} labels: M2 and M1+M2 vs their classifiers on the labels alone "
             "(test error %)", common.command_line(), table,
             f"Shortened schedule: M2 {args.epochs} epochs and M1 {args.m1_epochs} epochs (Kingma et al. trained "

@@ -137,7 +137,8 @@ def run_cpu(args: argparse.Namespace) -> None:
     table = "\n".join(lines)
     print(table)
     if not args.no_record:
-        common.append_results(
+        common.record_results(
+            "sharding",
             f"Sharding: 1 vs {args.devices} simulated CPU devices ({args.model}, global batch {args.batch})",
             common.command_line(), table,
             notes=(f"Median over {args.repeats} repeats of {args.steps} steps after a compiling step; model "
@@ -169,7 +170,8 @@ def run_accelerator(args: argparse.Namespace) -> None:
     table = "\n".join(lines)
     print(table)
     if not args.no_record:
-        common.append_results(f"Sharding: throughput on {len(devices)}x {kind}", common.command_line(), table,
+        common.record_results(f"sharding-{args.device}", f"Sharding: throughput on {len(devices)}x {kind}",
+                              common.command_line(), table,
                               notes=("FLOPs per device and step from XLA's cost analysis of the compiled "
                                      "(partitioned) step; matmul rate measured with a float32 8192x8192 matmul "
                                      "at default precision on the same device."))
@@ -187,7 +189,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--params", choices=["replicated", "fsdp"], default="replicated")
     p.add_argument("--steps", type=int, default=20, help="timed steps per repeat")
     p.add_argument("--repeats", type=int, default=3, help="repeats; the median step time is reported")
-    p.add_argument("--no-record", action="store_true", help="do not append to RESULTS.md")
+    p.add_argument("--no-record", action="store_true", help="do not record the run in RESULTS.md")
     p.add_argument("--worker", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.worker:

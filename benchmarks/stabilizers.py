@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import tempfile
 from pathlib import Path
 
@@ -70,13 +71,16 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--ablations", default=",".join(ABLATIONS), help="comma-separated subset of the rows")
     p.add_argument("--eval-samples", type=int, default=100, help="IWAE k of the test NLL")
     p.add_argument("--eval-examples", type=int, default=500)
-    p.add_argument("--data-dir", default=str(common.SHARED_DATA))
-    p.add_argument("--no-record", action="store_true")
+    p.add_argument("--data-dir", default=str(common.SHARED_DATA),
+                   help="folder holding binarized_mnist/ (default ../shared/data)")
+    p.add_argument("--no-record", action="store_true", help="do not record the run in RESULTS.md")
     args = p.parse_args(argv)
     names = [n for n in args.ablations.split(",") if n]
     unknown = sorted(set(names) - set(ABLATIONS))
     if unknown:
         raise SystemExit(f"unknown ablation(s) {unknown}; choose from {list(ABLATIONS)}")
+    if not any(Path(args.data_dir).glob("**/binarized_mnist_train*")):
+        sys.exit(f"Statically binarized MNIST not found under {args.data_dir}; pass --data-dir.")
     seeds = [int(s) for s in args.seeds.split(",")]
     results: dict[str, list[dict]] = {n: [] for n in names}
     with tempfile.TemporaryDirectory() as tmp:
@@ -109,8 +113,8 @@ def main(argv: list[str] | None = None) -> None:
     print(table)
     print("full schedule:", full)
     if not args.no_record:
-        common.append_results(
-            "Stabilizer ablations on the top-down hierarchy", common.command_line(), table,
+        common.record_results(
+            "stabilizers", "Stabilizer ablations on the top-down hierarchy", common.command_line(), table,
             f"SHORTENED schedule: {args.steps} steps of batch 100 (the preset: 10,000), KL warm-up over the first "
             f"{args.warmup_fraction:.0%}, learning rate {args.learning_rate}, seeds {args.seeds}; test NLL with "
             f"IWAE k={args.eval_samples} on {args.eval_examples} test images. Published reference: NVAE reports "

@@ -22,11 +22,12 @@ def _run(cmd: list[str]) -> float:
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog="python -m benchmarks sweep_efficiency", description=__doc__)
-    p.add_argument("--preset", default="digits")
-    p.add_argument("--betas", default="0.1,0.25,0.5,1,2,4,8,16")
-    p.add_argument("--epochs", type=int, default=100)
-    p.add_argument("--repeats", type=int, default=2)
-    p.add_argument("--no-record", action="store_true")
+    p.add_argument("--preset", default="digits", help="the preset every model trains (default digits)")
+    p.add_argument("--betas", default="0.1,0.25,0.5,1,2,4,8,16",
+                   help="comma-separated KL weights, one model each (default: 8 of them)")
+    p.add_argument("--epochs", type=int, default=100, help="training epochs per model (default 100)")
+    p.add_argument("--repeats", type=int, default=2, help="repeats; the median wall time is reported")
+    p.add_argument("--no-record", action="store_true", help="do not record the run in RESULTS.md")
     args = p.parse_args(argv)
     betas = args.betas.split(",")
     sets = [f"train.epochs={args.epochs}", "eval.num_samples=100"]
@@ -48,8 +49,8 @@ def main(argv: list[str] | None = None) -> None:
              f"| {len(betas)} | {sweep_s:.1f} | {seq_s:.1f} | {seq_s / sweep_s:.2f}x |")
     print(table)
     if not args.no_record:
-        common.append_results(
-            f"Sweep efficiency: {len(betas)} betas on {args.preset}, {args.epochs} epochs",
+        common.record_results(
+            "sweep_efficiency", f"Sweep efficiency: {len(betas)} betas on {args.preset}, {args.epochs} epochs",
             common.command_line(), table,
             "Wall time of whole commands (data loading, compilation, training, final evaluation with IWAE "
             "k=100), "

@@ -6,7 +6,10 @@ Models (ReLU, Bernoulli likelihood, Adam 1e-3, MNIST-shaped data [N, 28, 28, 1],
 - ``conv``: jaxvae's ``model.network=conv`` (3x3 stride-2 convolutions with 32 and 64 channels, dense 256), and the
   same layers in PyTorch (see torch_bench.py). The hand-written JAX loops exist for the MLP only.
 Examples/s are measured in steady state (chunks/epochs that compiled are excluded); compile seconds separately.
-``--device gpu`` runs the same scripts with JAX on CUDA and PyTorch on cuda.
+jaxvae reads the data as a ``.npz`` with an explicit (small) test split, so that it trains on every example, as
+the other variants do, and its epoch is exactly ``--steps-per-epoch`` steps, each a logging interval: every epoch
+after the first runs the same compiled chunk. A figure a run could not measure (one epoch gives no steady state)
+is reported as n/a with the reason. ``--device gpu`` runs the same scripts with JAX on CUDA and PyTorch on cuda.
 """
 
 from __future__ import annotations
@@ -14,7 +17,6 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
-import math
 import tempfile
 import time
 from pathlib import Path
@@ -33,11 +35,25 @@ def synthetic_mnist(n: int, seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).uniform(size=(n, 28, 28, 1)).astype(np.float32)
 
 
+def write_data(path: Path, train: np.ndarray, test_rows: int) -> Path:
+    """``path`` (a ``.npy``, what the PyTorch and hand-written JAX variants read) and the ``.npz`` beside it that
+    jaxvae reads: the same training array with an explicit test split, so that jaxvae holds nothing out of
+    ``train`` (a bare ``.npy`` loses 10% to a test split, and then its epoch is no multiple of the logging
+    interval)."""
+    np.save(path, train, allow_pickle=False)
+    np.savez(path.with_suffix(".npz"), train=train, test=train[:test_rows])
+    return path
+
+
 def bench_jaxvae(data_path: Path, batch: int, epochs: int, loop_kind: str, workdir: Path,
-                 network: str = "mlp", steps_per_epoch: int = STEPS_PER_EPOCH, conv_impl: str = "auto") -> dict:
-    """The real path: config -> setup_run -> train_loop, data read from a user .npy file."""
+                 network: str = "mlp", conv_impl: str = "auto") -> dict:
+    """The real path: config -> setup_run -> train_loop, data read from a user ``.npz`` file (``train`` and
+    ``test``); one metric record per epoch, so every epoch is one chunk of the same length and only the first
+    compiles."""
     from jaxvae import config
 
+    with np.load(data_path) as f:
+        steps_per_epoch = f["train"].shape[0] // batch
     sets = [f"data.name={data_path}", f"model.network={network}", f"model.latent_dim={LATENT}",
             f"model.hidden={','.join(map(str, HIDDEN))}", f"train.batch_size={batch}", f"train.epochs={epochs}",
             f"train.loop={loop_kind}", f"train.log_every={steps_per_epoch}", "train.checkpoint_every=0",
@@ -109,8 +125,15 @@ def bench_plain_jax_host(data: np.ndarray, batch: int, epochs: int) -> dict:
             carry, loss = jstep(carry, data[perm[b * batch:(b + 1) * batch]])
     loss.block_until_ready()
     seconds = time.perf_counter() - t0
+    if epochs < 2:
+        return _no_steady_state(epochs)
     eps = (epochs - 1) * n_steps * batch / seconds
     return {"examples_per_sec": eps, "compile_seconds": first - batch / eps, "peak_rss_mib": common.peak_rss_mib()}
+
+
+def _no_steady_state(epochs: int) -> dict:
+    return {"examples_per_sec": None, "compile_seconds": None, "peak_rss_mib": common.peak_rss_mib(),
+            "why": f"no steady state in {epochs} epoch (the first epoch compiles); pass --epochs 2 or more"}
 
 
 def bench_plain_jax_scan(data: np.ndarray, batch: int, epochs: int) -> dict:
@@ -137,6 +160,8 @@ def bench_plain_jax_scan(data: np.ndarray, batch: int, epochs: int) -> dict:
         carry, losses = epoch(carry, jnp.asarray(rng.permutation(data.shape[0])))
     losses.block_until_ready()
     seconds = time.perf_counter() - t0
+    if epochs < 2:
+        return _no_steady_state(epochs)
     eps = (epochs - 1) * n_steps * batch / seconds
     return {"examples_per_sec": eps, "compile_seconds": first - n_steps * batch / eps,
             "peak_rss_mib": common.peak_rss_mib()}
@@ -144,12 +169,11 @@ def bench_plain_jax_scan(data: np.ndarray, batch: int, epochs: int) -> dict:
 
 def _single(kind: str, arch: str, batch: int, epochs: int, data_path: Path) -> dict:
     data = np.load(data_path)
-    steps = data.shape[0] // batch
     with tempfile.TemporaryDirectory() as tmp:
         if kind.startswith("jaxvae-"):
             conv_impl = "xla" if kind.endswith("-xlaconv") else "auto"
-            out = bench_jaxvae(data_path, batch, epochs, kind.split("-")[1], Path(tmp) / "run", arch, steps,
-                               conv_impl)
+            out = bench_jaxvae(data_path.with_suffix(".npz"), batch, epochs, kind.split("-")[1],
+                               Path(tmp) / "run", arch, conv_impl)
         elif kind == "plain-jax-host":
             out = bench_plain_jax_host(data, batch, epochs)
         elif kind == "plain-jax-scan":
@@ -196,7 +220,8 @@ def main(argv: list[str] | None = None) -> None:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--archs", default="mlp", help="comma-separated: mlp, conv")
     p.add_argument("--batch-sizes", default="128", help="comma-separated, e.g. 32,128,512")
-    p.add_argument("--epochs", type=int, default=4, help="timed epochs; the first one (compiling) is warm-up")
+    p.add_argument("--epochs", type=int, default=4,
+                   help="epochs per run; the first one (compiling) is warm-up, so at least 2 give examples/s")
     p.add_argument("--steps-per-epoch", type=int, default=None, help="default: 100 for mlp, 25 for conv")
     p.add_argument("--repeats", type=int, default=3, help="runs per variant; the median is reported")
     p.add_argument("--variants", default=",".join(JAX_KINDS + TORCH_KINDS),
@@ -205,7 +230,7 @@ def main(argv: list[str] | None = None) -> None:
                    help="gpu: JAX on CUDA (JAX_PLATFORMS=cuda) and PyTorch on cuda")
     p.add_argument("--torch-python", default=str(common.HERE / ".venv-torch" / "bin" / "python"),
                    help="python of the PyTorch benchmark environment (make bench-torch-env); '' to skip")
-    p.add_argument("--no-record", action="store_true", help="do not append to RESULTS.md")
+    p.add_argument("--no-record", action="store_true", help="do not record the run in RESULTS.md")
     p.add_argument("--single", help=argparse.SUPPRESS)
     p.add_argument("--arch", default="mlp", help=argparse.SUPPRESS)
     p.add_argument("--batch", type=int, help=argparse.SUPPRESS)
@@ -223,11 +248,12 @@ def main(argv: list[str] | None = None) -> None:
     if unknown:
         raise SystemExit(f"unknown variant(s) {unknown}; choose from {JAX_KINDS + XLACONV_KINDS + TORCH_KINDS}")
     rows = []
+    missing: dict[str, list[dict]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         for arch in args.archs.split(","):
             for batch in [int(b) for b in args.batch_sizes.split(",")]:
-                data_path = Path(tmp) / f"mnist-shaped-{arch}-{batch}.npy"
-                np.save(data_path, synthetic_mnist(_steps(arch, args) * batch), allow_pickle=False)
+                data_path = write_data(Path(tmp) / f"mnist-shaped-{arch}-{batch}.npy",
+                                       synthetic_mnist(_steps(arch, args) * batch), batch)
                 kinds = [k for k in chosen if (k not in TORCH_KINDS or torch_python)
                          and (arch == "mlp" or k not in PLAIN_KINDS)
                          and (arch == "conv" or k not in XLACONV_KINDS)]
@@ -238,31 +264,40 @@ def main(argv: list[str] | None = None) -> None:
                     for kind in kinds[r % len(kinds):] + kinds[:r % len(kinds)]:
                         res = _measure(kind, arch, batch, args, data_path, torch_python)
                         results[kind].append(res)
+                        why = f"  ({res['why']})" if res.get("why") else ""
                         print(f"{arch} batch {batch} repeat {r + 1}/{args.repeats} {kind:15s} "
-                              f"{res['examples_per_sec']:>10,.0f} ex/s  compile {res['compile_seconds']:.2f} s",
-                              flush=True)
-                ref = common.median([x["examples_per_sec"] for x in results.get("pythae-trainer", [])]
-                                    or [math.nan])
+                              f"{common.fmt(res['examples_per_sec']):>10} ex/s  "
+                              f"compile {common.fmt(res['compile_seconds'], '.2f')} s{why}", flush=True)
+                ref = common.median_known([x["examples_per_sec"] for x in results.get("pythae-trainer", [])])
                 for kind in kinds:
-                    eps = [x["examples_per_sec"] for x in results[kind]]
-                    rows.append((arch, batch, kind, common.median(eps), min(eps), max(eps),
-                                 common.median([x["compile_seconds"] for x in results[kind]]),
-                                 common.median([x["peak_rss_mib"] for x in results[kind]]),
-                                 common.median(eps) / ref))
+                    eps = [x["examples_per_sec"] for x in results[kind] if x["examples_per_sec"] is not None]
+                    med = common.median_known(eps)
+                    rows.append((arch, batch, kind, med, min(eps, default=None), max(eps, default=None),
+                                 common.median_known([x["compile_seconds"] for x in results[kind]]),
+                                 common.median_known([x["peak_rss_mib"] for x in results[kind]]),
+                                 common.ratio(med, ref)))
+                    missing[f"{arch} batch {batch} {kind}"] = results[kind]
     header = ("| model | batch | variant | examples/s (median) | min | max | compile s | peak RSS MiB | "
               "vs pythae |\n|---|---|---|---|---|---|---|---|---|")
-    lines = [f"| {a} | {b} | {k} | {m:,.0f} | {lo:,.0f} | {hi:,.0f} | {c:.2f} | {rss:,.0f} | {vp:.2f}x |"
+    fmt = common.fmt
+    no_pythae = "n/a (pythae not run)"
+    lines = [f"| {a} | {b} | {k} | {fmt(m)} | {fmt(lo)} | {fmt(hi)} | {fmt(c, '.2f')} | {fmt(rss)} | "
+             f"{fmt(vp, '.2f', no_pythae)}{'' if vp is None else 'x'} |"
              for a, b, k, m, lo, hi, c, rss, vp in rows]
     table = "\n".join([header, *lines])
     print(table)
+    reasons = common.missing_reasons(missing)
+    if reasons:
+        print(reasons)
     if not args.no_record:
         steps = ", ".join(f"{a}: {_steps(a, args)}" for a in args.archs.split(","))
-        common.append_results(
+        common.record_results(
+            "throughput" if args.device == "cpu" else f"throughput-{args.device}",
             f"Training throughput ({args.archs} VAE, latent 32, Adam), device {args.device}",
             common.command_line(), table,
             f"{args.repeats} repeats per variant, each in a fresh process, interleaved in rotating order; "
             f"{args.epochs} epochs of ({steps}) steps, the first (compiling) epoch excluded from examples/s. "
-            "jaxvae runs with its defaults (latent-health monitor on).")
+            "jaxvae runs with its defaults (latent-health monitor on)." + (f" {reasons}" if reasons else ""))
 
 
 if __name__ == "__main__":

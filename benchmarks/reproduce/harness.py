@@ -1,5 +1,5 @@
 """Reproduce published VAE numbers: train each configured run with ``jaxvae train``, evaluate it with
-``jaxvae evaluate --num-samples 5000``, compare with the paper, and append one table per target to RESULTS.md.
+``jaxvae evaluate --num-samples 5000``, compare with the paper, and record one section per target in RESULTS.md.
 
 Usage (as a user runs it; each step is a plain ``jaxvae`` command, printed before it runs)::
 
@@ -218,7 +218,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="extra config override applied to every run (e.g. mesh.shape=8)")
     p.add_argument("--dry-run", action="store_true", help="print the commands without running them")
-    p.add_argument("--no-record", action="store_true", help="do not append to RESULTS.md")
+    p.add_argument("--no-record", action="store_true", help="do not record the run in RESULTS.md")
     args = p.parse_args(argv)
     for name, target in load_targets(args.targets).items():
         print(f"== {name}: {target['title']}\n   reference: {target['reference']}", flush=True)
@@ -236,7 +236,8 @@ def main(argv: list[str] | None = None) -> None:
             notes = "\n".join([f"Reference: {target['reference']}.", f"Schedule: {schedule_note}.",
                                *( [f"Note: {target['notes']}"] if target.get("notes") else []),
                                "", *[f"- {c}" for c in checks]])
-            common.append_results(f"Reproduction {name}: {target['title']}", common.command_line(), table, notes)
+            common.record_results(f"reproduce-{name}", f"Reproduction {name}: {target['title']}",
+                                  common.command_line(), table, notes)
 
 
 if __name__ == "__main__":
