@@ -851,7 +851,7 @@ def _validate_conditional(cfg: Config) -> None:
                           f"and a diagonal posterior; got network={m.network}, decoder={m.decoder}, "
                           f"posterior={m.posterior}, committed_rate={m.committed_rate}. Use model.network=mlp, "
                           "model.decoder=factorized, model.posterior=diagonal, model.committed_rate=0, or a "
-                          "model builder of your own (README: 'Conditional and semi-supervised VAEs').")
+                          "model builder of your own (docs/models.md: 'Conditional and semi-supervised VAEs').")
     if m.prior != "standard_normal":
         raise ConfigError(f"model.conditional={m.conditional} has the label-independent prior N(0, I) (as in "
                           f"Kingma et al. 2014); model.prior={m.prior} is not supported with it. Leave "

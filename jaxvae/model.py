@@ -357,7 +357,7 @@ def _check_model(model: Any) -> Model:
         raise ConfigError(
             f"The model builder returned a {type(model).__name__}, not a jaxvae model. Return a jv.VAE(encoder, "
             "decoder, likelihood, prior, event_shape) built from your own modules, or subclass jv.Model and "
-            "implement forward, prior_sample and decode (README: 'Bring your own model').")
+            "implement forward, prior_sample and decode (docs/models.md: 'Bring your own model').")
     return model
 
 

@@ -183,7 +183,7 @@ def latent_notes(summary: dict[str, Any]) -> list[str]:
     return [f"Note: {dims - active} of {dims} latent units are inactive (dimensions {shown}: their posterior mean "
             f"varies less than {threshold:g} over the test set, so the decoder ignores them).{layers} This is the "
             "usual outcome when the latent space is larger than what the data needs; see `jaxvae diagnose` for "
-            "the per-unit KL, and the README on posterior collapse if you expected them to be used."]
+            "the per-unit KL, and docs/latent_health.md on posterior collapse if you expected them to be used."]
 
 
 def format_summary(summary: dict[str, Any], workdir: Path) -> str:
