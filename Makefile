@@ -10,7 +10,7 @@ PIP    := $(PY) -m pip
 ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: train test test-slow notebooks docs lint bench bench-torch-env wheel-check clean
+.PHONY: train test test-slow test-extended notebooks docs lint bench bench-torch-env wheel-check clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -45,8 +45,15 @@ test: $(VENV)/.installed-dev
 
 # The slow tier: long end-to-end checks (golden hashes of every preset, real data where ../shared/data has it).
 test-slow: $(VENV)/.installed-dev
-	@$(PY) -m pytest -n 2 --dist loadgroup -m slow $(PYTEST_ARGS); rc=$$?; \
+	@$(PY) -m pytest -n 2 --dist loadgroup --durations=15 -m "slow and not extended" $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "make test-slow: pytest collected no tests; treating as a failure." >&2; fi; \
+	exit $$rc
+
+# The extended tier, outside CI (its budget): slow tests of minutes each on 2 cores (the benchmarks' README commands
+# that train on real data even when shrunk). Run it before a release or after changing what they cover.
+test-extended: $(VENV)/.installed-dev
+	@$(PY) -m pytest -n 2 --dist loadgroup --durations=15 -m extended $(PYTEST_ARGS); rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "make test-extended: pytest collected no tests; treating as a failure." >&2; fi; \
 	exit $$rc
 
 # The tutorials in notebooks/, executed top to bottom by nbmake in a fresh kernel each (never collected by

@@ -11,8 +11,10 @@ Default suite (fast, nothing trains):
 
 Slow tier (``make test-slow``): every command of the README runs in a subprocess as documented, with options that
 shrink it to seconds appended (argparse keeps the last value of an option), ``--no-record``, its work folder and
-plots in a temporary folder; it must exit 0 and print the figures it promises. Commands that need real data
-(../shared/data), Debian's word list, a GPU or benchmarks/.venv-torch skip with the reason when it is absent; the
+plots in a temporary folder; it must exit 0 and print the figures it promises. The commands that still take over
+40 s on 2 cores (they train on real data or evaluate whole test splits) run in the extended tier instead (``make
+test-extended``, outside CI). Commands that need real data (../shared/data), Debian's word list, a GPU or
+benchmarks/.venv-torch skip with the reason when it is absent; the
 PyTorch peers are checked by separate tests, so the jaxvae parts always run.
 """
 
@@ -306,11 +308,13 @@ def test_a_run_without_steady_state_reports_n_a_with_the_reason(monkeypatch, tmp
 class Smoke:
     """How to run one README command tiny: ``tiny`` is appended to it (``{tmp}`` is a fresh folder); ``expect``
     are patterns its output must contain (the promised figures, as table rows); ``needs`` are paths (relative to
-    ../shared/data, or absolute) without which the test skips."""
+    ../shared/data, or absolute) without which the test skips; ``extended``: in the extended tier (the commands
+    that train on real data or evaluate full test splits even when tiny)."""
     tiny: tuple[str, ...]
     expect: tuple[str, ...]
     needs: tuple[str, ...] = ()
     gpu: bool = False
+    extended: bool = False  # over 40 s even tiny on 2 cores: the extended tier (`make test-extended`), not CI's
 
 
 NUM = r"-?[\d,]+(\.\d+)?"  # a measured figure (not "n/a")
@@ -351,47 +355,48 @@ SMOKE: dict[str, Smoke] = {
          "{tmp}/runs"), (rf"\| PI control \(KL=30\) \| {NUM} \|",), needs=(MNIST,)),
     "python -m benchmarks monitor_cost": Smoke(
         ("--epochs", "1", "--repeats", "1"),
-        (rf"\| (MNIST|digits) \| {NUM} \| 200 steps \(default\) \| {NUM} \|",)),
+        (rf"\| (MNIST|digits) \| {NUM} \| 200 steps \(default\) \| {NUM} \|",), extended=True),
     "python -m benchmarks sample_quality": Smoke(
         ("--epochs", "1", "--num-samples", "300", "--components", "2", "--expost-steps", "5",
          "--classifier-epochs", "1"),
-        (rf"\| VAE \(beta=1\) \| {NUM} \| {NUM} \|", rf"\| autoencoder \(beta=0\) \| {NUM} \|"), needs=(MNIST,)),
+        (rf"\| VAE \(beta=1\) \| {NUM} \| {NUM} \|", rf"\| autoencoder \(beta=0\) \| {NUM} \|"), needs=(MNIST,),
+        extended=True),
     "python -m benchmarks hierarchy_throughput --models diag,planar10,radial10,iaf4,sylvester4": Smoke(
         ("--models", "diag,planar10", "--batch", "8", "--mlp-steps", "2", "--epochs", "2", "--repeats", "1",
          "--torch-python", ""),
         (rf"\| diag \| jaxvae \| {NUM} \|", rf"\| planar10 \| jaxvae \| {NUM} \| .* \| {NUM}x diag \|")),
     "python -m benchmarks stabilizers": Smoke(
         ("--steps", "2", "--seeds", "0", "--ablations", "all stabilizers", "--eval-samples", "2",
-         "--eval-examples", "10"), (rf"\| all stabilizers \| {NUM} \| {NUM} \|",), needs=(BMNIST,)),
+         "--eval-examples", "10"), (rf"\| all stabilizers \| {NUM} \| {NUM} \|",), needs=(BMNIST,), extended=True),
     "python -m benchmarks init_compare --epochs 10 --seeds 3": Smoke(
         ("--epochs", "1", "--seeds", "1", "--torch-python", ""),
         (rf"\| jaxvae, model.init=flax \| {NUM} \| {NUM} \|", rf"\| jaxvae, model.init=torch \| {NUM} \|"),
-        needs=(BMNIST,)),
+        needs=(BMNIST,), extended=True),
     "python -m benchmarks collapse --workdir runs/collapse": Smoke(
         # The factorized-decoder control only: a PixelCNN run spends minutes on a CPU even for 2 steps, evaluating
         # its ELBO on the 10,000 validation and 10,000 test images (tests/test_autoregressive.py has the PixelCNN).
         ("--workdir", "{tmp}/runs", "--plot", "{tmp}/collapse.png", "--steps", "2", "--nll-samples", "2",
          "--nll-examples", "10", "--only", "factorized"),
         (rf"\| factorized decoder, plain ELBO \| {NUM} ± {NUM} \| {NUM} \|", r"Left out \(--skip / --only\)"),
-        needs=(BMNIST,)),
+        needs=(BMNIST,), extended=True),
     "python -m benchmarks collapse --task text --workdir runs/collapse_text": Smoke(
         ("--workdir", "{tmp}/runs", "--plot", "{tmp}/collapse_text.png", "--steps", "2", "--nll-samples", "2",
          "--nll-examples", "10", "--only", "GRU, plain"),
-        (rf"\| GRU, plain ELBO \| {NUM} ± {NUM} \| {NUM} \|",), needs=(str(WORDS),)),
+        (rf"\| GRU, plain ELBO \| {NUM} ± {NUM} \| {NUM} \|",), needs=(str(WORDS),), extended=True),
     "python -m benchmarks disentanglement --workdir runs/disentanglement": Smoke(
         ("--workdir", "{tmp}/runs", "--plot-dir", "{tmp}", "--steps", "2", "--seeds", "1", "--points", "100",
          "--models", "vae_betavae"),
         (rf"\| VAE \| {NUM} ± {NUM} \|", rf"\| beta-VAE \(beta=4\) \| 0 \| {NUM} \|",
-         r"beta-VAE above the plain VAE on MIG .*: \*\*(holds|does not hold)\*\*", r"not checked")),
+         r"beta-VAE above the plain VAE on MIG .*: \*\*(holds|does not hold)\*\*", r"not checked"), extended=True),
     "python -m benchmarks gradient_snr": Smoke(
         ("--ks", "1,4", "--draws", "3", "--batch", "2", "--train-steps", "2", "--plot", "{tmp}/snr.png"),
         (rf"\| 4 \| {NUM} \| {NUM} \| {NUM} \|",)),
     "python -m benchmarks semi_supervised --epochs 15 --m1-epochs 10 --seeds 3": Smoke(
         ("--steps", "5", "--eval-examples", "20", "--seeds", "1"), (rf"\| M1\+M2 \| {NUM} \| {NUM} ± {NUM} \|",),
-        needs=(MNIST,)),
+        needs=(MNIST,), extended=True),
     "python -m benchmarks conditional_samples": Smoke(
         ("--epochs", "1", "--per-label", "20", "--classifier-epochs", "1"),
-        (rf"\| CVAE \| {NUM} \(-log p.*\) \| {NUM} \| {NUM}% \|",), needs=(MNIST,)),
+        (rf"\| CVAE \| {NUM} \(-log p.*\) \| {NUM} \| {NUM}% \|",), needs=(MNIST,), extended=True),
     "python -m benchmarks signal_latency --data-dir ../shared/data/binarized_mnist --repeats 3": Smoke(
         ("--repeats", "1", "--after", "0,0", "--set", "model.pixelcnn.layers=1", "--set", "train.batch_size=8",
          "--set", "eval.max_examples=10", "--set", "eval.num_samples=2"),
@@ -431,7 +436,8 @@ def _skip_without(smoke: Smoke) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("command", sorted(SMOKE))
+@pytest.mark.parametrize("command", [pytest.param(c, marks=pytest.mark.extended) if SMOKE[c].extended else c
+                                     for c in sorted(SMOKE)])
 def test_readme_command_runs_tiny(command, tmp_path, bench_cache):
     smoke = SMOKE[command]
     _skip_without(smoke)

@@ -23,7 +23,8 @@ def _moons(n: int, seed: int) -> jnp.ndarray:
     return jnp.asarray(z, jnp.float32)
 
 
-MOONS = pytest.mark.xdist_group("moons_fits")  # the tests of the module fixture share a worker: fitted once
+# The tests of the module fixture share a worker (fitted once). They and the Gaussian fit are in the slow tier: a
+# thousand training steps each, whose run time the default tier's -O0 compilation (tests/conftest.py) doubles.
 
 
 @pytest.fixture(scope="module")
@@ -34,6 +35,7 @@ def moons_fits():
     return train, test, flow, two
 
 
+@pytest.mark.slow
 def test_the_flow_reaches_the_true_density_of_a_gaussian():
     """Held-out log-likelihood of a correlated Gaussian: the fitted flow is within 0.1 nats of the true density
     (scipy's), which no density beats in expectation."""
@@ -46,7 +48,8 @@ def test_the_flow_reaches_the_true_density_of_a_gaussian():
     assert truth - 0.1 < ours < truth + 0.05, (ours, truth)
 
 
-@MOONS
+@pytest.mark.slow
+@pytest.mark.xdist_group("moons_fits")
 def test_the_flow_density_integrates_to_one(moons_fits):
     """The exact density of a 2-D flow, summed over a fine grid that covers its mass, is 1."""
     train = moons_fits[0][:, :2]
@@ -59,7 +62,8 @@ def test_the_flow_density_integrates_to_one(moons_fits):
     assert total == pytest.approx(1.0, abs=0.02)
 
 
-@MOONS
+@pytest.mark.slow
+@pytest.mark.xdist_group("moons_fits")
 def test_both_samplers_beat_the_prior_on_held_out_latents(moons_fits):
     train, test, flow, two = moons_fits
     prior = float(jnp.mean(-0.5 * jnp.sum(test ** 2 + jnp.log(2 * jnp.pi), -1)))
@@ -73,7 +77,8 @@ def test_both_samplers_beat_the_prior_on_held_out_latents(moons_fits):
         assert fit.losses[-100:].mean() < fit.losses[:100].mean()
 
 
-@MOONS
+@pytest.mark.slow
+@pytest.mark.xdist_group("moons_fits")
 def test_samples_follow_the_data(moons_fits):
     """Samples of each fitted density match the data's moments; the two-stage VAE's mean decoding (how Dai & Wipf
     sample) keeps the mean but drops the decoder's gamma noise, so its spread is smaller."""

@@ -3,7 +3,8 @@
 ``tests/golden/params_sha256.json`` holds the final ``params_sha256`` of 200-step runs of every preset that trains
 offline, recorded from commit 91edddc (before the redesign) by ``python -m tests.golden.presets --write --real``.
 A hash is a property of the exact program, the XLA build and the CPU it compiles for, so the file has one entry
-per platform; the comparison runs where an entry matches and skips (saying why) elsewhere.
+per platform; the comparison runs where an entry matches and skips (saying why) elsewhere. Each run is a subprocess
+at XLA's default optimization level (the suite compiles at -O0, tests/conftest.py).
 """
 
 import json
@@ -31,7 +32,7 @@ def _expected(kind: str, preset: str) -> str:
 @pytest.mark.parametrize("preset", [pytest.param(p, marks=() if p in FAST else pytest.mark.slow)
                                     for p in sorted(RECORDED["synthetic"])])
 def test_preset_on_synthetic_data_is_bitwise_unchanged(preset, tmp_path):
-    assert presets.synthetic_hash(preset, tmp_path) == _expected("synthetic", preset)
+    assert presets.shipped_hash("synthetic", preset, tmp_path) == _expected("synthetic", preset)
 
 
 @pytest.mark.slow
@@ -42,7 +43,7 @@ def test_preset_on_real_data_is_bitwise_unchanged(preset, tmp_path):
     folder = presets.SHARED / presets.REAL[preset]
     if not folder.is_dir():
         pytest.skip(f"real data not available: {folder} is absent")
-    assert presets.real_hash(preset, tmp_path) == expected
+    assert presets.shipped_hash("real", preset, tmp_path) == expected
 
 
 def test_golden_file_covers_every_offline_preset():

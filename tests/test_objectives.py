@@ -131,7 +131,9 @@ def test_gradients_are_finite_and_match_finite_differences(name):
         params = jax.tree.map(lambda a: jnp.asarray(a, jnp.float64), params)
         x = jnp.asarray(np.random.default_rng(0).integers(0, 2, (3, 6)), jnp.float64)
         key = jax.random.key(0)
-        loss_fn = lambda p: OBJECTIVES[name](model, p, x, key)[0]
+        # jitted: check_grads evaluates it at many points of one shape (op by op, each evaluation dispatched
+        # hundreds of small programs)
+        loss_fn = jax.jit(lambda p: OBJECTIVES[name](model, p, x, key)[0])
         grads = jax.grad(loss_fn)(params)
         assert all(bool(jnp.all(jnp.isfinite(g))) for g in jax.tree.leaves(grads))
         check_grads(loss_fn, (params,), order=1, modes=["rev"], atol=1e-4, rtol=1e-4, eps=1e-6)

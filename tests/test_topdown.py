@@ -199,7 +199,8 @@ def test_spectral_regularization_in_training_lowers_the_largest_singular_values(
 
 @pytest.mark.slow
 def test_top_down_runs_end_to_end_from_the_cli(tmp_path):
-    """train (every stabilizer on), evaluate, sample and diagnose a small top-down model; resume is bitwise."""
+    """train (every stabilizer on) and evaluate a small top-down model; resume is bitwise. (Its ancestral samples
+    are checked by the contract test above, per-layer diagnosis by tests/test_hierarchy.py.)"""
     run = tmp_path / "run"
     sets = ["model.network=hierarchical", "model.inference=top_down", "model.latent_dims=2,2,1",
             "model.groups_per_scale=2,1", "model.residual_channels=8", "model.activation=silu",
@@ -233,6 +234,3 @@ def test_top_down_runs_end_to_end_from_the_cli(tmp_path):
     assert json.loads((resumed / "summary.json").read_text())["params_sha256"] == summary["params_sha256"]
     out = jaxvae("evaluate", "--workdir", str(run), "--num-samples", "8")
     assert re.search(r"  NLL \(IWAE, k=8\)  +-?[0-9.]+ ± ", out), out  # was "k=8     )"
-    jaxvae("sample", "--workdir", str(run), "--num", "8", "--temperature", "0.7")
-    jaxvae("diagnose", "--workdir", str(run), "--max-examples", "100")
-    assert (run / "report.html").stat().st_size > 1000

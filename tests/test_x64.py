@@ -164,8 +164,14 @@ def test_float64_models_compute_in_float64_with_an_exact_standard_normal_prior(f
         _forward_in_float64(pure, params, _data(pure))
 
 
+# The two costliest families (about 35-60 s each on 2 cores) run in the extended tier (`make test-extended`); the
+# float32 contract of both runs in CI (tests/test_topdown.py, tests/test_model_protocol.py).
+EXTENDED_FAMILIES = ("top_down", "conv")
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("family", list(_MODELS))
+@pytest.mark.parametrize("family", [pytest.param(f, marks=pytest.mark.extended) if f in EXTENDED_FAMILIES else f
+                                    for f in _MODELS])
 def test_every_model_family_passes_the_contract_in_float64(family):
     with jax.enable_x64(True):
         model = _to_float64(_MODELS[family]())

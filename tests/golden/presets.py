@@ -18,7 +18,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -124,13 +126,42 @@ def real_hash(preset: str, tmp: Path) -> str:
     return run_preset(preset, tmp / f"{preset}-real", data_dir=str(SHARED / REAL[preset]))
 
 
+def shipped_env() -> dict[str, str]:
+    """This process's environment with XLA's default optimization level: tests/conftest.py compiles the suite at
+    ``--xla_backend_optimization_level=0``, and the golden hashes are properties of what users run."""
+    env = dict(os.environ)
+    flags = [f for f in env.get("XLA_FLAGS", "").split() if not f.startswith("--xla_backend_optimization_level")]
+    env["XLA_FLAGS"] = " ".join(flags)
+    return env
+
+
+def shipped_hash(kind: str, preset: str, tmp: Path) -> str:
+    """``synthetic_hash`` or ``real_hash`` of one preset, computed in a subprocess at the shipped optimization
+    level (:func:`shipped_env`)."""
+    command = [sys.executable, "-m", "tests.golden.presets", "--hash", kind, preset, "--tmp", str(tmp)]
+    done = subprocess.run(command, capture_output=True, text=True, env=shipped_env(),
+                          cwd=Path(__file__).resolve().parents[2])
+    if done.returncode != 0:
+        raise RuntimeError(f"the {kind} run of {preset} failed:\n{done.stderr[-3000:]}")
+    return done.stdout.strip().splitlines()[-1]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--write", action="store_true", help="write the golden file (else print)")
     parser.add_argument("--real", action="store_true", help="also the real-data runs from ../shared/data")
     parser.add_argument("--only", nargs="*", help="presets to run")
     parser.add_argument("--recorded-from", default="", help="the commit the hashes come from (for a new platform)")
+    parser.add_argument("--hash", nargs=2, metavar=("KIND", "PRESET"),
+                        help="print only the hash of one run (KIND: synthetic or real), for shipped_hash")
+    parser.add_argument("--tmp", help="with --hash: the folder for the run (default: a temporary one)")
     args = parser.parse_args(argv)
+    if args.hash:
+        kind, preset = args.hash
+        run = {"synthetic": synthetic_hash, "real": real_hash}[kind]
+        with tempfile.TemporaryDirectory() as tmp:
+            print(run(preset, Path(args.tmp or tmp)))
+        return 0
     golden = json.loads(GOLDEN.read_text()) if GOLDEN.exists() else {"steps": STEPS, "platforms": []}
     out = platform_entry(golden)
     if out is None:
