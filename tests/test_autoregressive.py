@@ -109,7 +109,10 @@ def test_pixelcnn_settings_are_validated():
         config.apply_overrides(base, ["model.decoder=wavenet"])
 
 
+# Extended tier (`make test-extended`; 272 s on 2 cores): CI's slow tier trains, resumes and evaluates the PixelCNN
+# decoder in tests/test_remedies_resume.py and checks its contract and sampling above.
 @pytest.mark.slow
+@pytest.mark.extended
 def test_a_pixelcnn_run_trains_evaluates_samples_and_diagnoses_through_the_cli(tmp_path):
     def cli(*args):
         return subprocess.run([sys.executable, "-m", "jaxvae", *args], capture_output=True, text=True)

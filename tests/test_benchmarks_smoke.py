@@ -12,7 +12,7 @@ Default suite (fast, nothing trains):
 Slow tier (``make test-slow``): every command of the README runs in a subprocess as documented, with options that
 shrink it to seconds appended (argparse keeps the last value of an option), ``--no-record``, its work folder and
 plots in a temporary folder; it must exit 0 and print the figures it promises. The commands that still take over
-40 s on 2 cores (they train on real data or evaluate whole test splits) run in the extended tier instead (``make
+40 s on 2 cores (most train on real data or evaluate whole test splits) run in the extended tier instead (``make
 test-extended``, outside CI). Commands that need real data (../shared/data), Debian's word list, a GPU or
 benchmarks/.venv-torch skip with the reason when it is absent; the
 PyTorch peers are checked by separate tests, so the jaxvae parts always run.
@@ -329,7 +329,7 @@ SMOKE: dict[str, Smoke] = {
     "python -m benchmarks throughput --archs mlp,conv --batch-sizes 32,128,512": Smoke(
         THROUGHPUT_TINY,
         (rf"\| mlp \| 8 \| jaxvae-scan \| {NUM} \|", rf"\| mlp \| 8 \| plain-jax-host \| {NUM} \|",
-         rf"\| conv \| 8 \| jaxvae-scan \| {NUM} \|")),
+         rf"\| conv \| 8 \| jaxvae-scan \| {NUM} \|"), extended=True),
     "python -m benchmarks throughput --device gpu --archs mlp,conv --batch-sizes 128,512,2048 --repeats 5": Smoke(
         THROUGHPUT_TINY, (rf"\| mlp \| 8 \| jaxvae-scan \| {NUM} \|",), gpu=True),
     "python -m benchmarks iwae_speed": Smoke(
@@ -349,7 +349,8 @@ SMOKE: dict[str, Smoke] = {
         (rf"\| data=1 \| 1 simulated CPU \| replicated \| {NUM} \|",
          rf"\| data=2 \| 2 simulated CPU .* \| {NUM} \|")),
     "python -m benchmarks sweep_efficiency": Smoke(
-        ("--betas", "0.5,1", "--epochs", "1", "--repeats", "1"), (rf"\| 2 \| {NUM} \| {NUM} \| {NUM}x \|",)),
+        ("--betas", "0.5,1", "--epochs", "1", "--repeats", "1"), (rf"\| 2 \| {NUM} \| {NUM} \| {NUM}x \|",),
+        extended=True),
     "python -m benchmarks strategies": Smoke(
         ("--steps", "5", "--strategies", "pi", "--nll-samples", "2", "--nll-examples", "10", "--workdir",
          "{tmp}/runs"), (rf"\| PI control \(KL=30\) \| {NUM} \|",), needs=(MNIST,)),
@@ -390,7 +391,7 @@ SMOKE: dict[str, Smoke] = {
          r"beta-VAE above the plain VAE on MIG .*: \*\*(holds|does not hold)\*\*", r"not checked"), extended=True),
     "python -m benchmarks gradient_snr": Smoke(
         ("--ks", "1,4", "--draws", "3", "--batch", "2", "--train-steps", "2", "--plot", "{tmp}/snr.png"),
-        (rf"\| 4 \| {NUM} \| {NUM} \| {NUM} \|",)),
+        (rf"\| 4 \| {NUM} \| {NUM} \| {NUM} \|",), extended=True),
     "python -m benchmarks semi_supervised --epochs 15 --m1-epochs 10 --seeds 3": Smoke(
         ("--steps", "5", "--eval-examples", "20", "--seeds", "1"), (rf"\| M1\+M2 \| {NUM} \| {NUM} ± {NUM} \|",),
         needs=(MNIST,), extended=True),
@@ -400,7 +401,7 @@ SMOKE: dict[str, Smoke] = {
     "python -m benchmarks signal_latency --data-dir ../shared/data/binarized_mnist --repeats 3": Smoke(
         ("--repeats", "1", "--after", "0,0", "--set", "model.pixelcnn.layers=1", "--set", "train.batch_size=8",
          "--set", "eval.max_examples=10", "--set", "eval.num_samples=2"),
-        (r"\| bounded .* \| 1 of 1 \|", r"\| unbounded .* \| 1 of 1 \|"), needs=(BMNIST,)),
+        (r"\| bounded .* \| 1 of 1 \|", r"\| unbounded .* \| 1 of 1 \|"), needs=(BMNIST,), extended=True),
     "python -m benchmarks cli_startup": Smoke(
         ("--repeats", "1"), (rf"\| jaxvae --help \(this tree\) \| {NUM} \|",)),
 }
