@@ -25,6 +25,13 @@ def _moons(n: int, seed: int) -> jnp.ndarray:
 
 # The tests of the module fixture share a worker (fitted once). They and the Gaussian fit are in the slow tier: a
 # thousand training steps each, whose run time the default tier's -O0 compilation (tests/conftest.py) doubles.
+MOONS = [pytest.mark.slow, pytest.mark.xdist_group("moons_fits")]
+
+
+def _moons_test(test):
+    for mark in MOONS:
+        test = mark(test)
+    return test
 
 
 @pytest.fixture(scope="module")
@@ -48,8 +55,7 @@ def test_the_flow_reaches_the_true_density_of_a_gaussian():
     assert truth - 0.1 < ours < truth + 0.05, (ours, truth)
 
 
-@pytest.mark.slow
-@pytest.mark.xdist_group("moons_fits")
+@_moons_test
 def test_the_flow_density_integrates_to_one(moons_fits):
     """The exact density of a 2-D flow, summed over a fine grid that covers its mass, is 1."""
     train = moons_fits[0][:, :2]
@@ -62,8 +68,7 @@ def test_the_flow_density_integrates_to_one(moons_fits):
     assert total == pytest.approx(1.0, abs=0.02)
 
 
-@pytest.mark.slow
-@pytest.mark.xdist_group("moons_fits")
+@_moons_test
 def test_both_samplers_beat_the_prior_on_held_out_latents(moons_fits):
     train, test, flow, two = moons_fits
     prior = float(jnp.mean(-0.5 * jnp.sum(test ** 2 + jnp.log(2 * jnp.pi), -1)))
@@ -77,8 +82,7 @@ def test_both_samplers_beat_the_prior_on_held_out_latents(moons_fits):
         assert fit.losses[-100:].mean() < fit.losses[:100].mean()
 
 
-@pytest.mark.slow
-@pytest.mark.xdist_group("moons_fits")
+@_moons_test
 def test_samples_follow_the_data(moons_fits):
     """Samples of each fitted density match the data's moments; the two-stage VAE's mean decoding (how Dai & Wipf
     sample) keeps the mean but drops the decoder's gamma noise, so its spread is smaller."""
