@@ -25,6 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from jaxvae.data.storage import cache_root
 from jaxvae.writers import atomic_write_bytes
 
 SIZES = (784, 256, 128, 10)
@@ -57,8 +58,7 @@ def train_classifier(x: np.ndarray, y: np.ndarray, *, seed: int = 0, epochs: int
     digest = hashlib.sha256(np.ascontiguousarray(x, np.float32).tobytes()[:10_000_000])
     digest.update(np.ascontiguousarray(y).tobytes())
     digest.update(f"{SIZES}-{seed}-{epochs}-{batch_size}-{x.shape}".encode())
-    cache = Path(cache_dir or Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "jaxvae" /
-                 "classifiers")
+    cache = Path(cache_dir) if cache_dir else cache_root() / "classifiers"
     path = cache / f"mlp-{digest.hexdigest()[:16]}.npz"
     if path.exists():
         with np.load(path, allow_pickle=False) as f:

@@ -28,7 +28,6 @@ import contextlib
 import importlib.util
 import io
 import json
-import math
 import os
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -36,22 +35,11 @@ from pathlib import Path
 from typing import Any
 
 from jaxvae.errors import ConfigError
+from jaxvae.writers import atomic_write_json, scalars_of
 
 __all__ = ["TRACKERS", "Tracker", "check_available", "open_trackers", "scalars_of"]
 
 STATE_FILE = "trackers.json"
-
-
-def scalars_of(record: Mapping[str, Any]) -> dict[str, float]:
-    """The finite numbers of a ``metrics.jsonl`` record or a summary, keyed by name (``step``, ``split`` and lists
-    left out)."""
-    out = {}
-    for key, value in record.items():
-        if key in ("step", "split") or isinstance(value, bool) or not isinstance(value, int | float):
-            continue
-        if math.isfinite(value):
-            out[key] = float(value)
-    return out
 
 
 class Tracker(abc.ABC):
@@ -234,8 +222,6 @@ def _read_state(workdir: Path) -> dict[str, Any]:
 
 
 def _write_state(workdir: Path, update: Mapping[str, Any]) -> None:
-    from jaxvae.writers import atomic_write_json
-
     atomic_write_json(workdir / STATE_FILE, {**_read_state(workdir), **update})
 
 

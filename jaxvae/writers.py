@@ -16,7 +16,18 @@ from pathlib import Path
 from typing import Any
 
 from jaxvae.errors import RunFileWarning
-from jaxvae.trackers import scalars_of
+
+
+def scalars_of(record: Mapping[str, Any]) -> dict[str, float]:
+    """The finite numbers of a ``metrics.jsonl`` record or a summary, keyed by name (``step``, ``split`` and lists
+    left out)."""
+    out = {}
+    for key, value in record.items():
+        if key in ("step", "split") or isinstance(value, bool) or not isinstance(value, int | float):
+            continue
+        if math.isfinite(value):
+            out[key] = float(value)
+    return out
 
 
 def default_file_mode() -> int:

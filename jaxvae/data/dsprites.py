@@ -80,7 +80,7 @@ import jax
 import numpy as np
 
 from jaxvae.data.formats import read_npy
-from jaxvae.data.storage import file_hashes, write_atomically
+from jaxvae.data.storage import cache_root, file_hashes, write_atomically
 from jaxvae.disentanglement import GroundTruthData
 from jaxvae.errors import DataError
 
@@ -384,8 +384,6 @@ def load_grid(variant: str | Variant = "dsprites", folder: str | os.PathLike | N
     """
     v = get_variant(variant)
     if folder is None:
-        from jaxvae.data.locate import cache_root  # locate imports the registry, which imports this module
-
         folder = cache_root() / "dsprites"
     folder = Path(folder).expanduser()
     for candidate in (*map(Path, search), folder):

@@ -23,17 +23,11 @@ import os
 from pathlib import Path
 
 from jaxvae.data.registry import DATASETS, DatasetSpec, Source
+from jaxvae.data.storage import cache_root, verify_file
 from jaxvae.data.storage import download as download_file
-from jaxvae.data.storage import verify_file
 from jaxvae.errors import DataError
 
 Found = tuple[Source, dict[str, Path]]
-
-
-def cache_root() -> Path:
-    """``$XDG_CACHE_HOME/jaxvae``, by default ``~/.cache/jaxvae``."""
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "jaxvae"
 
 
 def cache_dir(spec: DatasetSpec) -> Path:

@@ -36,6 +36,12 @@ _GZIP_MAGIC = b"\x1f\x8b"
 _DOWNLOAD_TIMEOUT_S = 60.0
 
 
+def cache_root() -> Path:
+    """``$XDG_CACHE_HOME/jaxvae``, by default ``~/.cache/jaxvae``: where downloads and generated caches go."""
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "jaxvae"
+
+
 @dataclass(frozen=True)
 class FileSpec:
     """One file of a dataset as published.
