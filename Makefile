@@ -43,11 +43,21 @@ test: $(VENV)/.installed-dev
 	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests; treating as a failure." >&2; fi; \
 	exit $$rc
 
-# The slow tier: long end-to-end checks (golden hashes of every preset, real data where ../shared/data has it).
+# The slow tier: long end-to-end checks (golden hashes of every preset, real data where ../shared/data has it), in
+# two passes: most tests compile at LLVM -O0 (they compile more than they run), those marked shipped_level at XLA's
+# default (execution-bound runs, comparisons of two differently compiled programs). Both passes always run.
+SLOW = slow and not extended
 test-slow: $(VENV)/.installed-dev
-	@$(PY) -m pytest -n 2 --dist loadgroup --durations=15 -m "slow and not extended" $(PYTEST_ARGS); rc=$$?; \
-	if [ $$rc -eq 5 ]; then echo "make test-slow: pytest collected no tests; treating as a failure." >&2; fi; \
-	exit $$rc
+	@start=$$(date +%s); JAXVAE_TEST_OPT_LEVEL=0 $(PY) -m pytest -n 2 --dist loadgroup --durations=15 \
+	  -m "$(SLOW) and not shipped_level" $(PYTEST_ARGS); rc1=$$?; \
+	echo "make test-slow: the -O0 pass exited with $$rc1 after $$(( $$(date +%s) - start )) s"; \
+	start=$$(date +%s); JAXVAE_TEST_OPT_LEVEL=default $(PY) -m pytest -n 2 --dist loadgroup --durations=10 \
+	  -m "$(SLOW) and shipped_level" $(PYTEST_ARGS); rc2=$$?; \
+	echo "make test-slow: the default-level pass exited with $$rc2 after $$(( $$(date +%s) - start )) s"; \
+	for rc in $$rc1 $$rc2; do \
+	  if [ $$rc -eq 5 ]; then echo "make test-slow: a pass collected no tests; treating as a failure." >&2; fi; \
+	done; \
+	[ $$rc1 -eq 0 ] && [ $$rc2 -eq 0 ] || exit $$(( rc1 ? rc1 : rc2 ))
 
 # The extended tier, outside CI (its budget): slow tests of minutes each on 2 cores (the benchmarks' README commands
 # that train on real data even when shrunk). Run it before a release or after changing what they cover.

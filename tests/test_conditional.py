@@ -279,6 +279,7 @@ def test_encode_writes_a_labelled_feature_dataset_that_m2_trains_on(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.shipped_level  # execution-bound: 2.7x longer at -O0
 @pytest.mark.parametrize("loop", ["scan", "host"])
 def test_m2_trains_on_eight_devices_like_on_one(loop, tmp_path):
     """Conditioned batches on a simulated 8-device mesh: each leaf is split over `data` (labels included); the run

@@ -384,6 +384,7 @@ def test_dataset_checks_its_factors():
 
 
 @pytest.mark.slow
+@pytest.mark.extended  # about 90 s of host rendering on 2 cores; the renderer is checked on dsprites-small above
 def test_full_grid_is_generated_cached_and_exact(tmp_path, monkeypatch):
     images, path = load_grid("dsprites", tmp_path)
     assert images.shape == (737_280, 64, 64, 1) and images.dtype == np.uint8

@@ -23,9 +23,9 @@ def _moons(n: int, seed: int) -> jnp.ndarray:
     return jnp.asarray(z, jnp.float32)
 
 
-# The tests of the module fixture share a worker (fitted once). They and the Gaussian fit are in the slow tier: a
-# thousand training steps each, whose run time the default tier's -O0 compilation (tests/conftest.py) doubles.
-MOONS = [pytest.mark.slow, pytest.mark.xdist_group("moons_fits")]
+# The tests of the module fixture share a worker (fitted once). They and the Gaussian fit are in the slow tier, at
+# XLA's default level (shipped_level): a thousand training steps each, whose run time -O0 compilation doubles.
+MOONS = [pytest.mark.slow, pytest.mark.shipped_level, pytest.mark.xdist_group("moons_fits")]
 
 
 def _moons_test(test):
@@ -43,6 +43,7 @@ def moons_fits():
 
 
 @pytest.mark.slow
+@pytest.mark.shipped_level
 def test_the_flow_reaches_the_true_density_of_a_gaussian():
     """Held-out log-likelihood of a correlated Gaussian: the fitted flow is within 0.1 nats of the true density
     (scipy's), which no density beats in expectation."""

@@ -213,6 +213,8 @@ def _wait(proc: subprocess.Popen, timeout: float = _HANG_GUARD_SECONDS) -> None:
 # The 8-device tests share one subprocess (the module fixture); xdist_group keeps them on one worker
 # (`--dist loadgroup`), so it runs once. They are in the slow tier.
 MESH8 = pytest.mark.xdist_group("mesh8")
+# Execution-bound (the 8-device fixture took 679 s at -O0 against 85 s): the slow tier runs these at XLA's default.
+pytestmark = pytest.mark.shipped_level
 
 
 @pytest.fixture(scope="module")

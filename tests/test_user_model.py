@@ -86,6 +86,7 @@ def project(tmp_path, monkeypatch):
 
 
 @pytest.mark.slow
+@pytest.mark.shipped_level  # its sweep member and separate run differ by 1e-4 relative at -O0 (and it takes 2.3x)
 def test_user_module_through_cli_interrupt_resume_evaluate_sample_diagnose_and_load_run(project):
     train = ["train", "--no-progress", "--set", *SETS]
     env = {**os.environ, "PYTHONPATH": str(REPO)}
