@@ -63,7 +63,6 @@ generators and scikit-learn seeds are derived from them), so every metric is det
 
 from __future__ import annotations
 
-import abc
 import math
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
@@ -71,6 +70,8 @@ from typing import Any, NamedTuple
 import jax
 import numpy as np
 
+from jaxvae.data.factors import GroundTruthData
+from jaxvae.data.factors import numpy_rng as _numpy_rng
 from jaxvae.errors import ConfigError, DataError
 
 Array = jax.Array
@@ -109,13 +110,6 @@ METRICS = ("mig", "sap", "dci", "modularity_explicitness", "beta_vae", "factor_v
 
 
 # ------------------------------------------------------------------------------------------ small helpers
-
-
-def _numpy_rng(key: Array) -> np.random.Generator:
-    """A numpy generator seeded from the bits of a JAX key (new-style typed keys and raw ``uint32`` keys)."""
-    key = jax.numpy.asarray(key)
-    data = jax.random.key_data(key) if jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key) else key
-    return np.random.default_rng(np.asarray(data, np.uint32).ravel().tolist())
 
 
 def _sklearn_seed(key: Array) -> int:
@@ -509,33 +503,6 @@ def modularity_explicitness(train_codes: ArrayLike, train_factors: ArrayLike, te
 
 
 # ------------------------------------------------------------------------------ ground-truth data
-
-
-class GroundTruthData(abc.ABC):
-    """A two-step generative model of a dataset with known factors: ``y ~ p(y)``, then ``x ~ p(x | y)``.
-
-    Factor ``k`` takes the integer values ``0..factor_sizes[k] - 1``. Subclasses give :attr:`factor_sizes` and
-    :meth:`observations`; :meth:`sample_factors` draws every factor independently and uniformly (as dSprites,
-    Shapes3D and the other disentanglement_lib datasets do) unless overridden.
-    """
-
-    @property
-    @abc.abstractmethod
-    def factor_sizes(self) -> tuple[int, ...]:
-        """The number of values of each factor, ``(S_1, ..., S_K)``."""
-
-    @property
-    def num_factors(self) -> int:
-        return len(self.factor_sizes)
-
-    def sample_factors(self, key: Array, num: int) -> np.ndarray:
-        """``num`` factor vectors ``[num, K]`` (int64), each factor uniform over its values."""
-        rng = _numpy_rng(key)
-        return np.stack([rng.integers(size, size=num) for size in self.factor_sizes], axis=1).astype(np.int64)
-
-    @abc.abstractmethod
-    def observations(self, factors: np.ndarray, key: Array) -> ArrayLike:
-        """Observations ``[N, ...]`` for the factors ``[N, K]``; ``key`` drives any noise in ``p(x | y)``."""
 
 
 class FactorData(GroundTruthData):

@@ -79,9 +79,9 @@ from pathlib import Path
 import jax
 import numpy as np
 
+from jaxvae.data.factors import GroundTruthData
 from jaxvae.data.formats import read_npy
 from jaxvae.data.storage import cache_root, file_hashes, write_atomically
-from jaxvae.disentanglement import GroundTruthData
 from jaxvae.errors import DataError
 
 log = logging.getLogger(__name__)
