@@ -66,7 +66,8 @@ from jaxvae import diagnostics
 from jaxvae.errors import ConfigError
 from jaxvae.model import Params, PureModel
 from jaxvae.objectives import Objective
-from jaxvae.train import _BINARIZE_SALT, _OBJECTIVE_SALT, Metrics, TrainState, apply_or_skip, step_metrics
+from jaxvae.train import Metrics, TrainState, apply_or_skip, step_metrics
+from jaxvae.training.program import BINARIZE_SALT, OBJECTIVE_SALT
 
 __all__ = ["AggressiveOptState", "AggressivePhase", "SplitOptimizer", "make_aggressive_train_step",
            "make_mi_evaluator", "split_optimizer"]
@@ -188,8 +189,8 @@ def make_aggressive_train_step(objective: Objective, optimizer: SplitOptimizer, 
         hyper = objective.hyper(state.step)
         step_key = jax.random.fold_in(state.key, state.step)
         if dynamic_binarization:
-            batch = jax.random.bernoulli(jax.random.fold_in(step_key, _BINARIZE_SALT), batch).astype(batch.dtype)
-        key = jax.random.fold_in(step_key, _OBJECTIVE_SALT)
+            batch = jax.random.bernoulli(jax.random.fold_in(step_key, BINARIZE_SALT), batch).astype(batch.dtype)
+        key = jax.random.fold_in(step_key, OBJECTIVE_SALT)
         inner_key = jax.random.fold_in(step_key, _INNER_SALT)
 
         def loss_fn(params, x, k):

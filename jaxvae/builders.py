@@ -39,9 +39,12 @@ from jaxvae.config import Config, is_builder_reference
 from jaxvae.errors import ConfigError
 from jaxvae.model import VAE, Model, PureModel, set_mode
 from jaxvae.objectives import Objective
+from jaxvae.training.program import Program
 
 Array = jax.Array
 T = TypeVar("T")
+# A user's training program: (cfg, model, objective, optimizer) -> jaxvae.training.Program (train.program).
+ProgramBuilder = Callable[[Config, PureModel, Objective, optax.GradientTransformation], Program]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -258,6 +261,23 @@ def m2_alpha(cfg: Config, num_train: int | None = None) -> float:
     return 0.1 * num_train / (cfg.data.labels_per_class * m.condition_classes)
 
 
+def build_program(cfg: Config, model: PureModel, objective: Objective, optimizer: optax.GradientTransformation,
+                  program: ProgramBuilder | None = None) -> Program:
+    """The training program (:mod:`jaxvae.training`): ``program`` (a function ``(cfg, model, objective,
+    optimizer) -> Program``), else the one named by ``train.program``, else one player training every parameter
+    with ``objective`` and ``optimizer`` (every built-in preset)."""
+    if program is None and cfg.train.program:
+        program = resolve_builder(cfg.train.program, "train.program",
+                                  "(cfg, model, objective, optimizer) -> jaxvae.training.Program")
+    if program is None:
+        return Program.single(objective, optimizer)
+    built = program(cfg, model, objective, optimizer)
+    if not isinstance(built, Program):
+        raise ConfigError(f"The training program function {builder_reference(program)} returned a "
+                          f"{type(built).__name__}, not a jaxvae.training.Program.")
+    return built
+
+
 def builder_reference(builder: ModelBuilder) -> str:
     """``"MODULE:QUALNAME"`` of a builder function, as recorded in ``config.json``."""
     return f"{builder.__module__}:{builder.__qualname__}"
@@ -272,34 +292,37 @@ def reference_is_importable(builder: ModelBuilder) -> bool:
         return False
 
 
-def resolve_builder(reference: str) -> ModelBuilder:
+def resolve_builder(reference: str, key: str = "model.network",
+                    signature: str = "(event_shape, latent_dim, likelihood, rngs) -> model") -> ModelBuilder:
     """Imports the builder named ``MODULE:FUNCTION`` (``FUNCTION`` may be dotted, e.g. ``Class.method``) from
-    the working directory or ``PYTHONPATH``; a missing module or function is a :class:`ConfigError`."""
+    the working directory or ``PYTHONPATH``; a missing module or function is a :class:`ConfigError` naming the
+    config ``key`` that holds the reference."""
     module_name, _, attr = reference.partition(":")
     if not module_name or not attr:
-        raise ConfigError(f"model.network={reference!r}: a user model is given as MODULE:FUNCTION, e.g. "
-                          "model.network=mymodels:build (mymodels.py in the working directory or on PYTHONPATH).")
+        raise ConfigError(f"{key}={reference!r}: a user function is given as MODULE:FUNCTION, e.g. "
+                          f"{key}=mymodule:build (mymodule.py in the working directory or on PYTHONPATH).")
     if os.getcwd() not in sys.path and "" not in sys.path:
         sys.path.insert(0, os.getcwd())  # the console script does not put the working directory on the path
     try:
         module = importlib.import_module(module_name)
     except ImportError as e:
         path = module_name.replace(".", "/")
-        raise ConfigError(f"model.network={reference!r}: cannot import module {module_name!r} ({e}). Run from "
+        raise ConfigError(f"{key}={reference!r}: cannot import module {module_name!r} ({e}). Run from "
                           f"the folder that holds {path}.py or add it to PYTHONPATH.") from None
     if "<" in attr:
-        raise ConfigError(f"model.network={reference!r} was a lambda or a local function, which cannot be "
-                          "imported again: reopen the run from Python with jv.load_run(workdir, model=builder), "
-                          "or define the builder at the top level of a module.")
+        raise ConfigError(f"{key}={reference!r} was a lambda or a local function, which cannot be "
+                          "imported again: reopen the run from Python (jv.load_run(workdir, ...) with the "
+                          "function), "
+                          "or define it at the top level of a module.")
     obj: Any = module
     for part in attr.split("."):
         if not hasattr(obj, part):
-            raise ConfigError(f"model.network={reference!r}: module {module_name!r} ({module.__file__}) has no "
+            raise ConfigError(f"{key}={reference!r}: module {module_name!r} ({module.__file__}) has no "
                               f"{attr!r}; it may have been renamed or removed since the run was created.")
         obj = getattr(obj, part)
     if not callable(obj):
-        raise ConfigError(f"model.network={reference!r} is a {type(obj).__name__}, not a function "
-                          "(event_shape, latent_dim, likelihood, rngs) -> model.")
+        raise ConfigError(f"{key}={reference!r} is a {type(obj).__name__}, not a function "
+                          f"{signature}.")
     return obj
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ast
 import base64
+import collections
 import contextlib
 import json
 import os
@@ -75,10 +76,15 @@ class Checkpointer:
         if step is None:
             raise CheckpointError(f"No checkpoint found in {self.directory}.")
         target = jax.tree.map(ocp.utils.to_shape_dtype_struct, _to_saveable(like))
+        legacy = self._without_model_state(step, target)
+        if legacy is not None:
+            target = legacy
         self._check_compatible(step, target)
         try:
             with _quiet_closed_loop_errors():
                 saved = self._manager.restore(step, args=ocp.args.StandardRestore(target))
+            if legacy is not None:
+                saved = type(like)(*saved, model_state=like.model_state)
         except Exception as e:  # Orbax raises several types for corrupt or mismatched trees
             reason = str(e).strip().splitlines()[0].split(" See full")[0][:240] if str(e).strip() else \
                 type(e).__name__
@@ -88,6 +94,23 @@ class Checkpointer:
                 f"changed. {self._other_steps_hint(step)}"
             ) from e
         return _from_saveable(saved, like)
+
+    def _without_model_state(self, step: int, target: Any) -> Any:
+        """For a checkpoint written before train states had ``model_state`` (jaxvae 0.x; a model without
+        non-gradient variables): ``target`` without that field, so that the old checkpoint restores; else
+        ``None``."""
+        fields = getattr(type(target), "_fields", ())
+        if "model_state" not in fields or jax.tree.leaves(target.model_state):
+            return None
+        try:
+            meta = json.loads((self.directory / str(step) / "default" / "_METADATA").read_text())["tree_metadata"]
+            stored = {ast.literal_eval(key)[0] for key in meta}
+        except (OSError, ValueError, KeyError, TypeError, SyntaxError, IndexError):
+            return None
+        if "model_state" in stored:
+            return None
+        legacy = collections.namedtuple(type(target).__name__, [f for f in fields if f != "model_state"])
+        return legacy(*(getattr(target, f) for f in legacy._fields))
 
     def _other_steps_hint(self, step: int) -> str:
         """How to go on from the checkpoints other than the damaged ``step``."""

@@ -23,6 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxvae import data as data_lib
+from jaxvae.training.program import per_active_step
 
 
 def next_multiple(step: int, every: int) -> int:
@@ -188,7 +189,7 @@ class ChunkLoop:
                 steps_in, seconds_in = steps_in + chunk.length, seconds_in + seconds
                 record = None
                 if due(chunk.end, self.log_every, self.total):  # one record per log_every steps, averaged
-                    record = dict(jax.tree.map(lambda s, n=steps_in: np.asarray(s) / n, sums))
+                    record = per_active_step(dict(jax.tree.map(lambda s, n=steps_in: np.asarray(s) / n, sums)))
                     record["examples_per_sec"] = steps_in * self.batch_size / seconds_in
                     sums, steps_in, seconds_in = None, 0, 0.0
                 self.current = None

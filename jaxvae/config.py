@@ -328,6 +328,10 @@ class TrainConfig:
     device_data_limit_mb: int = 1024  # "auto" keeps a dataset on the device when it is below this size
     early_stopping: EarlyStoppingConfig = EarlyStoppingConfig()
     aggressive: AggressiveConfig = AggressiveConfig()
+    # the training program (jaxvae.training): empty = one player, the objective and optimizer above, training every
+    # parameter; or MODULE:FUNCTION of a function (cfg, model, objective, optimizer) -> jaxvae.training.Program
+    # (several players, state updates; jv.fit(..., program=...) records it here)
+    program: str = ""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -888,6 +892,15 @@ def validate(cfg: Config, *, components: Components | None = None) -> Config:
             not all(p.isidentifier() for p in network.split(":")[0].split(".")):
         raise ConfigError(f"model.network={network!r}: a user model builder is MODULE:FUNCTION, e.g. "
                           "model.network=mymodels:build (a module importable from the working directory).")
+    program = cfg.train.program
+    if program and (program.count(":") != 1 or not program.split(":")[1] or
+                    not all(p.isidentifier() for p in program.split(":")[0].split("."))):
+        raise ConfigError(f"train.program={program!r}: a training program is given as MODULE:FUNCTION, e.g. "
+                          "train.program=myprograms:adversarial (a module importable from the working directory), "
+                          "or left empty for the one-player program.")
+    if program and cfg.train.aggressive.enabled:
+        raise ConfigError(f"train.aggressive brings its own training step; it cannot run with train.program="
+                          f"{program!r}. Set train.aggressive.enabled=false, or train.program= (empty).")
     # model.network is checked above (a registered name or a user builder's reference).
     choices = {**_CHOICES, **{k: v for k, v in components.names.items() if k != "model.network"}}
     for key, options in choices.items():

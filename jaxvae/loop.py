@@ -31,8 +31,8 @@ from jaxvae.train import (
     jit_train_chunk,
     jit_train_step,
     make_train_chunk,
-    make_train_step,
 )
+from jaxvae.training.program import Program, make_program_step
 from jaxvae.writers import MetricWriter, read_metrics
 
 if TYPE_CHECKING:
@@ -114,9 +114,12 @@ def prepare(ctx: RunContext, *, log: Callable[[str], None] = print) -> TrainingP
                           "has no validation split: set data.valid_size > 0 (e.g. data.valid_size=1000), or turn "
                           "it off with train.aggressive.enabled=false.")
     if not agg.enabled:
-        train_step = make_train_step(ctx.model, ctx.objective, ctx.optimizer,
-                                     dynamic_binarization=ds.dynamic_binarization,
-                                     skip_threshold=skip_threshold(cfg))
+        program = ctx.program if ctx.program is not None else Program.single(ctx.objective, ctx.optimizer)
+        step_with_hyper = make_program_step(program, dynamic_binarization=ds.dynamic_binarization,
+                                            skip_threshold=skip_threshold(cfg))
+
+        def train_step(state: TrainState, batch: Any) -> tuple[TrainState, Any]:
+            return step_with_hyper(state, batch, program.hyper(state.step))
     if cfg.train.loop == "scan" and jax.process_count() > 1:
         log(f"train.loop=scan keeps the whole dataset on every device; with {jax.process_count()} processes each "
             "feeds only its own rows of every batch, so the host loop is used.")
@@ -188,6 +191,11 @@ def train_loop(ctx: RunContext, *, progress: bool = True, log: Callable[[str], N
         f"({ds.train.shape[0]:,} train / {ds.valid.shape[0]:,} valid / {ds.test.shape[0]:,} test, event "
         f"{ds.event_shape}) for {total:,} steps of batch {bs} ({total / spe:.1f} epochs), loop={loop}, "
         f"{sharding.describe(mesh)}, params {cfg.mesh.params}.")
+    if ctx.program is not None and (ctx.program.several or ctx.program.state_updates or ctx.state.model_state):
+        log(f"Training program ({cfg.train.program or 'one player'}):\n  "
+            + ctx.program.describe().replace("\n", "\n  ")
+            + (f"\n  non-gradient state: {count_params(ctx.state.model_state):,} values" if ctx.state.model_state
+               else ""))
 
     health = monitor.CollapseMonitor(cfg, ctx.model.latent_dim, ctx.model.groups, total_steps=total) \
         if cfg.monitor.every else None

@@ -83,6 +83,9 @@ class ModelOutput(NamedTuple):
         (hierarchies give them, so that groups without a closed-form KL get a Monte Carlo one per group).
       aux_loss: optional ``[B]``: a loss term of the model's own that every objective adds (batch mean) to what
         it minimises, outside the bound (M2's classifier loss, :mod:`jaxvae.conditional`).
+      state: the model's non-gradient variables after this pass (its ``nnx.BatchStat``-s and other variables
+        that are not ``nnx.Param``, as a nested dict), filled by :meth:`PureModel.forward` for models that have
+        some (``None`` otherwise); the training step carries them in ``TrainState.model_state``.
     """
 
     log_px_z: Array
@@ -96,6 +99,7 @@ class ModelOutput(NamedTuple):
     log_q_groups: Mapping[str, Array] | None = None
     log_p_groups: Mapping[str, Array] | None = None
     aux_loss: Array | None = None
+    state: Params | None = None
 
     @property
     def log_weights(self) -> Array:
@@ -385,6 +389,7 @@ class PureModel:
     builder: Callable[[nnx.Rngs], Model] | None = dataclasses.field(default=None, compare=False)
     training_graphdef: nnx.GraphDef | None = None
     evaluation_graphdef: nnx.GraphDef | None = None
+    state_paths: frozenset[tuple[Any, ...]] = frozenset()
 
     @classmethod
     def from_builder(cls, builder: Callable[[nnx.Rngs], Model]) -> PureModel:
@@ -393,7 +398,7 @@ class PureModel:
         graphdef, state = nnx.split(abstract)
         groups = _latent_groups(graphdef, state)
         return cls(graphdef, abstract.likelihood, tuple(abstract.event_shape), groups, builder,
-                   *_mode_graphdefs(graphdef, state))
+                   *_mode_graphdefs(graphdef, state), state_paths=_state_paths(state))
 
     def evaluation(self) -> PureModel:
         """The evaluation view: the same model in evaluation mode (:func:`set_mode`, as ``Module.eval()``:
@@ -436,8 +441,24 @@ class PureModel:
         return nnx.merge(self.graphdef, params)
 
     def forward(self, params: Params, x: Array, key: Array, num_samples: int = 1) -> ModelOutput:
-        """See :meth:`Model.forward`."""
-        return self.merge(params).forward(x, key, num_samples)
+        """See :meth:`Model.forward`. ``params`` are all the model's variables; for a model with non-gradient
+        variables (:attr:`state_paths`), the output's ``state`` holds their values after the pass (a batch
+        normalization's running statistics in training mode)."""
+        module = self.merge(params)
+        out = module.forward(x, key, num_samples)
+        if self.state_paths:
+            out = out._replace(state=self.split_state(nnx.to_pure_dict(nnx.state(module)))[1])
+        return out
+
+    def split_state(self, variables: Params) -> tuple[Params, Params]:
+        """``(params, state)``: the variables that are ``nnx.Param`` (what gradients train) and the others
+        (:attr:`state_paths`: statistics updated by the forward pass), each a nested dict; ``state`` is ``{}``
+        and ``params`` the same tree for a model without non-gradient variables. :func:`merge_trees` joins
+        them again."""
+        if not self.state_paths:
+            return variables, {}
+        state, params = partition_tree(variables, self.state_paths.__contains__)
+        return params, state
 
     def posteriors(self, params: Params, x: Array, key: Array | None = None) -> dict[str, Distribution]:
         return self.merge(params).posteriors(x, jax.random.key(0) if key is None else key)
@@ -534,8 +555,50 @@ def split(model: Model) -> tuple[PureModel, Params]:
     (:meth:`PureModel.evaluation`, :meth:`PureModel.training`); ``model`` itself is not changed."""
     graphdef, state = nnx.split(_check_model(model))
     return (PureModel(graphdef, model.likelihood, tuple(model.event_shape), _latent_groups(graphdef, state), None,
-                      *_mode_graphdefs(graphdef, state)),
+                      *_mode_graphdefs(graphdef, state), state_paths=_state_paths(state)),
             nnx.to_pure_dict(state))
+
+
+def _state_paths(state: nnx.State) -> frozenset[tuple[Any, ...]]:
+    """The paths of a module's variables that are not ``nnx.Param`` (its non-gradient state)."""
+    return frozenset(tuple(path) for path, leaf in nnx.to_flat_state(state)
+                     if not isinstance(leaf, nnx.Param)
+                     and not issubclass(getattr(leaf, "type", object), nnx.Param))
+
+
+def partition_tree(tree: Mapping[Any, Any], keep: Callable[[tuple[Any, ...]], bool], prefix: tuple[Any, ...] = ()
+                   ) -> tuple[Params, Params]:
+    """Splits a nested dict into ``(selected, rest)`` by the path of each leaf (``keep(("encoder", "w"))``); a
+    branch with no leaf of one side is left out of that side, an empty branch stays in ``rest``.
+    :func:`merge_trees` of the two is the tree again (the same pytree structure)."""
+    selected, rest = {}, {}
+    for k, v in tree.items():
+        path = (*prefix, k)
+        if isinstance(v, Mapping):
+            s, r = partition_tree(v, keep, path)
+            if s:
+                selected[k] = s
+            if r or not s:
+                rest[k] = r
+        elif keep(path):
+            selected[k] = v
+        else:
+            rest[k] = v
+    return selected, rest
+
+
+def merge_trees(*trees: Mapping[Any, Any]) -> Params:
+    """The union of nested dicts with disjoint leaves (the inverse of :func:`partition_tree`)."""
+    out: dict[Any, Any] = {}
+    for tree in trees:
+        for k, v in tree.items():
+            if k not in out:
+                out[k] = dict(v) if isinstance(v, Mapping) else v
+            elif isinstance(v, Mapping) and isinstance(out[k], Mapping):
+                out[k] = merge_trees(out[k], v)
+            else:
+                raise ValueError(f"merge_trees: {k!r} is a leaf in more than one tree.")
+    return out
 
 
 def count_params(params: Params) -> int:

@@ -48,13 +48,20 @@ class ObjectiveOutput(NamedTuple):
       kl: :math:`\\mathrm{KL}(q(z|x) \\| p(z))`, ``[B]``.
       kl_per_dim: analytic KL per latent dimension ``[B, D]``, or ``None`` for priors without one.
       metrics: scalar diagnostics of the objective (e.g. ``{"beta": ..., "iwae": ...}``).
+      state: the model's non-gradient variables after the objective's forward pass (:attr:`ModelOutput.state
+        <jaxvae.model.ModelOutput>`), which the training step keeps when it applies the update; ``None``:
+        unchanged.
+
+    The loss of a player that is not a bound (a critic, :mod:`jaxvae.training`) leaves ``elbo``, ``recon``, ``kl``
+    and ``kl_per_dim`` ``None`` and reports its terms in ``metrics``.
     """
 
-    elbo: Array
-    recon: Array
-    kl: Array
+    elbo: Array | None
+    recon: Array | None
+    kl: Array | None
     kl_per_dim: Array | None
     metrics: dict[str, Array]
+    state: Any = None
 
 
 class Objective(NamedTuple):
@@ -100,7 +107,8 @@ def _output(recon: Array, kl: Array, kl_per_dim: Array | None, fwd: ModelOutput 
     if fwd is not None:
         metrics = {**_group_metrics(fwd), **metrics}
     return ObjectiveOutput(-(recon + kl), recon, kl, kl_per_dim,
-                           {k: jnp.asarray(v, jnp.float32) for k, v in metrics.items()})
+                           {k: jnp.asarray(v, jnp.float32) for k, v in metrics.items()},
+                           None if fwd is None else fwd.state)
 
 
 def _with_aux(loss: Array, fwd: ModelOutput, out: ObjectiveOutput) -> tuple[Array, ObjectiveOutput]:

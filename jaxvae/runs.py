@@ -24,9 +24,11 @@ from jaxvae import config as config_lib
 from jaxvae import data as data_lib
 from jaxvae.builders import (
     ModelBuilder,
+    ProgramBuilder,
     build_model,
     build_objective,
     build_optimizer,
+    build_program,
     build_training_model,
     builder_reference,
     is_builder_reference,
@@ -37,7 +39,8 @@ from jaxvae.config import Config
 from jaxvae.errors import CheckpointError, ConfigError, DataError, JaxvaeError
 from jaxvae.model import Params, PureModel, count_params
 from jaxvae.results import data_seed
-from jaxvae.train import TrainState, evaluation_params, init_train_state
+from jaxvae.train import TrainState, evaluation_params
+from jaxvae.training.program import Program, init_program_state
 from jaxvae.writers import atomic_write_json, read_metrics
 
 __all__ = [
@@ -70,6 +73,7 @@ class RunContext:
     start_step: int
     optimizer: Any
     objective: Any
+    program: Program | None = None  # the training program (jaxvae.training); one player for every built-in preset
     steady_examples_per_sec: float | None = None  # measured by train_loop, excluding compiling chunks
     monitor_seconds: float = 0.0  # time spent in the latent-health monitor (this process)
     train_seconds: float | None = None  # cumulative over resumes
@@ -163,11 +167,13 @@ def steps_of(cfg: Config, dataset: data_lib.Dataset) -> tuple[int, int]:
 
 def open_run(cfg: Config, workdir: str | os.PathLike, *, force: bool = False,
              log: Callable[[str], None] = print, model: ModelBuilder | None = None,
-             restore_step: int | str | None = None, check_workdir_config: bool = True) -> RunContext:
-    """Loads data, builds the model (``model``: a user builder, else ``cfg.model.network``), creates the state in
-    its shardings on the mesh of ``cfg.mesh`` and restores the checkpoint at ``restore_step`` (default: the latest,
-    if any), writing nothing into ``workdir``. ``check_workdir_config``: refuse a run directory that holds another
-    config (unless ``force``)."""
+             restore_step: int | str | None = None, check_workdir_config: bool = True,
+             program: ProgramBuilder | None = None) -> RunContext:
+    """Loads data, builds the model (``model``: a user builder, else ``cfg.model.network``) and the training
+    program (``program``, else ``train.program``, else one player), creates the state in its shardings on the
+    mesh of ``cfg.mesh`` and restores the checkpoint at ``restore_step`` (default: the latest, if any), writing
+    nothing into ``workdir``. ``check_workdir_config``: refuse a run directory that holds another config (unless
+    ``force``)."""
     config_lib.validate(cfg)
     workdir = Path(workdir)
     if check_workdir_config:
@@ -184,9 +190,10 @@ def open_run(cfg: Config, workdir: str | os.PathLike, *, force: bool = False,
     objective = build_objective(cfg, build_training_model(model_config(cfg, dataset), pure, dataset.event_shape,
                                                           model), total_steps,
                                 dataset_size=dataset.train.shape[0])
+    train_program = build_program(cfg, pure, objective, optimizer, program)
     # Created directly in its shardings (eval_shape, then jit with out_shardings); restored into the same ones.
     state, state_shardings = sharding.init_sharded(
-        lambda key: init_train_state(pure, optimizer, objective, key),
+        lambda key: init_program_state(pure, train_program, key),
         lambda shapes: sharding.train_state_shardings(shapes, mesh, cfg.mesh.params),
         jax.random.key(cfg.train.seed))
     if restore_step == "best":
@@ -210,7 +217,7 @@ def open_run(cfg: Config, workdir: str | os.PathLike, *, force: bool = False,
     elif restore_step is not None:
         raise CheckpointError(_missing_step(workdir, restore_step, []))
     return RunContext(cfg, workdir, dataset, pure, state, total_steps, steps_per_epoch, start_step, optimizer,
-                      objective, mesh=mesh, state_shardings=state_shardings)
+                      objective, train_program, mesh=mesh, state_shardings=state_shardings)
 
 
 def _missing_step(workdir: Path, step: int | str, steps: list[int]) -> str:
@@ -231,11 +238,12 @@ def write_run_config(ctx: RunContext) -> None:
 
 def setup_run(cfg: Config, workdir: str | os.PathLike, *, force: bool = False,
               log: Callable[[str], None] = print, model: ModelBuilder | None = None,
-              restore_step: int | str | None = None, write_config: bool = True) -> RunContext:
+              restore_step: int | str | None = None, write_config: bool = True,
+              program: ProgramBuilder | None = None) -> RunContext:
     """:func:`open_run`, then ``config.json`` written (process 0, unless ``write_config=False``, which also skips
     the check of a config already in the directory)."""
     ctx = open_run(cfg, workdir, force=force, log=log, model=model, restore_step=restore_step,
-                   check_workdir_config=write_config)
+                   check_workdir_config=write_config, program=program)
     if write_config:
         write_run_config(ctx)
     return ctx
@@ -338,21 +346,27 @@ def _restore_best(workdir: Path, like: TrainState, stopper: early_stopping.Early
         best.close()
 
 
-def with_builder(cfg: Config, model: ModelBuilder | None, log: Callable[[str], None]) -> Config:
-    """``cfg`` with ``model.network`` set to the reference of the user builder ``model`` (if given), noting when
-    that reference cannot be imported again."""
-    if model is None:
-        return cfg
-    cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, network=builder_reference(model)))
-    if not reference_is_importable(model):
-        log(f"Note: the model builder {cfg.model.network} is not importable by that name (a lambda, a local "
-            "function or one defined in __main__), so the jaxvae CLI cannot reopen this run; reopen it with "
-            "jv.load_run(workdir, model=...) or define the builder in a module.")
+def with_builder(cfg: Config, model: ModelBuilder | None, log: Callable[[str], None],
+                 program: ProgramBuilder | None = None) -> Config:
+    """``cfg`` with ``model.network`` set to the reference of the user builder ``model`` and ``train.program``
+    to that of ``program`` (those given), noting when a reference cannot be imported again."""
+    for fn, key, section, field, reopen in ((model, "model builder", "model", "network", "model"),
+                                            (program, "training program", "train", "program", "program")):
+        if fn is None:
+            continue
+        reference = builder_reference(fn)
+        cfg = dataclasses.replace(cfg, **{section: dataclasses.replace(getattr(cfg, section),
+                                                                       **{field: reference})})
+        if not reference_is_importable(fn):
+            log(f"Note: the {key} {reference} is not importable by that name (a lambda, a local function or one "
+                "defined in __main__), so the jaxvae CLI cannot reopen this run; reopen it with "
+                f"jv.load_run(workdir, {reopen}=...) or define it in a module.")
     return cfg
 
 
 def fit(cfg: Config, workdir: str | os.PathLike, *, model: ModelBuilder | None = None, force: bool = False,
-        progress: bool = True, log: Callable[[str], None] = print) -> dict[str, Any]:
+        progress: bool = True, log: Callable[[str], None] = print,
+        program: ProgramBuilder | None = None) -> dict[str, Any]:
     """Trains (or resumes) a run in ``workdir`` and writes the complete run directory; returns the summary.
 
     Args:
@@ -363,6 +377,9 @@ def fit(cfg: Config, workdir: str | os.PathLike, *, model: ModelBuilder | None =
         ``model.network`` in ``config.json`` so that resume, ``jaxvae evaluate``/``sample``/``diagnose`` and
         :func:`load_run` rebuild the same model; define it in an importable module for that.
       force: resume even if ``cfg`` differs from the saved config.
+      program: a function ``(cfg, model, objective, optimizer) -> jaxvae.training.Program`` declaring the
+        players and state updates of the training step (default: one player, the configured objective and
+        optimizer); recorded as ``train.program`` like the model builder.
 
     Raises:
       RunDirectoryBusyError: another process is writing into ``workdir`` (:func:`jaxvae.rundir.run_lock`).
@@ -377,7 +394,7 @@ def fit(cfg: Config, workdir: str | os.PathLike, *, model: ModelBuilder | None =
         log, progress_on = (lambda _: None), False
     else:
         progress_on = progress
-    cfg = with_builder(cfg, model, log)
+    cfg = with_builder(cfg, model, log, program)
     built: list[RunContext] = []  # for the disk-full message's estimate before the first checkpoint
 
     def state_bytes() -> int:
@@ -393,7 +410,7 @@ def fit(cfg: Config, workdir: str | os.PathLike, *, model: ModelBuilder | None =
             # byte is written: a refused run leaves a directory it created absent and one that existed as it was.
             try:
                 trackers_lib.check_available(cfg.track.backends)
-                ctx = open_run(cfg, workdir, force=force, log=log, model=model)
+                ctx = open_run(cfg, workdir, force=force, log=log, model=model, program=program)
                 built.append(ctx)
                 program = loop.prepare(ctx, log=log) if ctx.start_step < ctx.total_steps else None
             except BaseException:
@@ -436,10 +453,11 @@ def _not_a_run(workdir: Path) -> CheckpointError:
 
 
 def restore_run(workdir: str | os.PathLike, *, step: int | str | None = None,
-                model: ModelBuilder | None = None) -> tuple[RunContext, Params]:
+                model: ModelBuilder | None = None, program: ProgramBuilder | None = None
+                ) -> tuple[RunContext, Params]:
     """Loads a finished or interrupted run: its config, data, model and the parameters of the checkpoint at
-    ``step`` (their moving average when the run tracks one). Writes nothing. ``model``: the builder, for runs
-    whose recorded builder is not importable.
+    ``step`` (their moving average when the run tracks one). Writes nothing. ``model`` and ``program``: the
+    builder and the training program, for runs whose recorded ones are not importable.
 
     ``step``: a step number, ``"latest"``, ``"best"`` (the best validation of a run trained with early
     stopping), or ``None``: the model the run reports, i.e. ``"best"`` when the run used early stopping and has
@@ -465,7 +483,7 @@ def restore_run(workdir: str | os.PathLike, *, step: int | str | None = None,
     if isinstance(step, str) and step not in ("best", "latest"):
         raise CheckpointError(f"step={step!r}: give a step number, 'latest' or 'best'.")
     ctx = setup_run(cfg, workdir, log=lambda _: None, model=model, restore_step=None if step == "latest" else step,
-                    write_config=False)
+                    write_config=False, program=program)
     return ctx, evaluation_params(ctx.state)
 
 
@@ -490,7 +508,7 @@ class LoadedRun(NamedTuple):
 
 
 def load_run(workdir: str | os.PathLike, step: int | str | None = None, *,
-             model: ModelBuilder | None = None) -> LoadedRun:
+             model: ModelBuilder | None = None, program: ProgramBuilder | None = None) -> LoadedRun:
     """Opens a run directory (finished or interrupted, a single run or a sweep member) for analysis in Python;
     writes nothing.
 
@@ -506,6 +524,7 @@ def load_run(workdir: str | os.PathLike, step: int | str | None = None, *,
         clear error.
       model: the model builder, needed only when the recorded ``model.network`` is not importable (a lambda or a
         function defined in a notebook).
+      program: the training program function, likewise for ``train.program``.
     """
-    ctx, params = restore_run(workdir, step=step, model=model)
+    ctx, params = restore_run(workdir, step=step, model=model, program=program)
     return LoadedRun(ctx.model, params, ctx.cfg, ctx.dataset, int(ctx.state.step), ctx.workdir)

@@ -179,13 +179,15 @@ def param_shardings(params: Any, mesh: Mesh, mode: str = "replicated") -> Any:
 def train_state_shardings(state: Any, mesh: Mesh, mode: str = "replicated") -> Any:
     """Shardings of a :class:`~jaxvae.train.TrainState` (arrays or shapes): parameters and optimizer state by
     :func:`param_shardings` (an optimizer moment has its parameter's shape, so it gets the same layout; scalar
-    counters are replicated); step, key, counters and objective state replicated."""
+    counters are replicated) and so is the model's non-gradient state; step, key, counters and objective state
+    replicated."""
     rep = replicated(mesh)
     return state._replace(
         step=rep, key=rep, nonfinite_total=rep, nonfinite_consecutive=rep,
         params=param_shardings(state.params, mesh, mode),
         opt_state=param_shardings(state.opt_state, mesh, mode),
-        obj_state=jax.tree.map(lambda _: rep, state.obj_state))
+        obj_state=jax.tree.map(lambda _: rep, state.obj_state),
+        model_state=param_shardings(state.model_state, mesh, mode))
 
 
 def stacked_shardings(tree: Any, mesh: Mesh) -> Any:

@@ -33,9 +33,11 @@ from jaxvae import config as config_lib
 from jaxvae import report, results, sharding
 from jaxvae.builders import (
     ModelBuilder,
+    ProgramBuilder,
     build_model,
     build_objective,
     build_optimizer,
+    build_program,
     skip_threshold,
     sweepable_keys,
 )
@@ -47,13 +49,8 @@ from jaxvae.model import count_params
 from jaxvae.progress import preempted, progress_bar, stop_on_signals
 from jaxvae.results import data_seed
 from jaxvae.runs import load_run_dataset, model_config, run_summary, steps_of, validate_data, with_builder
-from jaxvae.train import (
-    evaluation_params,
-    init_train_state,
-    jit_train_chunk,
-    make_train_chunk,
-    make_train_step_with_hyper,
-)
+from jaxvae.train import evaluation_params, jit_train_chunk, make_train_chunk
+from jaxvae.training.program import init_program_state, make_program_step
 from jaxvae.writers import MetricWriter, atomic_write_json
 
 # Keys whose values only change an objective's scheduled weights (or the seed), so models that differ in them
@@ -133,7 +130,7 @@ def _index(tree: Any, i: int) -> Any:
 
 def run_sweep(base: Config, over: Mapping[str, Sequence[str]], workdir: str | Path, *, seeds: int = 1,
               model: ModelBuilder | None = None, progress: bool = True,
-              log: Callable[[str], None] = print) -> dict[str, Any]:
+              log: Callable[[str], None] = print, program: ProgramBuilder | None = None) -> dict[str, Any]:
     """Trains the grid as one program, evaluates every model, writes the sweep directory; returns sweep.json.
 
     Args:
@@ -152,12 +149,14 @@ def run_sweep(base: Config, over: Mapping[str, Sequence[str]], workdir: str | Pa
     from jaxvae import rundir
 
     with rundir.run_lock(workdir), rundir.disk_full_guard(workdir):
-        return _run_sweep(base, over, Path(workdir), seeds=seeds, model=model, progress=progress, log=log)
+        return _run_sweep(base, over, Path(workdir), seeds=seeds, model=model, progress=progress, log=log,
+                          program=program)
 
 
 def _run_sweep(base: Config, over: Mapping[str, Sequence[str]], workdir: Path, *, seeds: int,
-               model: ModelBuilder | None, progress: bool, log: Callable[[str], None]) -> dict[str, Any]:
-    base = with_builder(base, model, log)
+               model: ModelBuilder | None, progress: bool, log: Callable[[str], None],
+               program: ProgramBuilder | None = None) -> dict[str, Any]:
+    base = with_builder(base, model, log, program)
     grid = expand_grid(base, over, seeds)
     labels, configs = [g[0] for g in grid], [g[1] for g in grid]
     base = configs[0]
@@ -168,6 +167,8 @@ def _run_sweep(base: Config, over: Mapping[str, Sequence[str]], workdir: Path, *
     n_train, bs = ds.train.shape[0], base.train.batch_size
     optimizer = build_optimizer(base, total, spe)
     objectives = [build_objective(c, pure, total, dataset_size=n_train) for c in configs]
+    # Every model's program (they differ only in their players' scheduled weights); the first one's step is run.
+    programs = [build_program(c, pure, o, optimizer, program) for c, o in zip(configs, objectives)]
     n = len(configs)
 
     if jax.process_count() > 1:
@@ -181,7 +182,7 @@ def _run_sweep(base: Config, over: Mapping[str, Sequence[str]], workdir: Path, *
     keys = jnp.stack([jax.random.key(c.train.seed) for c in configs])
     # The stacked states are created directly in their shardings (models over `data` when that divides N).
     states, state_sh = sharding.init_sharded(
-        jax.vmap(lambda k: init_train_state(pure, optimizer, objectives[0], k)),
+        jax.vmap(lambda k: init_program_state(pure, programs[0], k)),
         lambda shapes: sharding.stacked_shardings(shapes, mesh), keys)
     ckpt = Checkpointer(workdir / "checkpoints", max_to_keep=base.train.keep_checkpoints)
     start = ckpt.latest_step() or 0
@@ -190,14 +191,13 @@ def _run_sweep(base: Config, over: Mapping[str, Sequence[str]], workdir: Path, *
         log(f"Resuming the sweep in {workdir} from step {start}/{total}.")
     ckpt.close()
 
-    single = make_train_step_with_hyper(pure, objectives[0], optimizer,
-                                        dynamic_binarization=ds.dynamic_binarization,
-                                        skip_threshold=skip_threshold(base))
+    single = make_program_step(programs[0], dynamic_binarization=ds.dynamic_binarization,
+                               skip_threshold=skip_threshold(base))
 
     def sweep_step(states, batch):
         step = states.step[0]
-        hypers = [o.hyper(step) for o in objectives]
-        hyper = {k: jnp.stack([jnp.asarray(h[k], jnp.float32) for h in hypers]) for k in hypers[0]}
+        hyper = jax.tree.map(lambda *h: jnp.stack([jnp.asarray(v, jnp.float32) for v in h]),
+                             *[p.hyper(step) for p in programs])
         return jax.vmap(single, in_axes=(0, None, 0))(states, batch, hyper)
 
     model_dirs = [workdir / "models" / f"{i:02d}-{label}" for i, label in enumerate(labels)]

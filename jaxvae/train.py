@@ -1,4 +1,5 @@
-"""The compiled parts of training: the :class:`TrainState` pytree and the train/eval steps.
+"""The compiled parts of training: the train step of one player (the program of every built-in preset,
+:mod:`jaxvae.training.program`) and the chunks that loop it on the device.
 
 Everything here is a pure function over pytrees; the host loop in :mod:`jaxvae.loop` only calls them.
 
@@ -15,89 +16,32 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 import optax
 
 from jaxvae import sharding
-from jaxvae.conditional import map_images
 from jaxvae.model import Params, PureModel
 from jaxvae.objectives import Objective
+from jaxvae.training.program import Program, init_program_state, make_program_step, step_metrics
+from jaxvae.training.state import EmaParamsState, TrainState, ema_params, evaluation_params
+
+__all__ = ["EmaParamsState", "TrainState", "apply_or_skip", "ema_params", "evaluation_params", "init_train_state",
+           "jit_train_chunk", "jit_train_step", "make_train_chunk", "make_train_step",
+           "make_train_step_with_hyper",
+           "step_metrics"]
 
 Array = jax.Array
 Metrics = dict[str, Array]
 
-# Salts for the per-step key: one stream for the objective's samples, one for dynamic binarization.
-_OBJECTIVE_SALT, _BINARIZE_SALT = 0, 1
-
-
-class TrainState(NamedTuple):
-    """Everything that changes during training, as one pytree (checkpointed whole).
-
-    Attributes:
-      step: number of completed steps, int32 ``[]``.
-      params: model parameters (a nested dict of arrays).
-      opt_state: Optax state.
-      obj_state: objective / KL-controller state (``{}`` for stateless objectives).
-      key: the run's base PRNG key (never split in place; per-step keys are ``fold_in(key, step)``).
-      nonfinite_total: skipped updates so far, int32 ``[]``.
-      nonfinite_consecutive: skipped updates in a row, int32 ``[]``.
-    """
-
-    step: Array
-    params: Params
-    opt_state: optax.OptState
-    obj_state: Any
-    key: Array
-    nonfinite_total: Array
-    nonfinite_consecutive: Array
-
-
-class EmaParamsState(NamedTuple):
-    """The state of :func:`ema_params`: the exponential moving average of the parameters."""
-
-    ema: Params
-
-
-def ema_params(decay: float) -> optax.GradientTransformation:
-    r"""An optax transformation that leaves the updates alone and tracks the parameters' exponential moving
-    average in its state (VDVAE, Child 2021, evaluates with ``decay = 0.9999``):
-
-    .. math:: ar	heta_0 = 	heta_0, \qquad ar	heta_{t+1} = d\,ar	heta_t + (1 - d)\,	heta_{t+1}.
-
-    Put it last in a chain (it needs the final updates); a skipped step (non-finite, or above the skip threshold)
-    does not run the optimizer, so it does not move the average either. The average lives in the optimizer
-    state: checkpointed, sharded like the parameters, and read back with :func:`evaluation_params`."""
-    if not 0.0 < decay < 1.0:
-        raise ValueError(f"The EMA decay must be in (0, 1); got {decay}.")
-
-    def init(params):
-        return EmaParamsState(jax.tree.map(lambda p: jnp.array(p, copy=True), params))
-
-    def update(updates, state, params=None):
-        new = optax.apply_updates(params, updates)
-        return updates, EmaParamsState(jax.tree.map(lambda e, p: decay * e + (1.0 - decay) * p, state.ema, new))
-
-    return optax.GradientTransformation(init, update)
-
-
-def evaluation_params(state: TrainState) -> Params:
-    """The parameters to evaluate: the moving average of :func:`ema_params` when the optimizer tracks one, else
-    ``state.params``."""
-    found = [s for s in jax.tree.leaves(state.opt_state, is_leaf=lambda s: isinstance(s, EmaParamsState))
-             if isinstance(s, EmaParamsState)]
-    return found[0].ema if found else state.params
-
 
 def init_train_state(model: PureModel, optimizer: optax.GradientTransformation, objective: Objective,
                      key: Array) -> TrainState:
-    """A fresh state: parameters from ``fold_in(key, 0)``, the per-step stream from ``fold_in(key, 1)``."""
-    params = model.init(jax.random.fold_in(key, 0))
-    zero = lambda: jnp.zeros((), jnp.int32)  # distinct buffers, so the state can be donated
-    return TrainState(zero(), params, optimizer.init(params), objective.init(params), jax.random.fold_in(key, 1),
-                      zero(), zero())
+    """A fresh state of the one-player program (:func:`jaxvae.training.init_program_state`): parameters from
+    ``fold_in(key, 0)``, the per-step stream from ``fold_in(key, 1)``."""
+    return init_program_state(model, Program.single(objective, optimizer), key)
 
 
 def make_train_step(model: PureModel, objective: Objective, optimizer: optax.GradientTransformation, *,
@@ -123,7 +67,8 @@ def make_train_step_with_hyper(model: PureModel, objective: Objective, optimizer
                                ) -> Callable[[TrainState, Array, dict[str, Array]], tuple[TrainState, Metrics]]:
     """The train step with the scheduled weights passed in: ``(state, batch, hyper) -> (state, metrics)``.
 
-    This is the form :mod:`jaxvae.sweep` ``vmap``-s over many models (``hyper`` values stacked ``[N]``).
+    This is the form :mod:`jaxvae.sweep` ``vmap``-s over many models (``hyper`` values stacked ``[N]``): the step
+    of the one-player program (:func:`jaxvae.training.make_program_step`).
 
     An update is skipped (parameters, optimizer and controller state unchanged; ``nonfinite_total`` and
     ``nonfinite_consecutive`` incremented) when the loss or the gradient is not finite, or, with
@@ -132,34 +77,8 @@ def make_train_step_with_hyper(model: PureModel, objective: Objective, optimizer
     threshold, ``skipped_grad_norm`` is 1 for a step skipped for its norm alone.
     """
     del model  # the objective closes over it; kept in the signature for readability at call sites
-    # The training loss reaches the optimizer as `value` (optax.contrib.reduce_on_plateau reads it; every other
-    # transformation ignores it).
-    optimizer = optax.with_extra_args_support(optimizer)
-
-    def train_step(state: TrainState, batch: Array, hyper: dict[str, Array]) -> tuple[TrainState, Metrics]:
-        step_key = jax.random.fold_in(state.key, state.step)
-        if dynamic_binarization:
-            bin_key = jax.random.fold_in(step_key, _BINARIZE_SALT)
-            batch = map_images(lambda k, x: jax.random.bernoulli(k, x).astype(x.dtype), batch, bin_key)
-        key = jax.random.fold_in(step_key, _OBJECTIVE_SALT)
-
-        def loss_fn(params):
-            return objective.loss(params, state.obj_state, batch, key, state.step, hyper)
-
-        (loss, out), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
-        grad_norm = optax.tree.norm(grads)
-        # A NaN or Inf anywhere in the gradients makes their norm non-finite: one reduction decides the skip.
-        finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
-        if skip_threshold is not None:
-            too_large = finite & (grad_norm > skip_threshold)
-            finite = finite & ~too_large
-
-        new_state = apply_or_skip(state, finite, grads, loss, out, optimizer, objective, hyper)
-        new_state = new_state._replace(step=state.step + 1)
-        return new_state, step_metrics(hyper, loss, out, grad_norm, finite,
-                                       too_large if skip_threshold is not None else None)
-
-    return train_step
+    return make_program_step(Program.single(objective, optimizer), dynamic_binarization=dynamic_binarization,
+                             skip_threshold=skip_threshold)
 
 
 def apply_or_skip(state: TrainState, ok: Array, grads: Params, loss: Array, out: Any, optimizer: Any,
@@ -180,28 +99,6 @@ def apply_or_skip(state: TrainState, ok: Array, grads: Params, loss: Array, out:
 
     # lax.cond runs one branch only, so a skipped update costs nothing and a normal one no extra select.
     return jax.lax.cond(ok, apply, skip, state)
-
-
-def step_metrics(hyper: dict[str, Array], loss: Array, out: Any, grad_norm: Array, finite: Array,
-                 too_large: Array | None = None) -> Metrics:
-    """The metrics of one train step: the scheduled weights, the loss and the batch means of the objective's
-    terms, the gradient norm, ``skipped`` (1 for a skipped update) and, with a skip threshold (``too_large``
-    given), ``skipped_grad_norm``."""
-    metrics = {
-        **{k: jnp.asarray(v, jnp.float32) for k, v in hyper.items()},
-        "loss": loss,
-        "elbo": jnp.mean(out.elbo),
-        "recon": jnp.mean(out.recon),
-        "kl": jnp.mean(out.kl),
-        "grad_norm": grad_norm,
-        "skipped": (~finite).astype(jnp.int32).astype(jnp.float32),
-        **out.metrics,
-    }
-    if too_large is not None:
-        metrics["skipped_grad_norm"] = too_large.astype(jnp.float32)
-    if out.kl_per_dim is not None:
-        metrics["kl_per_dim"] = jnp.mean(out.kl_per_dim, axis=0)
-    return metrics
 
 
 def make_train_chunk(train_step: Callable[..., tuple[TrainState, Metrics]], batch_size: int,

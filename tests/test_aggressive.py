@@ -17,7 +17,8 @@ from jaxvae.aggressive import AggressiveOptState, AggressivePhase, make_aggressi
 from jaxvae.builders import build_model, build_objective, build_optimizer
 from jaxvae.errors import ConfigError
 from jaxvae.objectives import Objective, ObjectiveOutput
-from jaxvae.train import _OBJECTIVE_SALT, TrainState, init_train_state, make_train_step
+from jaxvae.train import TrainState, init_train_state, make_train_step
+from jaxvae.training.program import OBJECTIVE_SALT as _OBJECTIVE_SALT
 
 # ---------------------------------------------------------------------------------- a scripted loss sequence
 
