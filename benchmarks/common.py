@@ -65,7 +65,8 @@ def time_train_loop(cfg, workdir: Path) -> dict:
     """
     import time
 
-    from jaxvae import loop, runs
+    from jaxvae import runs
+    from jaxvae.training import loop
 
     ctx = runs.setup_run(cfg, workdir, log=lambda _: None)
     t0 = time.perf_counter()
@@ -347,11 +348,12 @@ def command_line() -> str:
 
 def mnist_classifier(data_dir: str, epochs: int = 5):
     """``(dataset, classifier, test accuracy, test features)``: real MNIST from ``data_dir`` (the program exits
-    naming the folder when it is absent) and jaxvae's cached feature classifier (`jaxvae.frechet`), trained for
-    ``epochs`` (5 for every recorded figure; fewer only for a quick check)."""
+    naming the folder when it is absent) and jaxvae's cached feature classifier (`jaxvae.evaluation.frechet`),
+    trained for ``epochs`` (5 for every recorded figure; fewer only for a quick check)."""
     if not (Path(data_dir) / "train-images-idx3-ubyte.gz").exists():
         sys.exit(f"MNIST not found in {data_dir}; pass --data-dir.")
-    from jaxvae import data, frechet
+    from jaxvae import data
+    from jaxvae.evaluation import frechet
 
     ds = data.load_dataset("mnist", data_dir)
     clf = frechet.train_classifier(ds.train, ds.labels["train"], epochs=epochs)

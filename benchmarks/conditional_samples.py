@@ -1,8 +1,8 @@
 """Does a conditional VAE draw what it is asked for? A CVAE (`model.conditional=cvae`) trained on MNIST samples
 each label from the prior (what `jaxvae sample --label c` draws); a separate MNIST classifier (the one
-`jaxvae.frechet` trains and caches) labels the samples. Reports, per requested label and overall, the share of
-samples the classifier assigns to that label, and the Fréchet distance proxy of the samples to the test images,
-beside the same network trained unconditionally."""
+`jaxvae.evaluation.frechet` trains and caches) labels the samples. Reports, per requested label and overall, the
+share of samples the classifier assigns to that label, and the Fréchet distance proxy of the samples to the test
+images, beside the same network trained unconditionally."""
 
 from __future__ import annotations
 
@@ -31,7 +31,9 @@ def main(argv: list[str] | None = None) -> None:
     _, clf, acc, test_feat = common.mnist_classifier(args.data_dir, args.classifier_epochs)
     import jax
 
-    from jaxvae import conditional, frechet, runs, samplers
+    from jaxvae import runs
+    from jaxvae.evaluation import frechet, samplers
+    from jaxvae.models import conditional
 
     rows = {}
     with tempfile.TemporaryDirectory() as tmp:

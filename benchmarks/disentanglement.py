@@ -5,7 +5,7 @@ full 64x64 grid on a bigger machine): a plain VAE and a beta-VAE (beta=4) as ONE
 only in the KL weight), then a capacity-annealed beta-VAE (Burgess et al. 2018), a beta-TCVAE (Chen et al. 2018)
 and a PI-controlled VAE (ControlVAE, Shao et al. 2020), each a sweep over its seeds. Every member is scored with
 ``jaxvae evaluate --metrics ...`` (MIG, SAP, DCI, modularity/explicitness and the FactorVAE score of
-:mod:`jaxvae.disentanglement`, on the posterior means), exactly as a user would.
+:mod:`jaxvae.evaluation.disentanglement`, on the posterior means), exactly as a user would.
 
 Outputs: a table of the per-model means and standard deviations over seeds (and every run), the orderings
 reported by Chen et al. 2018 (beta-TCVAE above the plain VAE and the beta-VAE on MIG) and Kim & Mnih 2018

@@ -50,7 +50,8 @@ def main(argv: list[str] | None = None) -> None:
     import jax.numpy as jnp
 
     import jaxvae as jv
-    from jaxvae import estimators, objectives
+    from jaxvae import objectives
+    from jaxvae.objectives import estimators
 
     ks = [int(k) for k in args.ks.split(",")]
     real = Path(args.data_dir).is_dir()

@@ -1,7 +1,8 @@
 """IWAE evaluation speed: the test log-likelihood with k=5000 importance samples (Burda et al. 2016) on 1,000 test
 images, MLP VAE 784-512-256-32 (ReLU, Bernoulli), side by side in one run:
 
-- ``jaxvae``: ``jaxvae.evaluate.make_iwae_evaluator`` with its defaults (what ``jaxvae evaluate`` runs);
+- ``jaxvae``: ``jaxvae.evaluation.likelihood.make_iwae_evaluator`` with its defaults (what ``jaxvae evaluate``
+  runs);
 - ``plain-jax``: a hand-written batched, jitted JAX evaluation (no Flax, no jaxvae);
 - ``torch-iwae``: a batched plain-PyTorch evaluation under ``torch.no_grad``;
 - ``pythae-nll``: pythae's ``VAE.get_nll`` (one image at a time, 100 samples per pass).
@@ -57,7 +58,8 @@ def test_images(n: int, data_dir: str | None) -> tuple[np.ndarray, str]:
 def bench_jaxvae(data: np.ndarray, num_samples: int) -> dict:
     import jax
 
-    from jaxvae import builders, config, evaluate
+    from jaxvae import builders, config
+    from jaxvae.evaluation import likelihood as evaluate
 
     cfg = config.apply_overrides(config.get_preset("binarized-mnist"),
                                  [f"model.latent_dim={LATENT}", f"model.hidden={','.join(map(str, HIDDEN))}"])
@@ -151,7 +153,7 @@ def measure_matmul_rate(rows: int = 10_000, repeats: int = 5, compiler_options: 
 def matmul_rates() -> dict[str, float]:
     """The decoder matmul rate with XLA's default options and with the options jaxvae's evaluation compiles with
     (on CPU: YNNPACK fusions off), each at 2,500 and 10,000 rows; the ceiling uses the fastest of them."""
-    from jaxvae import evaluate
+    from jaxvae.evaluation import likelihood as evaluate
 
     settings = {"default": None}
     if (options := evaluate.eval_compiler_options()) is not None:

@@ -1,8 +1,8 @@
 """Prior sampling vs ex-post density sampling for a VAE and a plain autoencoder (beta=0) with the same network on
 real MNIST: a Gaussian mixture (Ghosh et al. 2020), a RealNVP flow and the two-stage VAE (Dai & Wipf 2019), all
 fitted to the training set's posterior means, scored by a Fréchet distance in the feature space of a small MNIST
-classifier that jaxvae trains once and caches (`jaxvae.frechet`; a proxy, not the Inception FID). Lower is
-better."""
+classifier that jaxvae trains once and caches (`jaxvae.evaluation.frechet`; a proxy, not the Inception FID). Lower
+is better."""
 
 from __future__ import annotations
 
@@ -33,7 +33,8 @@ def main(argv: list[str] | None = None) -> None:
     ds, clf, acc, test_feat = common.mnist_classifier(args.data_dir, args.classifier_epochs)
     import jax
 
-    from jaxvae import diagnostics, expost, frechet, runs, samplers
+    from jaxvae import runs
+    from jaxvae.evaluation import diagnostics, expost, frechet, samplers
 
     train_feat = frechet.dataset_features(clf, ds.train[:10_000])
     reference = frechet.frechet_distance(train_feat, test_feat)
@@ -91,7 +92,7 @@ def main(argv: list[str] | None = None) -> None:
             f"Bernoulli), {args.epochs} epochs; GMM: {args.components} full-covariance components fitted by "
             "jaxvae's EM to the "
             f"50,000 training posterior means; a RealNVP flow (8 couplings) and a two-stage VAE (Dai & Wipf) "
-            f"fitted to the same means with {args.expost_steps} Adam steps each (`jaxvae.expost`); "
+            f"fitted to the same means with {args.expost_steps} Adam steps each (`jaxvae.evaluation.expost`); "
             f"{args.num_samples} samples each, decoded to Bernoulli means; the two-stage VAE's latents are its "
             "decoder's mean (as Dai & Wipf sample) or that mean plus its learned gamma noise. "
             "Ghosh et al. (2020) report a large gain from ex-post density estimation for deterministic "

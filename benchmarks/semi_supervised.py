@@ -40,7 +40,7 @@ def supervised_error(x_train, y_train, x_test, y_test, hidden: int, seed: int, s
     import optax
     from flax import nnx
 
-    from jaxvae import nets
+    from jaxvae.models import nets
 
     model = nets.MLP([x_train.shape[1], hidden, 10], rngs=nnx.Rngs(seed))
     graphdef, params = nnx.split(model)
@@ -80,7 +80,8 @@ def main(argv: list[str] | None = None) -> None:
         p.error("--steps is for a quick check; use it with --no-record")
     if not (Path(args.data_dir) / "train-images-idx3-ubyte.gz").exists():
         sys.exit(f"MNIST not found in {args.data_dir}; pass --data-dir.")
-    from jaxvae import conditional, config, runs
+    from jaxvae import config, runs
+    from jaxvae.models import conditional
 
     data = ["data.name=mnist", f"data.dir={args.data_dir}", "data.dynamic_binarization=true"]
     m2 = ["model.conditional=m2", f"data.labels_per_class={args.labels_per_class}", "model.hidden=500",

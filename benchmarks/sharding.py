@@ -55,7 +55,7 @@ def time_steps(mesh_shape: str, model_name: str, batch: int, steps: int, repeats
     import numpy as np
 
     from jaxvae import sharding
-    from jaxvae.train import init_train_state, jit_train_step, make_train_step
+    from jaxvae.training.step import init_train_state, jit_train_step, make_train_step
 
     _, model, opt, obj, event = _setup(model_name, batch, params_mode)
     mesh = sharding.make_mesh(mesh_shape)

@@ -189,7 +189,7 @@ def _single(kind: str, arch: str, batch: int, epochs: int, data_path: Path) -> d
 JAX_KINDS = ["jaxvae-scan", "jaxvae-host", "plain-jax-host", "plain-jax-scan"]
 PLAIN_KINDS = ["plain-jax-host", "plain-jax-scan"]  # hand-written for the MLP only
 # Conv only, not run by default: jaxvae with XLA's native convolutions (model.conv_impl=xla) instead of the
-# matmul convolutions that model.conv_impl=auto picks on CPU (jaxvae.convops).
+# matmul convolutions that model.conv_impl=auto picks on CPU (jaxvae.models.convops).
 XLACONV_KINDS = ["jaxvae-scan-xlaconv", "jaxvae-host-xlaconv"]
 TORCH_KINDS = ["torch-eager", "pythae-trainer"]
 

@@ -13,55 +13,59 @@ import importlib
 import importlib.util
 from typing import Any
 
+from jaxvae import _moved
+
 __version__ = "0.1.0"
 
 # The flat API: each name and the submodule that defines it.
 _EXPORTS: dict[str, tuple[str, ...]] = {
     "config": ("Config", "apply_overrides", "get_preset"),
-    "controllers": ("KLController", "geco", "pi_controller"),
-    "diagnostics": (
+    "objectives.controllers": ("KLController", "geco", "pi_controller"),
+    "evaluation.diagnostics": (
         "active_units", "aggregate_log_density", "latent_report", "mutual_information", "outlier_scores",
         "prior_holes"),
-    "distributions": (
+    "distributions.base": (
         "Bijection", "DiagonalGaussian", "Distribution", "Mixture", "TransformedDistribution", "kl_divergence",
         "register_kl"),
-    "early_stopping": ("EarlyStopping",),
+    "training.early_stopping": ("EarlyStopping",),
     "errors": (
         "CheckpointError", "ChecksumError", "ConfigError", "DataError", "JaxvaeError", "DiskFullError",
         "RunDirectoryBusyError", "RunFileWarning"),
-    "estimators": ("ciwae", "elbo_stl", "iwae_dreg", "miwae", "piwae"),
-    "evaluate": ("disentanglement_metrics", "iwae_log_likelihood"),
-    "kl": ("kl_diagonal_gaussians_per_dim", "kl_monte_carlo", "kl_standard_normal_per_dim"),
-    "likelihoods": (
+    "objectives.estimators": ("ciwae", "elbo_stl", "iwae_dreg", "miwae", "piwae"),
+    "evaluation.likelihood": ("disentanglement_metrics", "iwae_log_likelihood"),
+    "distributions.kl": ("kl_diagonal_gaussians_per_dim", "kl_monte_carlo", "kl_standard_normal_per_dim"),
+    "distributions.likelihoods": (
         "Bernoulli", "Categorical256", "ContinuousBernoulli", "DiscretizedLogisticMixture", "Gaussian",
         "Laplace", "Likelihood", "bits_per_dim"),
-    "model": ("VAE", "Model", "ModelOutput", "PureModel", "PureVAE", "count_params", "split"),
-    "nets": ("ConvDecoder", "ConvEncoder", "MLPDecoder", "MLPEncoder"),
-    "objectives": (
+    "models.protocol": ("VAE", "Model", "ModelOutput", "PureModel", "PureVAE", "count_params", "split"),
+    "models.nets": ("ConvDecoder", "ConvEncoder", "MLPDecoder", "MLPEncoder"),
+    "objectives.losses": (
         "Objective", "ObjectiveOutput", "beta_tcvae", "capacity", "elbo", "free_bits", "free_bits_kl",
         "free_bits_per_group", "info_vae", "iwae", "iwae_bound_from_log_weights", "kl_decomposition", "mmd"),
-    "priors": ("LearnedGaussian", "MixtureOfGaussians", "Prior", "StandardNormal", "VampPrior"),
-    "runs": ("LoadedRun", "fit", "load_run"),
-    "samplers": ("fit_gmm", "gmm_sample", "interpolate", "prior_samples", "slerp", "traversals"),
-    "schedules": (
+    "models.priors": ("LearnedGaussian", "MixtureOfGaussians", "Prior", "StandardNormal", "VampPrior"),
+    "runs.run": ("LoadedRun", "fit", "load_run"),
+    "evaluation.samplers": ("fit_gmm", "gmm_sample", "interpolate", "prior_samples", "slerp", "traversals"),
+    "objectives.schedules": (
         "capacity_schedule", "constant_schedule", "cosine_schedule", "cyclical_schedule", "get_schedule",
         "linear_schedule", "sigmoid_schedule"),
     "sharding": ("make_mesh", "maybe_initialize_distributed"),
-    "sweep": ("run_sweep",),
-    "train": ("TrainState", "init_train_state", "make_train_step"),
+    "runs.sweep": ("run_sweep",),
+    "training.state": ("TrainState",),
+    "training.step": ("init_train_state", "make_train_step"),
+    "training.program": ("Player", "Program", "Schedule", "StateUpdate"),
 }
 _WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
 
-# The submodules of the public API (any other submodule, e.g. ``jv.rundir``, also resolves on first use).
+# The packages and modules of the public API. The flat modules of jaxvae 0.1 (``jv.kl``, ``jaxvae.training.step``,
+# ...) moved into the packages and still resolve for one release (jaxvae._moved).
 _SUBMODULES = (
-    "aggressive", "autoregressive", "builders", "chunks", "config", "controllers", "data", "diagnostics",
-    "discrepancy", "disentanglement", "distributions", "early_stopping", "errors", "estimators", "evaluate",
-    "flows", "hierarchy", "inits", "kl", "likelihoods", "loop", "model", "nets", "nn", "objectives", "posteriors",
-    "priors", "progress", "regularizers", "results", "runs", "samplers", "schedules", "sharding", "sweep",
-    "topdown", "train"
+    "builders", "cli", "config", "data", "distributions", "errors", "evaluation", "models", "objectives", "rundir",
+    "runs", "sharding", "testing", "training",
 )
 
-__all__ = sorted([*_WHERE, *_SUBMODULES])
+_moved.install()
+
+__all__ = sorted([*_WHERE, *_SUBMODULES, *_moved.MOVED])
 
 
 def __getattr__(name: str) -> Any:

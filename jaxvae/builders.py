@@ -20,25 +20,15 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
-from jaxvae import (
-    autoregressive,
-    controllers,
-    estimators,
-    hierarchy,
-    inits,
-    likelihoods,
-    objectives,
-    posteriors,
-    priors,
-    regularizers,
-    schedules,
-    topdown,
-)
-from jaxvae import train as train_lib
 from jaxvae.config import Config, is_builder_reference
+from jaxvae.distributions import likelihoods
 from jaxvae.errors import ConfigError
-from jaxvae.model import VAE, Model, PureModel, set_mode
-from jaxvae.objectives import Objective
+from jaxvae.models import autoregressive, hierarchy, inits, posteriors, priors, topdown
+from jaxvae.models.protocol import VAE, Model, PureModel, set_mode
+from jaxvae.objectives import controllers, estimators, regularizers, schedules
+from jaxvae.objectives import losses as objectives
+from jaxvae.objectives.losses import Objective
+from jaxvae.training import step as train_lib
 from jaxvae.training.program import Program
 
 Array = jax.Array
@@ -57,7 +47,8 @@ class Spec(Generic[T]):
     needs_factorized_prior: bool = False  # objectives: need a KL per latent dimension
     factorized: bool = False  # priors: a product over dimensions (a KL per dimension exists)
     sweepable: tuple[str, ...] = ()  # objectives: their settings that only change traced weights (see sweep)
-    single_group: bool = False  # objectives: re-score one latent group (no hierarchies; jaxvae.estimators)
+    # objectives: re-score one latent group (no hierarchies; jaxvae.objectives.estimators)
+    single_group: bool = False
 
 
 class Registry(Generic[T]):
@@ -167,7 +158,7 @@ def _pixelcnn(cfg: Config, event_shape, likelihood, prior, rngs) -> VAE:
 
 
 def _gru(cfg: Config, event_shape, likelihood, prior, rngs) -> VAE:
-    from jaxvae import recurrent
+    from jaxvae.models import recurrent
 
     m, r = cfg.model, cfg.model.rnn
     if len(event_shape) != 1:
@@ -238,8 +229,8 @@ def _hierarchical(cfg: Config, event_shape, likelihood, prior, rngs) -> Model:
 
 
 def _conditional(cfg: Config, event_shape, likelihood, rngs) -> Model:
-    """``model.conditional``: the conditional VAE or M2 of :mod:`jaxvae.conditional` (MLP networks)."""
-    from jaxvae import conditional
+    """``model.conditional``: the conditional VAE or M2 of :mod:`jaxvae.models.conditional` (MLP networks)."""
+    from jaxvae.models import conditional
 
     m = cfg.model
     if m.conditional == "cvae":
@@ -331,13 +322,13 @@ def model_builder(cfg: Config, event_shape: tuple[int, ...], builder: ModelBuild
     """A function ``rngs -> Model`` for the configured architecture and data shape.
 
     ``training``: the module in NNX's training mode, as built (what the objective trains); else in evaluation
-    mode (:func:`jaxvae.model.set_mode`: ``deterministic=True``, so no word dropout, ``model.rnn.word_dropout``,
-    and no ``nnx.Dropout`` of a user's model). Both have the same parameters.
+    mode (:func:`jaxvae.models.protocol.set_mode`: ``deterministic=True``, so no word dropout,
+    ``model.rnn.word_dropout``, and no ``nnx.Dropout`` of a user's model). Both have the same parameters.
 
     ``builder`` (a user function ``(event_shape, latent_dim, likelihood, rngs) -> Model``) takes precedence;
     otherwise ``model.network`` is a built-in name (:data:`NETWORKS`, with ``model.prior`` from :data:`PRIORS`)
     or a ``MODULE:FUNCTION`` reference to such a function. ``model.init`` other than ``flax`` redraws the dense
-    and convolutional layers' weights afterwards (:func:`jaxvae.inits.reinitialize`).
+    and convolutional layers' weights afterwards (:func:`jaxvae.models.inits.reinitialize`).
     """
     build = _module_builder(cfg, tuple(event_shape), builder)
     return build if training else lambda rngs: set_mode(build(rngs), training=False)
@@ -361,15 +352,15 @@ def _module_builder(cfg: Config, event_shape: tuple[int, ...], builder: ModelBui
         build = lambda rngs: network(cfg, event_shape, likelihood, make_prior(cfg, event_shape, rngs), rngs)
     if m.init == "flax":
         return build
-    return lambda rngs: inits.reinitialize(build(rngs), m.init, rngs)  # model.init: jaxvae.inits
+    return lambda rngs: inits.reinitialize(build(rngs), m.init, rngs)  # model.init: jaxvae.models.inits
 
 
 def build_model(cfg: Config, event_shape: tuple[int, ...], builder: ModelBuilder | None = None, *,
                 training: bool = False) -> PureModel:
     """The pure model for ``cfg`` and the data's event shape (no parameters allocated); see
-    :func:`model_builder`. Its evaluation view (:meth:`~jaxvae.model.PureModel.evaluation`), or with
+    :func:`model_builder`. Its evaluation view (:meth:`~jaxvae.models.protocol.PureModel.evaluation`), or with
     ``training`` the training view, what the objective trains; either has the other as
-    :meth:`~jaxvae.model.PureModel.training` / :meth:`~jaxvae.model.PureModel.evaluation`."""
+    :meth:`~jaxvae.models.protocol.PureModel.training` / :meth:`~jaxvae.models.protocol.PureModel.evaluation`."""
     return PureModel.from_builder(model_builder(cfg, tuple(event_shape), builder, training=training))
 
 
@@ -418,18 +409,19 @@ def _epoch_steps(cfg: Config, total_steps: int, steps_per_epoch: int | None) -> 
 
 
 def skip_threshold(cfg: Config) -> float | None:
-    """``optimizer.skip_threshold`` for :func:`jaxvae.train.make_train_step` (``None`` when 0: disabled)."""
+    """``optimizer.skip_threshold`` for :func:`jaxvae.training.step.make_train_step` (``None`` when 0:
+    disabled)."""
     return cfg.optimizer.skip_threshold or None
 
 
 def build_optimizer(cfg: Config, total_steps: int, steps_per_epoch: int | None = None
                     ) -> optax.GradientTransformation:
     """``optimizer.name`` (:data:`OPTIMIZERS`) with its learning-rate schedule, after NVAE's spectral
-    regularization (:func:`jaxvae.regularizers.spectral_regularization`, ``optimizer.spectral_reg.weight``) and
-    global-norm clipping when set, followed by the reduction on plateau (``optimizer.plateau``, which reads the
-    training loss the train step passes as ``value``) and the parameters' moving average
-    (:func:`jaxvae.train.ema_params`) when set. ``steps_per_epoch`` (default ``total_steps / train.epochs``)
-    sizes what is defined in epochs."""
+    regularization (:func:`jaxvae.objectives.regularizers.spectral_regularization`,
+    ``optimizer.spectral_reg.weight``) and global-norm clipping when set, followed by the reduction on plateau
+    (``optimizer.plateau``, which reads the training loss the train step passes as ``value``) and the parameters'
+    moving average (:func:`jaxvae.training.step.ema_params`) when set. ``steps_per_epoch`` (default ``total_steps /
+    train.epochs``) sizes what is defined in epochs."""
     o = cfg.optimizer
     spe = _epoch_steps(cfg, total_steps, steps_per_epoch)
     opt = OPTIMIZERS[o.name](cfg, learning_rate_schedule(cfg, total_steps, spe))

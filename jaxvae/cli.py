@@ -18,8 +18,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from jaxvae import config as config_lib
-from jaxvae import rundir
 from jaxvae.errors import ConfigError, JaxvaeError, TrainingPreempted
+from jaxvae.rundir import lock as rundir
 
 EXIT_USAGE = 2
 EXIT_FAILED = 1  # an unexpected error, or an exception in a background thread or during clean-up
@@ -103,7 +103,7 @@ def _preset_note(args: argparse.Namespace, cfg: config_lib.Config) -> str | None
 
 def _has_files(workdir: Path) -> bool:
     """Whether ``workdir`` holds anything besides a run-directory lock (a run that is starting holds only that)."""
-    from jaxvae.rundir import LOCK_NAME
+    from jaxvae.rundir.lock import LOCK_NAME
 
     return workdir.is_dir() and any(p.name != LOCK_NAME for p in workdir.iterdir())
 
@@ -113,7 +113,7 @@ def _say(text: str) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from jaxvae import runs
+    from jaxvae.runs import run as runs
 
     if args.workdir:
         workdir = Path(args.workdir)
@@ -152,7 +152,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
-    from jaxvae import sweep
+    from jaxvae.runs import sweep
 
     cfg = _config_from_args(args)
     over = sweep.parse_over(args.over or [])
@@ -179,13 +179,13 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
 
 # `jaxvae evaluate --metrics`: the likelihood group (ELBO and IWAE NLL), every disentanglement metric, or single
-# disentanglement metrics by their jaxvae.disentanglement.METRICS names.
+# disentanglement metrics by their jaxvae.evaluation.disentanglement.METRICS names.
 EVAL_GROUPS = ("likelihood", "disentanglement")
 
 
 def _eval_metrics(spec: str) -> tuple[bool, list[str]]:
     """``--metrics`` -> (likelihood?, the disentanglement metrics to compute)."""
-    from jaxvae.disentanglement import METRICS
+    from jaxvae.evaluation.disentanglement import METRICS
 
     names = [n.strip() for n in spec.split(",") if n.strip()]
     unknown = [n for n in names if n not in (*EVAL_GROUPS, *METRICS)]
@@ -201,8 +201,9 @@ def _likelihood_results(args: argparse.Namespace, ctx, params, data, key) -> dic
     import jax
     import numpy as np
 
-    from jaxvae import evaluate, sharding
-    from jaxvae.likelihoods import bits_per_dim
+    from jaxvae import sharding
+    from jaxvae.distributions.likelihoods import bits_per_dim
+    from jaxvae.evaluation import likelihood as evaluate
 
     host_params = sharding.host_local(params)  # multi-process: each process evaluates its own copy
     terms = evaluate.evaluate_elbo(ctx.model, host_params, data, key, batch_size=args.batch_size)
@@ -236,9 +237,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 def _evaluate(args: argparse.Namespace, path: Path, likelihood: bool, chosen: list[str]) -> int:
     import jax
 
-    from jaxvae import evaluate, runs
     from jaxvae.data import random_subset
-    from jaxvae.writers import atomic_write_json, read_json_object
+    from jaxvae.evaluation import likelihood as evaluate
+    from jaxvae.rundir.writers import atomic_write_json, read_json_object
+    from jaxvae.runs import run as runs
 
     ctx, params = runs.restore_run(args.workdir, step=args.step)
     if chosen and ctx.dataset.factors is None:
@@ -258,7 +260,7 @@ def _evaluate(args: argparse.Namespace, path: Path, likelihood: bool, chosen: li
         result.update(_likelihood_results(args, ctx, params, data, key))
         labels = (ctx.dataset.labels or {}).get(args.split)
         if ctx.cfg.model.conditional == "m2" and labels is not None:  # M2's classifier q(y|x)
-            from jaxvae import conditional
+            from jaxvae.models import conditional
 
             result["classification_error"] = conditional.classification_error(
                 ctx.model, params, conditional.images(data), labels[rows])
@@ -306,8 +308,9 @@ def _encode(args: argparse.Namespace, out: Path) -> int:
 
     import numpy as np
 
-    from jaxvae import diagnostics, runs
-    from jaxvae.writers import atomic_write_bytes
+    from jaxvae.evaluation import diagnostics
+    from jaxvae.rundir.writers import atomic_write_bytes
+    from jaxvae.runs import run as runs
 
     ctx, params = runs.restore_run(args.workdir, step=args.step)
     arrays = {}
@@ -342,8 +345,11 @@ def _sample(args: argparse.Namespace, out: Path) -> int:
     import jax
     import numpy as np
 
-    from jaxvae import conditional, diagnostics, expost, report, runs, samplers
     from jaxvae.data import random_subset
+    from jaxvae.evaluation import diagnostics, expost, samplers
+    from jaxvae.models import conditional
+    from jaxvae.rundir import report
+    from jaxvae.runs import run as runs
 
     ctx, params = runs.restore_run(args.workdir, step=args.step)
     model = ctx.model
@@ -366,22 +372,23 @@ def _sample(args: argparse.Namespace, out: Path) -> int:
         if args.sampler == "gmm":  # Ghosh et al. 2020
             fit = samplers.fit_gmm(jax.random.fold_in(key, 1), q.loc, min(args.components, len(idx)))
             z = samplers.gmm_sample(fit.gmm, jax.random.fold_in(key, 2), args.num)
-        elif args.sampler == "flow":  # RealNVP (jaxvae.expost)
+        elif args.sampler == "flow":  # RealNVP (jaxvae.evaluation.expost)
             z = expost.flow_sample(expost.fit_flow(jax.random.fold_in(key, 1), q.loc), jax.random.fold_in(key, 2),
                                    args.num)
-        else:  # the two-stage VAE (Dai & Wipf 2019; jaxvae.expost), sampled with its gamma noise: when the second
-            # stage collapses (gamma near 1), its mean decodes every u to nearly the same latent (RESULTS.md)
+        else:  # the two-stage VAE (Dai & Wipf 2019; jaxvae.evaluation.expost), sampled with its gamma noise:
+            # when the second stage collapses (gamma near 1), its mean decodes every u to nearly the same latent
+            # (RESULTS.md)
             z = expost.two_stage_sample(expost.fit_two_stage(jax.random.fold_in(key, 1), q.loc),
                                         jax.random.fold_in(key, 2), args.num, noise=True)
     if args.label is not None:
         z = conditional.latents_with_label(z, args.label)
     x = np.asarray(jax.jit(model.decode_mean)(params, z))
-    from jaxvae.writers import atomic_write_npy
+    from jaxvae.rundir.writers import atomic_write_npy
 
     atomic_write_npy(out.with_suffix(".npy"), x)
     if ctx.dataset.vocabulary:  # token data: the decoded texts
         from jaxvae.data import text
-        from jaxvae.writers import atomic_write_text
+        from jaxvae.rundir.writers import atomic_write_text
 
         texts = text.decode(x, ctx.dataset.vocabulary)
         atomic_write_text(out.with_suffix(".txt"), "".join(f"{t}\n" for t in texts))
@@ -405,7 +412,7 @@ def _sample(args: argparse.Namespace, out: Path) -> int:
 
 
 def cmd_diagnose(args: argparse.Namespace) -> int:
-    from jaxvae import diagnose
+    from jaxvae.runs import diagnose
 
     diagnose.run_diagnose(args.workdir, max_examples=args.max_examples, gmm_components=args.components,
                           seed=args.seed, step=args.step, out_dir=args.out, log=_say)

@@ -45,7 +45,8 @@ class DataConfig:
 
 @dataclasses.dataclass(frozen=True)
 class PixelCNNConfig:
-    """``model.decoder=pixelcnn``: the gated PixelCNN decoder (van den Oord et al. 2016; jaxvae.autoregressive)."""
+    """``model.decoder=pixelcnn``: the gated PixelCNN decoder (van den Oord et al. 2016;
+    jaxvae.models.autoregressive)."""
 
     layers: int = 4  # gated layers; the receptive field grows by kernel_size // 2 rows and columns per layer
     features: int = 32  # width of the vertical and horizontal stacks
@@ -55,7 +56,8 @@ class PixelCNNConfig:
 
 @dataclasses.dataclass(frozen=True)
 class RNNConfig:
-    """``model.decoder=gru``: GRU encoder and decoder of token sequences (Bowman et al. 2016; jaxvae.recurrent)."""
+    """``model.decoder=gru``: GRU encoder and decoder of token sequences (Bowman et al. 2016;
+    jaxvae.models.recurrent)."""
 
     embed: int = 64  # token embedding size
     hidden: int = 256  # the decoder GRU's state size
@@ -72,24 +74,26 @@ class ModelConfig:
     hidden: tuple[int, ...] = (256, 128)  # MLP encoder widths (the decoder mirrors them)
     channels: tuple[int, ...] = (32, 64)  # conv encoder channels (the decoder mirrors them)
     conv_hidden: int = 256  # network=conv: the dense layer between the conv stack and the latent layer
-    conv_impl: str = "auto"  # auto (matmul on CPU, native on GPU/TPU), xla or matmul; see jaxvae.convops
-    init: str = "flax"  # weight init: flax (LeCun normal), torch (nn.Linear's uniform), glorot; jaxvae.inits
-    activation: str = "relu"  # the hidden layers' nonlinearity: relu, gelu, silu, tanh, elu, ... (jaxvae.nets)
-    likelihood: str = "bernoulli"  # see jaxvae.likelihoods.get
+    conv_impl: str = "auto"  # auto (matmul on CPU, native on GPU/TPU), xla or matmul; see jaxvae.models.convops
+    # weight init: flax (LeCun normal), torch (nn.Linear's uniform), glorot; jaxvae.models.inits
+    init: str = "flax"
+    # the hidden layers' nonlinearity: relu, gelu, silu, tanh, elu, ... (jaxvae.models.nets)
+    activation: str = "relu"
+    likelihood: str = "bernoulli"  # see jaxvae.distributions.likelihoods.get
     likelihood_scale: str = "1.0"  # Gaussian sigma / Laplace scale: a number, "learned", "per_pixel", "optimal"
     num_mixtures: int = 5  # discretized logistic mixture components
     prior: str = "standard_normal"  # standard_normal, learned_gaussian, mixture, vamp
     prior_components: int = 10  # mixture components / VampPrior pseudo-inputs
-    # The posterior of network=mlp (jaxvae.flows): diagonal, or a normalizing flow on it: planar, radial
+    # The posterior of network=mlp (jaxvae.models.flows): diagonal, or a normalizing flow on it: planar, radial
     # (Rezende & Mohamed 2015), iaf (Kingma et al. 2016), sylvester (van den Berg et al. 2018, Householder)
     posterior: str = "diagonal"
     flow_steps: int = 4  # K, steps of the flow
     iaf_hidden: int = 0  # iaf: MADE hidden width and context size (0: twice model.latent_dim)
     householder: int = 0  # sylvester: Householder reflections per step (0: min(latent_dim, 8))
-    # network=hierarchical (jaxvae.hierarchy): several stochastic layers, MLP conditionals.
+    # network=hierarchical (jaxvae.models.hierarchy): several stochastic layers, MLP conditionals.
     latent_dims: tuple[int, ...] = ()  # units per stochastic layer, bottom (next to the data) first: 100,50
     # bottom_up (IWAE, Burda et al. 2016), ladder (Soenderby et al. 2016) or top_down (NVAE/VDVAE-style residual
-    # conv hierarchy, jaxvae.topdown: model.latent_dims are then latent channels per group)
+    # conv hierarchy, jaxvae.models.topdown: model.latent_dims are then latent channels per group)
     inference: str = "bottom_up"
     layer_hidden: tuple[int, ...] = ()  # MLP width per stochastic layer (empty: twice its units)
     layer_depth: int = 2  # hidden layers per conditional distribution
@@ -105,7 +109,7 @@ class ModelConfig:
     rnn: RNNConfig = RNNConfig()
     num_classes: int = 0  # model.likelihood=categorical: the vocabulary size of the token data (words: 28)
     # > 0: the posterior's scale is fixed so that its KL to N(0, I) is at least this many nats per latent unit
-    # (a minimum rate in the spirit of the delta-VAE, Razavi et al. 2019; jaxvae.posteriors.CommittedRate)
+    # (a minimum rate in the spirit of the delta-VAE, Razavi et al. 2019; jaxvae.models.posteriors.CommittedRate)
     committed_rate: float = 0.0
     # none, cvae (conditional VAE: q(z|x,y), p(x|z,y) on the data's labels; jaxvae sample --label) or m2 (Kingma
     # et al. 2014's semi-supervised M2 with a classifier q(y|x); data.labels_per_class); MLP networks only
@@ -148,7 +152,7 @@ class InfoVAEConfig:
 
     alpha: float = 0.0  # the paper's alpha: 0 keeps the full KL, 1 removes it
     mmd_weight: float = 1000.0  # lambda of the paper
-    kernel: str = "imq"  # imq or rbf (jaxvae.discrepancy.KERNELS)
+    kernel: str = "imq"  # imq or rbf (jaxvae.objectives.discrepancy.KERNELS)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -188,11 +192,12 @@ class PIConfig:
 
 @dataclasses.dataclass(frozen=True)
 class ObjectiveConfig:
-    """The loss, its KL weighting (see :mod:`jaxvae.objectives` and :mod:`jaxvae.schedules`), and one settings
-    section per objective or controller that has settings of its own (``objective.capacity.nats``, ...)."""
+    """The loss, its KL weighting (see :mod:`jaxvae.objectives` and :mod:`jaxvae.objectives.schedules`), and one
+    settings section per objective or controller that has settings of its own (``objective.capacity.nats``,
+    ...)."""
 
     # see jaxvae.builders.OBJECTIVES: elbo, iwae, free_bits, capacity, beta_tcvae, info_vae, and the IWAE
-    # family and gradient estimators of jaxvae.estimators: miwae, ciwae, piwae, iwae_dreg, elbo_stl
+    # family and gradient estimators of jaxvae.objectives.estimators: miwae, ciwae, piwae, iwae_dreg, elbo_stl
     name: str = "elbo"
     controller: str = "none"  # none, geco, pi: a stateful controller sets beta instead of beta_schedule
     beta: float = 1.0  # final KL weight (the upper bound of beta for the PI controller)
@@ -240,7 +245,7 @@ LEGACY_KEYS = {
 @dataclasses.dataclass(frozen=True)
 class SpectralRegConfig:
     """``optimizer.spectral_reg``: NVAE's spectral regularization, weight * (sum of every weight matrix's largest
-    singular value) added to the loss (Vahdat & Kautz 2020; jaxvae.regularizers)."""
+    singular value) added to the loss (Vahdat & Kautz 2020; jaxvae.objectives.regularizers)."""
 
     weight: float = 0.0  # lambda after the warm-up (NVAE on MNIST: 1e-2); 0 = off
     init_weight: float = 0.0  # lambda at step 0, annealed geometrically to `weight` (NVAE: 10); 0 = constant
@@ -285,7 +290,7 @@ class OptimizerConfig:
 @dataclasses.dataclass(frozen=True)
 class EarlyStoppingConfig:
     """``train.early_stopping``: stop when the validation ELBO has not improved for ``patience`` epochs, and
-    report the best validation's model (jaxvae.early_stopping)."""
+    report the best validation's model (jaxvae.training.early_stopping)."""
 
     patience: int = 0  # epochs without a new best validation ELBO; 0 = off
     min_delta: float = 0.0  # nats the validation ELBO must rise by to count as an improvement
@@ -294,9 +299,9 @@ class EarlyStoppingConfig:
 @dataclasses.dataclass(frozen=True)
 class AggressiveConfig:
     """``train.aggressive``: aggressive inference-network training against posterior collapse (He et al. 2019,
-    "Lagging Inference Networks"; jaxvae.aggressive): while the phase is on, each step first updates only the
-    encoder, on fresh random batches, until its loss stops falling (at most ``max_inner`` updates), then only the
-    decoder; the phase ends when the validation mutual information has not improved for ``patience`` epochs."""
+    "Lagging Inference Networks"; jaxvae.training.aggressive): while the phase is on, each step first updates only
+    the encoder, on fresh random batches, until its loss stops falling (at most ``max_inner`` updates), then only
+    the decoder; the phase ends when the validation mutual information has not improved for ``patience`` epochs."""
 
     enabled: bool = False  # run the aggressive phase from the first step
     max_inner: int = 100  # encoder updates per step at most (the paper: 100)
@@ -344,7 +349,7 @@ class EvalConfig:
 
 @dataclasses.dataclass(frozen=True)
 class MonitorConfig:
-    """The latent-health monitor (see :mod:`jaxvae.monitor`)."""
+    """The latent-health monitor (see :mod:`jaxvae.evaluation.monitor`)."""
 
     every: int = 200  # steps between checks (rounded up to the next metric record); 0 disables the monitor
     batch_size: int = 512  # size of the fixed held-out batch
@@ -354,13 +359,14 @@ class MonitorConfig:
     min_mi: float = 0.05  # warn when the mutual information (nats) falls below this
 
 
-# The experiment trackers jaxvae.trackers implements (tests/test_trackers.py checks that the two agree).
+# The experiment trackers jaxvae.rundir.trackers implements (tests/test_trackers.py checks that the two agree).
 TRACKER_NAMES = ("tensorboard", "mlflow", "wandb")
 
 
 @dataclasses.dataclass(frozen=True)
 class TrackConfig:
-    """Experiment trackers (see :mod:`jaxvae.trackers`); they report the run, so a resumed run may change them."""
+    """Experiment trackers (see :mod:`jaxvae.rundir.trackers`); they report the run, so a resumed run may change
+    them."""
 
     backends: tuple[str, ...] = ("tensorboard",)  # any of tensorboard, mlflow, wandb (comma-separated), or none
     project: str = "jaxvae"  # the MLflow experiment and the W&B project
@@ -791,6 +797,11 @@ BUILTIN_COMPONENTS = Components(
 )
 
 
+def data_seed(cfg: Config) -> int:
+    """The seed of the batch order and data splits: ``train.data_seed``, or ``train.seed`` when unset."""
+    return cfg.train.seed if cfg.train.data_seed is None else cfg.train.data_seed
+
+
 def is_builder_reference(network: str) -> bool:
     """Whether ``model.network`` names a user builder ``MODULE:FUNCTION`` rather than a built-in network."""
     return ":" in network
@@ -1046,7 +1057,8 @@ def validate(cfg: Config, *, components: Components | None = None) -> Config:
 
 
 def _validate_aggressive(cfg: Config) -> None:
-    """``train.aggressive``: the inner loop's counts, and the settings it cannot run with (see jaxvae.aggressive).
+    """``train.aggressive``: the inner loop's counts, and the settings it cannot run with (see
+    jaxvae.training.aggressive).
 
     Every built-in objective and KL controller works with it: each loss is a function of one batch, and a
     controller's state is updated once per training step (by the outer update), not by the inner updates."""

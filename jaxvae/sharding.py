@@ -136,7 +136,8 @@ def batch_sharding(mesh: Mesh, ndim: int = 1) -> NamedSharding:
 
 def batch_sharding_like(mesh: Mesh, data: Any) -> Any:
     """:func:`batch_sharding` for a batch that may be a pytree (a conditioned batch of
-    :mod:`jaxvae.conditional`): one sharding per leaf, of the leaf's rank (a single sharding for an array)."""
+    :mod:`jaxvae.models.conditional`): one sharding per leaf, of the leaf's rank (a single sharding for an
+    array)."""
     if isinstance(data, (np.ndarray, jax.Array)):
         return batch_sharding(mesh, data.ndim)
     return jax.tree.map(lambda a: batch_sharding(mesh, a.ndim), data)
@@ -177,7 +178,8 @@ def param_shardings(params: Any, mesh: Mesh, mode: str = "replicated") -> Any:
 
 
 def train_state_shardings(state: Any, mesh: Mesh, mode: str = "replicated") -> Any:
-    """Shardings of a :class:`~jaxvae.train.TrainState` (arrays or shapes): parameters and optimizer state by
+    """Shardings of a :class:`~jaxvae.training.step.TrainState` (arrays or shapes): parameters and optimizer state
+    by
     :func:`param_shardings` (an optimizer moment has its parameter's shape, so it gets the same layout; scalar
     counters are replicated) and so is the model's non-gradient state; step, key, counters and objective state
     replicated."""

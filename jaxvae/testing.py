@@ -2,15 +2,16 @@ r"""Contract checks for your own components: run them in your test suite (jaxvae
 
 Each check raises ``AssertionError`` naming the broken property, and returns nothing when all hold:
 
-* :func:`check_model`: a :class:`~jaxvae.model.Model` (the protocol's shapes, finite values and gradients, the
-  same numbers under ``jax.jit`` and ``jax.vmap``, one compilation for new data and keys, decoding of prior
-  samples, and, where the model reports analytic KLs, their agreement with the Monte Carlo KL of its own
+* :func:`check_model`: a :class:`~jaxvae.models.protocol.Model` (the protocol's shapes, finite values and
+  gradients, the same numbers under ``jax.jit`` and ``jax.vmap``, one compilation for new data and keys, decoding
+  of prior samples, and, where the model reports analytic KLs, their agreement with the Monte Carlo KL of its own
   densities);
-* :func:`check_likelihood`: a :class:`~jaxvae.likelihoods.Likelihood` (``log_prob`` is the event sum of
-  ``log_prob_elements``, shapes, finite gradients, jit/vmap, ``mean``/``sample`` shapes);
-* :func:`check_prior`: a :class:`~jaxvae.priors.Prior` (it returns a :class:`~jaxvae.distributions.Distribution`
-  of the right shapes whose ``log_prob`` is a normalised density that agrees with its ``sample``: the
-  importance-weighted mean and standard deviation under a broad Gaussian proposal equal those of its samples).
+* :func:`check_likelihood`: a :class:`~jaxvae.distributions.likelihoods.Likelihood` (``log_prob`` is the event sum
+  of ``log_prob_elements``, shapes, finite gradients, jit/vmap, ``mean``/``sample`` shapes);
+* :func:`check_prior`: a :class:`~jaxvae.models.priors.Prior` (it returns a
+  :class:`~jaxvae.distributions.Distribution` of the right shapes whose ``log_prob`` is a normalised density that
+  agrees with its ``sample``: the importance-weighted mean and standard deviation under a broad Gaussian proposal
+  equal those of its samples).
 
 Each also checks dtypes: outputs follow the floating dtype of the parameters and inputs (a float64 model under
 ``jax_enable_x64`` computes in float64 throughout; no float32 constant or cast narrows it). Pass ``dtype=None``
@@ -33,9 +34,9 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from jaxvae.distributions import Distribution
-from jaxvae.model import Model, params_dtype, split
-from jaxvae.priors import Prior
+from jaxvae.distributions.base import Distribution
+from jaxvae.models.priors import Prior
+from jaxvae.models.protocol import Model, params_dtype, split
 
 Array = jax.Array
 
@@ -78,8 +79,8 @@ def check_model(model: Model, x: Array, *, key: Array | None = None, num_samples
     the analytic ``kl_terms`` when every group reports one (relative tolerance ``kl_rtol`` on the batch mean, or
     0.05 nats absolute).
 
-    The model is checked in evaluation mode (:meth:`~jaxvae.model.PureModel.evaluation`: no dropout or word
-    dropout, as every jaxvae evaluation runs it), the gradient of its ELBO in training mode.
+    The model is checked in evaluation mode (:meth:`~jaxvae.models.protocol.PureModel.evaluation`: no dropout or
+    word dropout, as every jaxvae evaluation runs it), the gradient of its ELBO in training mode.
 
     ``dtype``: the floating dtype of every output of ``forward`` (log-densities, latents, KL terms, decoder
     outputs) and of ``log_likelihood``; ``"auto"`` (default): the promotion of the parameters' floating dtype and
@@ -211,7 +212,7 @@ def check_prior(prior: Prior, *, encode: Callable[[Array], Distribution] | None 
     ``dtype``: the dtype of its samples and of ``log_prob`` of them; ``"auto"`` (default): the prior's parameters'
     floating dtype, or JAX's default float dtype for a prior without parameters; ``None``: no check.
     """
-    assert isinstance(prior, Prior), f"{type(prior).__name__} is not a jaxvae.priors.Prior"
+    assert isinstance(prior, Prior), f"{type(prior).__name__} is not a jaxvae.models.priors.Prior"
     key = jax.random.key(0) if key is None else key
     p = prior(encode)
     assert isinstance(p, Distribution), f"the prior returned a {type(p).__name__}, not a Distribution"

@@ -18,7 +18,7 @@ import optax
 from flax import nnx
 
 import jaxvae as jv
-from jaxvae.nets import MLPDecoder
+from jaxvae.models.nets import MLPDecoder
 from jaxvae.objectives import Objective, ObjectiveOutput
 from jaxvae.training import Player, Program, Schedule
 
@@ -123,4 +123,4 @@ def batchnorm_vae(event_shape, latent_dim, likelihood, rngs):
     decoder = MLPDecoder(latent_dim, event_shape, (HIDDEN,), num_outputs=likelihood.num_outputs,
                          num_global_outputs=likelihood.num_global_outputs, rngs=rngs)
     return jv.VAE(BatchNormEncoder(event_shape, latent_dim, rngs), decoder, likelihood,
-                  jv.priors.StandardNormal(latent_dim), event_shape)
+                  jv.models.priors.StandardNormal(latent_dim), event_shape)

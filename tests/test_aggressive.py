@@ -12,13 +12,21 @@ import numpy as np
 import optax
 import pytest
 
-from jaxvae import aggressive, cli, config, runs, sweep, writers
-from jaxvae.aggressive import AggressiveOptState, AggressivePhase, make_aggressive_train_step, split_optimizer
+from jaxvae import cli, config, runs
 from jaxvae.builders import build_model, build_objective, build_optimizer
 from jaxvae.errors import ConfigError
 from jaxvae.objectives import Objective, ObjectiveOutput
-from jaxvae.train import TrainState, init_train_state, make_train_step
+from jaxvae.rundir import writers
+from jaxvae.runs import sweep
+from jaxvae.training import aggressive
+from jaxvae.training.aggressive import (
+    AggressiveOptState,
+    AggressivePhase,
+    make_aggressive_train_step,
+    split_optimizer,
+)
 from jaxvae.training.program import OBJECTIVE_SALT as _OBJECTIVE_SALT
+from jaxvae.training.step import TrainState, init_train_state, make_train_step
 
 # ---------------------------------------------------------------------------------- a scripted loss sequence
 

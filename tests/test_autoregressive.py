@@ -14,10 +14,11 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from jaxvae import config, likelihoods, runs, testing
-from jaxvae.autoregressive import AutoregressiveVAE, GatedPixelCNN, PixelCNNDecoder, receptive_rows
+from jaxvae import config, runs, testing
+from jaxvae.distributions import likelihoods
 from jaxvae.errors import ConfigError
-from jaxvae.model import split
+from jaxvae.models.autoregressive import AutoregressiveVAE, GatedPixelCNN, PixelCNNDecoder, receptive_rows
+from jaxvae.models.protocol import split
 
 
 def _dependence(net, xs, cond):

@@ -282,12 +282,14 @@ def test_a_run_without_steady_state_reports_n_a_with_the_reason(monkeypatch, tmp
     from types import SimpleNamespace
 
     import jaxvae
+    import jaxvae.training
 
     ctx = SimpleNamespace(steady_examples_per_sec=None, steps_per_epoch=90, total_steps=360)
     fake_runs = SimpleNamespace(setup_run=lambda cfg, workdir, log: ctx)
     fake_loop = SimpleNamespace(train_loop=lambda ctx, progress, log: None)
-    for name, module in (("runs", fake_runs), ("loop", fake_loop)):  # what `from jaxvae import loop, runs` finds
-        monkeypatch.setitem(vars(jaxvae), name, module)
+    # what `from jaxvae import runs` and `from jaxvae.training import loop` find
+    monkeypatch.setitem(vars(jaxvae), "runs", fake_runs)
+    monkeypatch.setitem(vars(jaxvae.training), "loop", fake_loop)
     cfg = SimpleNamespace(train=SimpleNamespace(log_every=100, batch_size=128))
     out = common.time_train_loop(cfg, tmp_path)
     assert out["examples_per_sec"] is None and out["compile_seconds"] is None

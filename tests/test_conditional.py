@@ -1,5 +1,5 @@
-"""Conditional VAE and M2 (jaxvae.conditional): the bounds against hand-written references and quadrature, M2's
-unlabelled bound as the explicit sum over the labels, the labelled subset, CLI sampling by label, and bitwise
+"""Conditional VAE and M2 (jaxvae.models.conditional): the bounds against hand-written references and quadrature,
+M2's unlabelled bound as the explicit sum over the labels, the labelled subset, CLI sampling by label, and bitwise
 resume of both through the engine."""
 
 import json
@@ -15,9 +15,11 @@ from flax import nnx
 from scipy.special import logsumexp
 
 import jaxvae as jv
-from jaxvae import conditional, config, evaluate, runs
-from jaxvae.conditional import M2VAE, ConditionalVAE, Labeled, SemiSupervised
+from jaxvae import config, runs
 from jaxvae.errors import ConfigError
+from jaxvae.evaluation import likelihood as evaluate
+from jaxvae.models import conditional
+from jaxvae.models.conditional import M2VAE, ConditionalVAE, Labeled, SemiSupervised
 from tests.helpers import straight_and_resumed
 
 
@@ -31,7 +33,7 @@ def _mlp(layers, x):
 
 
 def _tiny_cvae(latent_dim=2, seed=0):
-    return ConditionalVAE((3,), latent_dim, jv.likelihoods.Bernoulli(), 3, hidden=(8,), rngs=nnx.Rngs(seed))
+    return ConditionalVAE((3,), latent_dim, jv.Bernoulli(), 3, hidden=(8,), rngs=nnx.Rngs(seed))
 
 
 def _log_normal(z, loc, log_scale):
@@ -78,7 +80,7 @@ def test_cvae_iwae_estimates_log_p_x_given_y_by_quadrature():
     for label in (0, 2):
         y = np.full((2,), label, np.int32)
         exact = _quadrature_log_px_given_y(vae.decoder.mlp.layers, x, label, 3)
-        est = jv.evaluate.iwae_log_likelihood(model, params, Labeled(x, y), jax.random.key(0), num_samples=20000,
+        est = jv.iwae_log_likelihood(model, params, Labeled(x, y), jax.random.key(0), num_samples=20000,
                                               batch_size=2)
         # A lower bound in expectation; one estimate (20,000 samples, an untrained proposal) lies within 0.02.
         np.testing.assert_allclose(est.log_px, exact, atol=0.02)
@@ -87,7 +89,7 @@ def test_cvae_iwae_estimates_log_p_x_given_y_by_quadrature():
 
 
 def _tiny_m2(alpha=0.5, seed=0):
-    return M2VAE((4,), 2, jv.likelihoods.Bernoulli(), 3, alpha=alpha, hidden=(8,), rngs=nnx.Rngs(seed))
+    return M2VAE((4,), 2, jv.Bernoulli(), 3, alpha=alpha, hidden=(8,), rngs=nnx.Rngs(seed))
 
 
 def test_m2_unlabelled_bound_is_the_explicit_sum_over_labels():
@@ -146,15 +148,15 @@ def test_m2_evaluation_bound_is_an_importance_sampler_of_labels_and_latents():
     """One latent dimension, so log p(x, y) = log p(y) + log p(x|y) is exact by quadrature. Unlabelled
     evaluation rows (y = -1) draw (y, z) from q(y|x) q(z|x, y): the IWAE estimate approaches
     log p(x) = logsumexp_y log p(x, y); rows with an observed label estimate log p(x, y)."""
-    m2 = M2VAE((4,), 1, jv.likelihoods.Bernoulli(), 3, hidden=(8,), rngs=nnx.Rngs(2))
+    m2 = M2VAE((4,), 1, jv.Bernoulli(), 3, hidden=(8,), rngs=nnx.Rngs(2))
     model, params = jv.split(m2)
     x = np.array([[1, 0, 1, 1], [0, 0, 1, 0]], np.float32)
     key = jax.random.key(0)
     joint = np.stack([_quadrature_log_px_given_y(m2.decoder.mlp.layers, x, c, 3) - math.log(3) for c in range(3)])
-    est = jv.evaluate.iwae_log_likelihood(model, params, Labeled(x, np.full((2,), -1, np.int32)), key,
+    est = jv.iwae_log_likelihood(model, params, Labeled(x, np.full((2,), -1, np.int32)), key,
                                           num_samples=20000, batch_size=2)
     np.testing.assert_allclose(est.log_px, logsumexp(joint, axis=0), atol=0.03)
-    est_joint = jv.evaluate.iwae_log_likelihood(model, params, Labeled(x, np.full((2,), 1, np.int32)), key,
+    est_joint = jv.iwae_log_likelihood(model, params, Labeled(x, np.full((2,), 1, np.int32)), key,
                                                 num_samples=20000, batch_size=2)
     np.testing.assert_allclose(est_joint.log_px, joint[1], atol=0.03)
 
@@ -241,7 +243,7 @@ def test_cli_samples_by_label(tmp_path):
     assert done.returncode == 0, done.stderr
     x3 = np.load(work / "samples-prior-t1-label3-seed0.npy")
     run = jv.load_run(work)
-    z = jv.samplers.prior_samples(run.model, run.params, jax.random.key(0), 16)
+    z = jv.evaluation.samplers.prior_samples(run.model, run.params, jax.random.key(0), 16)
     decode = jax.jit(run.model.decode_mean)
     np.testing.assert_allclose(x3, decode(run.params, conditional.latents_with_label(z, 3)), rtol=1e-5, atol=1e-6)
     x5 = np.asarray(decode(run.params, conditional.latents_with_label(z, 5)))
@@ -265,7 +267,7 @@ def test_encode_writes_a_labelled_feature_dataset_that_m2_trains_on(tmp_path):
     feats = np.load(out)
     run = jv.load_run(m1)
     for split in ("train", "valid", "test"):
-        np.testing.assert_allclose(feats[split], jv.diagnostics.encode_dataset(
+        np.testing.assert_allclose(feats[split], jv.evaluation.diagnostics.encode_dataset(
             run.model, run.params, run.dataset.split(split)).loc, rtol=1e-6, atol=1e-6)
         np.testing.assert_array_equal(feats[f"{split}_labels"], run.dataset.labels[split])
     m12 = config.apply_overrides(config.get_preset("digits"), [
@@ -301,7 +303,7 @@ def test_m2_trains_on_eight_devices_like_on_one(loop, tmp_path):
 
 
 def test_collapse_warning_of_a_conditional_model_says_what_z_holds():
-    from jaxvae import monitor
+    from jaxvae.evaluation import monitor
 
     out = {"mean_variance": np.zeros(4), "kl_per_dim": np.zeros(4), "kl": 0.0, "mi": 0.0}
     for kind, noted in (("none", False), ("m2", True)):

@@ -9,9 +9,11 @@ import optax
 import pytest
 from flax import nnx
 
-from jaxvae import controllers, likelihoods, objectives
+from jaxvae import objectives
+from jaxvae.distributions import likelihoods
 from jaxvae.errors import ConfigError
-from jaxvae.model import VAE, split
+from jaxvae.models.protocol import VAE, split
+from jaxvae.objectives import controllers
 
 # ----------------------------------------------------------------------------------------------------------------
 # Toy plants. KL relaxes towards f(beta) = 30 / (1 + 20 beta) (decreasing in beta); the reconstruction loss relaxes

@@ -1,4 +1,4 @@
-"""The matmul convolutions of :mod:`jaxvae.convops` against XLA's own, values and gradients, in float64."""
+"""The matmul convolutions of :mod:`jaxvae.models.convops` against XLA's own, values and gradients, in float64."""
 
 import jax
 import jax.numpy as jnp
@@ -7,8 +7,8 @@ import pytest
 from flax import nnx
 from jax import lax
 
-from jaxvae import convops, nets
 from jaxvae.errors import ConfigError
+from jaxvae.models import convops, nets
 
 DN = ("NHWC", "HWIO", "NHWC")
 
@@ -89,7 +89,8 @@ def test_config_reaches_the_networks_and_picks_the_loop():
     """``model.conv_impl`` travels from the config to both networks; on CPU only ``xla`` forces the host loop."""
     from types import SimpleNamespace
 
-    from jaxvae import builders, config, loop
+    from jaxvae import builders, config
+    from jaxvae.training import loop
 
     for impl in ("auto", "xla", "matmul"):
         cfg = config.apply_overrides(config.get_preset("fashion-mnist"), [f"model.conv_impl={impl}"])
@@ -103,7 +104,7 @@ def test_config_reaches_the_networks_and_picks_the_loop():
 
 
 def test_evaluation_options_fall_back_when_the_compiler_refuses_them(monkeypatch):
-    from jaxvae import evaluate
+    from jaxvae.evaluation import likelihood as evaluate
 
     monkeypatch.setattr(evaluate, "_CPU_EVAL_OPTIONS", {"xla_cpu_no_such_option_for_jaxvae": ""})
     evaluate._cpu_options_supported.cache_clear()

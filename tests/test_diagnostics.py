@@ -13,9 +13,10 @@ from flax import nnx
 from scipy import stats
 from scipy.special import logsumexp
 
-from jaxvae import diagnostics, likelihoods
-from jaxvae.model import VAE, split
-from jaxvae.posteriors import DiagonalGaussian
+from jaxvae.distributions import likelihoods
+from jaxvae.evaluation import diagnostics
+from jaxvae.models.posteriors import DiagonalGaussian
+from jaxvae.models.protocol import VAE, split
 from tests.helpers import fresh_python
 
 
@@ -269,7 +270,7 @@ def test_plots_leave_matplotlibs_backend_and_pyplot_alone():
     """jaxvae draws with matplotlib's object-oriented API: a notebook's backend (and pyplot's figure registry) is
     the same after a report or a sweep's rate-distortion plot as before (no global matplotlib.use)."""
     code = ("import sys, tempfile, numpy as np, matplotlib\nmatplotlib.use('svg')\n"
-            "from jaxvae import report\n"
+            "from jaxvae.rundir import report\n"
             "png = report.kl_bar_chart([0.5, 0.0], [True, False])\n"
             "png += report.latent_scatter(np.random.default_rng(0).normal(size=(50, 3)))\n"
             "png += report.layer_chart({'z1': 1.0, 'z2': 0.1}, {'z1': 3, 'z2': 0}, {'z1': 4, 'z2': 2})\n"
@@ -283,7 +284,7 @@ def test_plots_leave_matplotlibs_backend_and_pyplot_alone():
 
 
 def test_annotated_grids_keep_every_pixel_and_add_their_labels():
-    from jaxvae import report
+    from jaxvae.rundir import report
 
     images = np.random.default_rng(0).uniform(size=(6, 8, 8, 1))
     grid = report.image_grid(images, ncols=3)
@@ -296,7 +297,7 @@ def test_annotated_grids_keep_every_pixel_and_add_their_labels():
 
 
 def test_training_curves_need_training_records():
-    from jaxvae import report
+    from jaxvae.rundir import report
 
     assert report.training_curves([{"step": 10, "split": "valid", "elbo": -5.0}]) is None
     records = [{"step": s, "loss": 10.0 / s, "elbo": -10.0 / s, "kl": 1.0, "beta": 1.0, "kl_per_dim": [0.5, 0.5]}

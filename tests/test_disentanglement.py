@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 from sklearn.metrics import mutual_info_score
 
-from jaxvae import disentanglement as dm
 from jaxvae.errors import ConfigError, DataError
+from jaxvae.evaluation import disentanglement as dm
 
 
 def _identity_factors(n: int, num_factors: int = 10, num_values: int = 10, seed: int = 0) -> np.ndarray:

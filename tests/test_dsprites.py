@@ -16,10 +16,11 @@ import jax
 import numpy as np
 import pytest
 
-from jaxvae import cli, config, disentanglement, runs
+from jaxvae import cli, config, runs
 from jaxvae.data import DATASETS, Dataset, dsprites, find_data_dir, load_dataset
 from jaxvae.data.dsprites import FACTOR_NAMES, SHAPES, VARIANTS, DSpritesData, generate_grid, load_grid, render
 from jaxvae.errors import DataError
+from jaxvae.evaluation import disentanglement
 
 FULL, SMALL = VARIANTS["dsprites"], VARIANTS["dsprites-small"]
 SQUARE, ELLIPSE, HEART = range(3)

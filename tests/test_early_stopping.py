@@ -6,9 +6,10 @@ import math
 
 import pytest
 
-from jaxvae import config, runs, writers
-from jaxvae.early_stopping import EarlyStopping
+from jaxvae import config, runs
 from jaxvae.errors import CheckpointError, ConfigError
+from jaxvae.rundir import writers
+from jaxvae.training.early_stopping import EarlyStopping
 
 SMALL = ["model.latent_dim=4", "model.hidden=32,16", "train.batch_size=64", "train.epochs=40",
          "train.checkpoint_every=20", "train.log_every=20", "eval.num_samples=8", "eval.max_examples=64",

@@ -11,10 +11,13 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from jaxvae import estimators, likelihoods, objectives, priors
+from jaxvae import objectives
+from jaxvae.distributions import likelihoods
 from jaxvae.errors import ConfigError
-from jaxvae.model import VAE, split
-from jaxvae.posteriors import DiagonalGaussian
+from jaxvae.models import priors
+from jaxvae.models.posteriors import DiagonalGaussian
+from jaxvae.models.protocol import VAE, split
+from jaxvae.objectives import estimators
 
 D_X, D_Z, SIGMA = 6, 3, 0.5
 
@@ -162,7 +165,7 @@ def test_piwae_gives_the_decoder_iwae_and_the_encoder_miwae_on_the_same_samples(
 
 
 def test_estimators_that_rescore_one_group_refuse_hierarchies_and_bad_group_counts():
-    from jaxvae.hierarchy import BottomUpVAE
+    from jaxvae.models.hierarchy import BottomUpVAE
 
     h = BottomUpVAE((6,), (3, 2), likelihoods.Bernoulli(), hidden=(8, 4), rngs=nnx.Rngs(0))
     model, params = split(h)

@@ -10,8 +10,9 @@ from flax import nnx
 from scipy.special import logsumexp
 
 import jaxvae as jv
-from jaxvae import diagnostics, evaluate
-from jaxvae.posteriors import DiagonalGaussian
+from jaxvae.evaluation import diagnostics
+from jaxvae.evaluation import likelihood as evaluate
+from jaxvae.models.posteriors import DiagonalGaussian
 from tests.test_objectives import _ppca
 
 

@@ -1,6 +1,6 @@
-"""Learned ex-post samplers (jaxvae.expost): the flow's density is normalized and reaches the true density of a
-Gaussian; both samplers beat the prior on held-out latents of a non-Gaussian aggregate posterior; their samples
-follow the data; fits are deterministic for a key."""
+"""Learned ex-post samplers (jaxvae.evaluation.expost): the flow's density is normalized and reaches the true
+density of a Gaussian; both samplers beat the prior on held-out latents of a non-Gaussian aggregate posterior;
+their samples follow the data; fits are deterministic for a key."""
 
 import jax
 import jax.numpy as jnp
@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from jaxvae import expost
 from jaxvae.errors import ConfigError
+from jaxvae.evaluation import expost
 
 
 def _moons(n: int, seed: int) -> jnp.ndarray:

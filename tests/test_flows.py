@@ -13,9 +13,11 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from jaxvae import config, estimators, flows, runs
+from jaxvae import config, runs
 from jaxvae.distributions import DiagonalGaussian, TransformedDistribution
 from jaxvae.errors import ConfigError
+from jaxvae.models import flows
+from jaxvae.objectives import estimators
 
 B, D = 5, 4
 
@@ -269,11 +271,12 @@ def test_flow_settings_are_validated(overrides, match):
 
 
 def test_estimators_that_need_log_q_at_a_point_refuse_flows_clearly():
-    from jaxvae import likelihoods, priors
-    from jaxvae.model import VAE, split
+    from jaxvae.distributions import likelihoods
+    from jaxvae.models import priors
+    from jaxvae.models.protocol import VAE, split
 
     enc = flows.FlowEncoder((6,), 2, (8,), flow="planar", steps=1, rngs=nnx.Rngs(0))
-    from jaxvae.nets import MLPDecoder
+    from jaxvae.models.nets import MLPDecoder
 
     vae = VAE(enc, MLPDecoder(2, (6,), (8,), rngs=nnx.Rngs(1)), likelihoods.Bernoulli(), priors.StandardNormal(2),
               (6,))

@@ -3,7 +3,7 @@
 import numpy as np
 from scipy import linalg
 
-from jaxvae import frechet
+from jaxvae.evaluation import frechet
 
 
 def test_frechet_distance_matches_scipy_and_closed_form():

@@ -1,6 +1,6 @@
-"""Hierarchical VAEs (jaxvae.hierarchy): log-densities against a hand-written numpy reference, the IWAE estimate
-of a linear-Gaussian two-layer model with the exact posterior against its closed-form marginal likelihood, the
-precision-weighted merge against the product of Gaussians, and training through the engine."""
+"""Hierarchical VAEs (jaxvae.models.hierarchy): log-densities against a hand-written numpy reference, the IWAE
+estimate of a linear-Gaussian two-layer model with the exact posterior against its closed-form marginal likelihood,
+the precision-weighted merge against the product of Gaussians, and training through the engine."""
 
 import json
 import math
@@ -12,8 +12,8 @@ import pytest
 from flax import nnx
 
 import jaxvae as jv
-from jaxvae import hierarchy
 from jaxvae import testing as jvt
+from jaxvae.models import hierarchy
 from tests.helpers import straight_and_resumed
 
 MODELS = {"bottom_up": hierarchy.BottomUpVAE, "ladder": hierarchy.LadderVAE}
@@ -200,7 +200,8 @@ def test_hierarchies_pass_the_model_contract(inference, batch):
 
 
 def test_the_monitor_names_a_collapsed_layer():
-    from jaxvae import config, monitor
+    from jaxvae import config
+    from jaxvae.evaluation import monitor
 
     health = monitor.CollapseMonitor(config.Config(), 6, (("z1", 4), ("z2", 2)))
     out = {"mean_variance": np.array([0.5, 0.3, 0.2, 0.4, 1e-4, 1e-5]), "kl_per_dim": np.full(6, 0.5),
@@ -236,7 +237,8 @@ STABILIZERS = ["objective.beta_schedule=linear", "objective.warmup_steps=30", "o
     pytest.param("ladder", STABILIZERS, marks=pytest.mark.slow),
     pytest.param("bottom_up", [], marks=(pytest.mark.slow, pytest.mark.extended))])
 def test_hierarchies_train_resume_bitwise_and_report_per_layer(inference, extra, tmp_path):
-    from jaxvae import config, runs, samplers
+    from jaxvae import config, runs
+    from jaxvae.evaluation import samplers
 
     cfg = config.apply_overrides(config.get_preset("digits"), [*SMALL, f"model.inference={inference}", *extra])
     # An interrupted run (its last checkpoint and results gone) resumes from step 20 to the same parameters.
@@ -253,7 +255,7 @@ def test_hierarchies_train_resume_bitwise_and_report_per_layer(inference, extra,
     assert z.shape == (5, 6) and np.all(np.isfinite(z))
     assert (tmp_path / "straight" / "samples.png").stat().st_size > 100
     # diagnose: the model's own per-layer KL (not the N(0, I) proxy of the flat view), and the report's pictures.
-    from jaxvae.diagnose import run_diagnose
+    from jaxvae.runs.diagnose import run_diagnose
 
     report = run_diagnose(tmp_path / "straight", max_examples=200, log=lambda _: None)
     assert set(report["kl_per_group"]) == {"z1", "z2"} and set(report["active_units_per_group"]) == {"z1", "z2"}
@@ -305,7 +307,8 @@ def test_kl_balancing_keeps_the_loss_and_rescales_each_layers_kl_gradient(batch)
 
 
 def test_a_collapsed_layer_is_reported_once_while_its_units_fluctuate():
-    from jaxvae import config, monitor
+    from jaxvae import config
+    from jaxvae.evaluation import monitor
 
     health = monitor.CollapseMonitor(config.Config(), 6, (("z1", 4), ("z2", 2)))
     base = {"kl_per_dim": np.full(6, 0.5), "kl": 4.0, "mi": 2.0, "kl_per_group": {"z1": 4.0, "z2": 0.001}}

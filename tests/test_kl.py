@@ -5,8 +5,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxvae import kl as kl_lib
-from jaxvae.posteriors import DiagonalGaussian
+from jaxvae.distributions import kl as kl_lib
+from jaxvae.models.posteriors import DiagonalGaussian
 
 
 def _assert_within_standard_errors(samples, expected, num_se=5.0):

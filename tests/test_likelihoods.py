@@ -1,5 +1,5 @@
-"""Tests for jaxvae.likelihoods: agreement with scipy/numpy float64 references, normalisation, sampling moments,
-gradients at extreme parameters, data validation and jit/vmap compatibility."""
+"""Tests for jaxvae.distributions.likelihoods: agreement with scipy/numpy float64 references, normalisation,
+sampling moments, gradients at extreme parameters, data validation and jit/vmap compatibility."""
 
 import dataclasses
 import decimal
@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from scipy import special, stats
 
-from jaxvae import likelihoods as L
+from jaxvae.distributions import likelihoods as L
 from jaxvae.errors import ConfigError, DataError
 
 E = (3, 4)  # event shape used throughout

@@ -49,8 +49,8 @@ class TwoLayerVAE(jv.Model):
         z1, log_q1 = q1.sample_and_log_prob(k1)
         out = self._decode(z1)  # [K, B, *E, P]
         log_px = self.likelihood.log_prob(out, x, event_ndim=len(self.event_shape))
-        kl1 = jnp.mean(jv.kl.kl_diagonal_gaussians_per_dim(q1, p1), axis=0)  # [B, d1], averaged over z2
-        kl2 = jv.kl.kl_diagonal_gaussians_per_dim(q2, p2)  # [B, d2]
+        kl1 = jnp.mean(jv.kl_diagonal_gaussians_per_dim(q1, p1), axis=0)  # [B, d1], averaged over z2
+        kl2 = jv.kl_diagonal_gaussians_per_dim(q2, p2)  # [B, d2]
         first = lambda d: jax.tree.map(lambda a: a[0], d)  # the conditional group given the first sample
         return jv.ModelOutput(log_px, log_q1 + log_q2, p1.log_prob(z1) + p2.log_prob(z2), {"z1": z1, "z2": z2},
                               {"z1": kl1, "z2": kl2}, {"z1": first(q1), "z2": q2}, {"z1": first(p1), "z2": p2},
@@ -111,7 +111,7 @@ def test_two_layer_model_trains_evaluates_and_reports_per_group_kl(digits, objec
     assert np.mean(losses[-20:]) < np.mean(losses[:20]) - 5.0, (losses[:3], losses[-3:])
 
     test_bin = np.asarray(jax.random.bernoulli(jax.random.key(7), test), np.float32)
-    terms = jv.evaluate.evaluate_elbo(model, params, test_bin, jax.random.key(1))
+    terms = jv.evaluation.likelihood.evaluate_elbo(model, params, test_bin, jax.random.key(1))
     est = jv.iwae_log_likelihood(model, params, test_bin, jax.random.key(2), num_samples=500, batch_size=64)
     assert est.mean > terms["elbo"]  # log p(x) >= IWAE_500 >= ELBO (here: IWAE_500 above the ELBO)
     assert set(terms["kl_groups"]) == {"z1", "z2"}
@@ -130,7 +130,7 @@ def test_one_group_features_refuse_a_two_group_model_with_a_clear_message(digits
     with pytest.raises(jv.ConfigError, match="one latent group"):
         jv.beta_tcvae(model, params, x, jax.random.key(0), dataset_size=100)
     with pytest.raises(jv.ConfigError, match="diagonal Gaussian or Gaussian-mixture prior"):
-        jv.samplers.prior_samples(model, params, jax.random.key(0), 4, temperature=0.5)
+        jv.evaluation.samplers.prior_samples(model, params, jax.random.key(0), 4, temperature=0.5)
 
 
 # ------------------------------------------------------------------------------------- library components
@@ -192,7 +192,7 @@ def test_check_prior_catches_an_unnormalised_density():
 @pytest.mark.parametrize("name", ["bernoulli", "continuous_bernoulli", "gaussian", "laplace", "categorical256",
                                   pytest.param("discretized_logistic_mixture", marks=pytest.mark.slow)])
 def test_builtin_likelihoods_pass_the_contract(name):
-    lik = jv.likelihoods.get(name)
+    lik = jv.distributions.likelihoods.get(name)
     x = np.random.default_rng(0).uniform(size=(4, 3, 2)).astype(np.float32)
     if name == "bernoulli":
         x = (x > 0.5).astype(np.float32)
@@ -240,7 +240,7 @@ def test_iwae_log_likelihood_works_in_float64():
         x = np.random.default_rng(0).normal(size=(7, 5))
         est = jv.iwae_log_likelihood(model, params, x, jax.random.key(0), num_samples=50, batch_size=4)
         assert est.log_px.dtype == np.float64 and np.all(np.isfinite(est.log_px))
-        elbo = jv.evaluate.evaluate_elbo(model, params, x, jax.random.key(1), batch_size=4)
+        elbo = jv.evaluation.likelihood.evaluate_elbo(model, params, x, jax.random.key(1), batch_size=4)
         assert est.mean > elbo["elbo"] - 0.05  # the IWAE bound is above the ELBO (up to noise)
 
 

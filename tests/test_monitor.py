@@ -7,7 +7,8 @@ import re
 import numpy as np
 import pytest
 
-from jaxvae import config, monitor, runs
+from jaxvae import config, runs
+from jaxvae.evaluation import monitor
 
 FAST = ["train.steps=400", "eval.num_samples=10", "eval.max_examples=100", "monitor.every=100",
         "train.checkpoint_every=0"]

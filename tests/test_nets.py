@@ -5,8 +5,8 @@ import jax.numpy as jnp
 import pytest
 from flax import nnx
 
-from jaxvae import nets
 from jaxvae.errors import ConfigError
+from jaxvae.models import nets
 
 
 @pytest.mark.parametrize("event_shape", [(784,), (8, 8, 1), (28, 20, 1)])

@@ -1,5 +1,5 @@
-"""jaxvae.nn: drop-in Conv and ConvTranspose equal Flax's layers (values, gradients, parameter trees), with the
-matmul path where it applies and Flax's own convolution elsewhere."""
+"""jaxvae.models.nn: drop-in Conv and ConvTranspose equal Flax's layers (values, gradients, parameter trees), with
+the matmul path where it applies and Flax's own convolution elsewhere."""
 
 import jax
 import jax.numpy as jnp
@@ -8,7 +8,7 @@ import pytest
 from flax import nnx
 
 import jaxvae as jv
-from jaxvae import nn as jnn
+from jaxvae.models import nn as jnn
 
 
 def _pair(flax_cls, ours_cls, *args, **kwargs):
@@ -60,4 +60,4 @@ def test_float64_follows_the_input():
 def test_an_unknown_implementation_is_refused_when_built():
     with pytest.raises(ValueError, match="Unknown convolution implementation 'fast'"):
         jnn.Conv(2, 3, (3, 3), impl="fast", rngs=nnx.Rngs(0))
-    assert jv.nn.Conv is jnn.Conv
+    assert jv.models.nn.Conv is jnn.Conv

@@ -12,9 +12,11 @@ from flax import nnx
 from jax.test_util import check_grads
 from scipy import stats
 
-from jaxvae import likelihoods, objectives, priors
-from jaxvae.model import VAE, PureVAE, split
-from jaxvae.posteriors import DiagonalGaussian
+from jaxvae import objectives
+from jaxvae.distributions import likelihoods
+from jaxvae.models import priors
+from jaxvae.models.posteriors import DiagonalGaussian
+from jaxvae.models.protocol import VAE, PureVAE, split
 
 # ----------------------------------------------------------------------------------------------------------------
 # Probabilistic PCA: z ~ N(0, I_d), x | z ~ N(W z + b, s^2 I_D), so log p(x) = log N(x; b, W W^T + s^2 I) exactly.

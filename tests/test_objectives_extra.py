@@ -12,9 +12,11 @@ from flax import nnx
 from jax.test_util import check_grads
 from scipy.special import logsumexp
 
-from jaxvae import likelihoods, objectives, priors
-from jaxvae.model import VAE, split
-from jaxvae.posteriors import DiagonalGaussian
+from jaxvae import objectives
+from jaxvae.distributions import likelihoods
+from jaxvae.models import priors
+from jaxvae.models.posteriors import DiagonalGaussian
+from jaxvae.models.protocol import VAE, split
 
 
 def _small_vae(prior=None, seed=0, event=(6,)):

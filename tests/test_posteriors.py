@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from jaxvae.posteriors import DiagonalGaussian
+from jaxvae.models.posteriors import DiagonalGaussian
 
 
 def test_log_prob_and_entropy_match_scipy():
@@ -41,7 +41,7 @@ def test_reparameterized_gradient_of_mean_square():
 @pytest.mark.parametrize("rate", [0.01, 0.25, 2.0])
 def test_the_committed_rate_scale_gives_exactly_that_kl_at_mean_zero_and_more_elsewhere(rate):
     from jaxvae.distributions import analytic_kl_per_dim
-    from jaxvae.posteriors import committed_rate_log_scale
+    from jaxvae.models.posteriors import committed_rate_log_scale
 
     log_scale = committed_rate_log_scale(rate)
     assert log_scale < 0

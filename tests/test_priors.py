@@ -6,7 +6,7 @@ import numpy as np
 from flax import nnx
 from scipy import special, stats
 
-from jaxvae import nets, priors
+from jaxvae.models import nets, priors
 
 
 def test_standard_normal():

@@ -19,11 +19,12 @@ import numpy as np
 import optax
 import pytest
 
-from jaxvae import config, runs, writers
+from jaxvae import config, runs
 from jaxvae.builders import build_model, build_objective, build_optimizer, build_program
-from jaxvae.checkpoint import Checkpointer
 from jaxvae.data import load_dataset
-from jaxvae.model import merge_trees, partition_tree
+from jaxvae.models.protocol import merge_trees, partition_tree
+from jaxvae.rundir import writers
+from jaxvae.rundir.checkpoint import Checkpointer
 from jaxvae.training import (
     Player,
     Program,
@@ -226,7 +227,7 @@ def test_programs_train_through_fit_and_resume_bitwise_after_a_crash(kind, tmp_p
 
 @pytest.mark.slow
 def test_a_two_player_sweep_is_one_program_equal_to_separate_runs(tmp_path):
-    from jaxvae.sweep import run_sweep
+    from jaxvae.runs.sweep import run_sweep
 
     quiet = dict(progress=False, log=lambda _: None)
     sweep = run_sweep(_cfg("train.checkpoint_every=0"), {"objective.beta": ["0.5", "2"]}, tmp_path / "sweep",
@@ -247,7 +248,8 @@ def test_a_two_player_sweep_is_one_program_equal_to_separate_runs(tmp_path):
 WORKER = """
 import json, sys
 import jax
-from jaxvae import config, runs, writers
+from jaxvae import config, runs
+from jaxvae.rundir import writers
 from tests import programs
 kind, out = sys.argv[1:3]
 kwargs = dict(model=programs.adversarial_ae, program=programs.adversarial) if kind == "adversarial" else \\

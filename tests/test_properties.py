@@ -19,9 +19,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from jaxvae import likelihoods as L
-from jaxvae.kl import kl_diagonal_gaussians_per_dim, kl_standard_normal_per_dim
-from jaxvae.posteriors import DiagonalGaussian
+from jaxvae.distributions import likelihoods as L
+from jaxvae.distributions.kl import kl_diagonal_gaussians_per_dim, kl_standard_normal_per_dim
+from jaxvae.models.posteriors import DiagonalGaussian
 
 B, E = 4, (6,)  # batch size and event shape of every drawn example
 D = 6  # latent dimension for the KL / posterior properties

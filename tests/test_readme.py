@@ -367,8 +367,9 @@ def test_api_page_opens_with_what_users_call():
     assert first == "Everyday API", first
     everyday = text.split("## Everyday API", 1)[1].split("\n## ", 1)[0]
     for name in ("jaxvae.runs.fit", "jaxvae.runs.load_run", "jaxvae.config.get_preset",
-                 "jaxvae.config.apply_overrides", "jaxvae.model.VAE", "jaxvae.model.split",
-                 "jaxvae.objectives.elbo", "jaxvae.evaluate.iwae_log_likelihood", "jaxvae.sweep.run_sweep"):
+                 "jaxvae.config.apply_overrides", "jaxvae.models.protocol.VAE", "jaxvae.models.protocol.split",
+                 "jaxvae.objectives.elbo", "jaxvae.evaluation.likelihood.iwae_log_likelihood",
+                 "jaxvae.runs.sweep.run_sweep"):
         assert re.search(rf"^\.\. auto(function|class):: {re.escape(name)}$", everyday, re.M), name
     assert ".. automodule::" not in everyday
 

@@ -15,13 +15,15 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from jaxvae import builders, cli, config, evaluate, likelihoods, testing
-from jaxvae import model as model_lib
+from jaxvae import builders, cli, config, testing
 from jaxvae.data import DATASETS, load_dataset, text
 from jaxvae.data.registry import WORDS
 from jaxvae.data.storage import FileSpec
+from jaxvae.distributions import likelihoods
 from jaxvae.errors import ConfigError, DataError
-from jaxvae.recurrent import GRUDecoder, RecurrentVAE, word_dropout_inputs
+from jaxvae.evaluation import likelihood as evaluate
+from jaxvae.models import protocol as model_lib
+from jaxvae.models.recurrent import GRUDecoder, RecurrentVAE, word_dropout_inputs
 
 VOCAB = text.char_vocabulary("abc")  # 5 tokens: pad, eos, a, b, c
 

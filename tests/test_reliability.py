@@ -17,7 +17,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from jaxvae import config, runs, writers
+from jaxvae import config, runs
+from jaxvae.rundir import writers
 from tests.helpers import HANG_GUARD_SECONDS
 
 REPO = Path(__file__).resolve().parents[1]

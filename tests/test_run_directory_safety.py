@@ -14,8 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from jaxvae import config, rundir, runs, writers
+from jaxvae import config, rundir, runs
 from jaxvae.errors import DiskFullError, RunDirectoryBusyError, RunFileWarning
+from jaxvae.rundir import writers
 from tests.helpers import HANG_GUARD_SECONDS
 from tests.test_reliability import REPO, TINY, _cli, _sets, _snapshot
 
@@ -156,13 +157,15 @@ def test_full_disk_while_logging_ends_cleanly_and_resumes_bitwise(tmp_path, monk
 
 
 def test_full_disk_while_writing_the_summary_keeps_the_run(tmp_path, monkeypatch, finished_run):
-    original = runs.atomic_write_json
-    monkeypatch.setattr(runs, "atomic_write_json", lambda path, obj: (_ for _ in ()).throw(_enospc(path))
+    from jaxvae.runs import run as run_module  # the module whose code writes summary.json
+
+    original = run_module.atomic_write_json
+    monkeypatch.setattr(run_module, "atomic_write_json", lambda path, obj: (_ for _ in ()).throw(_enospc(path))
                         if Path(path).name == "summary.json" else original(path, obj))
     with pytest.raises(DiskFullError, match=r"step 40\) is intact"):
         runs.fit(_tiny_cfg(), tmp_path / "run", progress=False, log=lambda _: None)
     assert not (tmp_path / "run" / "summary.json").exists()
-    monkeypatch.setattr(runs, "atomic_write_json", original)
+    monkeypatch.setattr(run_module, "atomic_write_json", original)
     summary = runs.fit(_tiny_cfg(), tmp_path / "run", progress=False, log=lambda _: None)  # re-evaluates
     assert summary["params_sha256"] == finished_run[1]["params_sha256"]
 

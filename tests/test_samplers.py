@@ -13,10 +13,12 @@ from scipy import optimize, special, stats
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.mixture import GaussianMixture as SkGaussianMixture
 
-from jaxvae import likelihoods, priors, samplers
+from jaxvae.distributions import likelihoods
 from jaxvae.errors import ConfigError
-from jaxvae.model import VAE, split
-from jaxvae.samplers import GaussianMixture
+from jaxvae.evaluation import samplers
+from jaxvae.evaluation.samplers import GaussianMixture
+from jaxvae.models import priors
+from jaxvae.models.protocol import VAE, split
 
 # ----------------------------------------------------------------------------------------------------------------
 # Models

@@ -1,4 +1,5 @@
-"""Tests for jaxvae.schedules: formulas at hand-computed steps, jit/scan/vmap, optax composition, validation."""
+"""Tests for jaxvae.objectives.schedules: formulas at hand-computed steps, jit/scan/vmap, optax composition,
+validation."""
 
 from __future__ import annotations
 
@@ -12,8 +13,8 @@ import pytest
 
 from jaxvae import builders
 from jaxvae import config as config_lib
-from jaxvae import schedules as S
 from jaxvae.errors import ConfigError
+from jaxvae.objectives import schedules as S
 
 ATOL = 1e-6
 

@@ -58,7 +58,8 @@ def _losses(workdir: Path) -> list[float]:
 
 def _fit_and_dump(overrides: list[str], workdir: Path, out: Path) -> None:
     """``runs.fit``'s steps; the final parameters (gathered to the host) and losses go to ``out`` (process 0)."""
-    from jaxvae import config, loop, runs, sharding
+    from jaxvae import config, runs, sharding
+    from jaxvae.training import loop
 
     cfg = config.apply_overrides(config.get_preset("digits"), [*FAST, *overrides])
     quiet = lambda _: None
@@ -75,9 +76,11 @@ def worker_mesh8(outdir: Path) -> None:
     import jax
     import jax.numpy as jnp
 
-    from jaxvae import config, evaluate, sharding, sweep
+    from jaxvae import config, sharding
     from jaxvae.builders import build_model, build_objective, build_optimizer
-    from jaxvae.train import init_train_state, jit_train_step, make_train_step
+    from jaxvae.evaluation import likelihood as evaluate
+    from jaxvae.runs import sweep
+    from jaxvae.training.step import init_train_state, jit_train_step, make_train_step
 
     assert jax.device_count() == 8, jax.devices()
     compiles: list[str] = []

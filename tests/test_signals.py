@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from jaxvae import writers
+from jaxvae.rundir import writers
 
 REPO = Path(__file__).resolve().parents[1]
 STEP = "0.6"  # seconds one forward pass sleeps
@@ -153,7 +153,7 @@ def test_the_acknowledgement_comes_while_the_main_thread_waits(tmp_path):
     a compiled program): the acknowledgement is printed before the main thread wakes up and sees the flag."""
     code = (
         "import os, signal, sys, threading, time\n"
-        "from jaxvae.progress import stop_on_signals\n"
+        "from jaxvae.training.progress import stop_on_signals\n"
         "with stop_on_signals(lambda: 'stopping after step 7.') as received:\n"
         "    threading.Timer(0.5, lambda: os.kill(os.getpid(), signal.SIGTERM)).start()\n"
         "    time.sleep(3)\n"
@@ -169,7 +169,7 @@ def test_the_acknowledgement_comes_while_the_main_thread_waits(tmp_path):
 def test_a_second_signal_stops_at_once(tmp_path):
     code = (
         "import os, signal, time\n"
-        "from jaxvae.progress import stop_on_signals\n"
+        "from jaxvae.training.progress import stop_on_signals\n"
         "with stop_on_signals(lambda: 'stopping after step 7.') as received:\n"
         "    os.kill(os.getpid(), signal.SIGINT)\n"
         "    time.sleep(0.5)\n"

@@ -6,8 +6,9 @@ import json
 import numpy as np
 import pytest
 
-from jaxvae import config, runs, sweep
+from jaxvae import config, runs
 from jaxvae.errors import ConfigError
+from jaxvae.runs import sweep
 
 FAST = ["model.hidden=32", "model.latent_dim=4", "train.steps=60", "train.log_every=20",
         "train.checkpoint_every=0", "eval.num_samples=10", "eval.max_examples=100"]

@@ -1,6 +1,6 @@
-"""The top-down residual hierarchy (jaxvae.topdown) against a reference written with XLA's own convolutions and
-numpy densities, its contract and sampling, and NVAE's spectral regularization (jaxvae.regularizers) against
-singular values from an SVD."""
+"""The top-down residual hierarchy (jaxvae.models.topdown) against a reference written with XLA's own convolutions
+and numpy densities, its contract and sampling, and NVAE's spectral regularization (jaxvae.objectives.regularizers)
+against singular values from an SVD."""
 
 import json
 import math
@@ -15,9 +15,10 @@ import pytest
 from flax import nnx
 
 import jaxvae as jv
-from jaxvae import regularizers, topdown
 from jaxvae import testing as jvt
 from jaxvae.errors import ConfigError
+from jaxvae.models import topdown
+from jaxvae.objectives import regularizers
 
 
 def _silu(x):

@@ -11,8 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from jaxvae import config, runs, trackers, writers
+from jaxvae import config, runs
 from jaxvae.errors import ConfigError
+from jaxvae.rundir import trackers, writers
 from tests.test_reliability import TINY
 
 pytest.importorskip("mlflow", reason="the mlflow extra is not installed (pip install 'jaxvae[mlflow]')")

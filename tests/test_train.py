@@ -8,7 +8,7 @@ import pytest
 
 from jaxvae import config
 from jaxvae.builders import build_model, build_objective, build_optimizer
-from jaxvae.train import TrainState, init_train_state, make_train_chunk, make_train_step
+from jaxvae.training.step import TrainState, init_train_state, make_train_chunk, make_train_step
 
 
 def _setup(overrides=(), event_shape=(8, 8, 1), total=100):
@@ -103,7 +103,7 @@ def test_dynamic_binarization_is_resampled_each_step_and_reproducible():
 def test_chunk_boundaries_are_the_multiples_of_each_interval_and_the_epoch_ends():
     """Records, checkpoints and validation fall on multiples of the global step (they fell at 20, 37, 57 ... when
     the log interval was counted from each epoch start), and every epoch end is a boundary."""
-    from jaxvae.chunks import chunk_end
+    from jaxvae.training.chunks import chunk_end
 
     spe, log_every, ckpt_every, total = 78, 50, 120, 1000
     ends, step = [], 0
@@ -156,7 +156,7 @@ def test_too_many_skipped_updates_in_a_row_stop_the_run_with_the_threshold_named
 
 
 def test_the_parameter_ema_follows_its_recurrence_and_is_what_gets_evaluated():
-    from jaxvae.train import evaluation_params
+    from jaxvae.training.step import evaluation_params
 
     model, opt, obj, state = _setup(["optimizer.ema_decay=0.9"])
     step = jax.jit(make_train_step(model, obj, opt))
@@ -213,8 +213,8 @@ def test_records_do_not_depend_on_how_the_steps_were_split(kind):
     """The chunk loop carries the metric sums across calls, so one-step pieces (a tiny max_chunk_seconds) give
     bitwise the records and the state of whole chunks; a weighted mean of piece means did not (a resumed run,
     whose first piece is one step, wrote other records than the uninterrupted run)."""
-    from jaxvae.chunks import ChunkLoop, make_host_chunk, make_scan_chunk
-    from jaxvae.train import jit_train_chunk, jit_train_step
+    from jaxvae.training.chunks import ChunkLoop, make_host_chunk, make_scan_chunk
+    from jaxvae.training.step import jit_train_chunk, jit_train_step
 
     model, opt, obj, state0 = _setup()
     data = _data(64)

@@ -7,8 +7,9 @@ import json
 import numpy as np
 import pytest
 
-from jaxvae import cli, config, report
+from jaxvae import cli, config
 from jaxvae.errors import ConfigError, DataError
+from jaxvae.rundir import report
 
 TINY = ["model.hidden=16", "model.latent_dim=2", "train.steps=10", "train.log_every=5", "eval.num_samples=4",
         "eval.max_examples=32", "eval.num_images=8", "monitor.every=0", "track.backends=none"]
@@ -137,7 +138,7 @@ def test_a_folder_named_jaxvae_beside_a_script_does_not_shadow_the_package(tmp_p
 def test_diagnose_says_which_kl_it_prints(tmp_path):
     """A flow run's console said "total KL 74.6" where summary.json said 20.2: the two are different quantities
     (the flow's base Gaussian on training examples vs the model's KL with the flow on the test split)."""
-    from jaxvae import diagnose
+    from jaxvae.runs import diagnose
 
     (tmp_path / "summary.json").write_text(json.dumps({"test_kl": 20.2}))
     result = {"num_train": 2000, "kl_reference": "prior", "kl_total": 74.6, "active_units": 5, "latent_dim": 20,

@@ -15,8 +15,10 @@ from flax import nnx
 from scipy import stats
 
 import jaxvae as jv
-from jaxvae import conditional, hierarchy, likelihoods, recurrent, testing, topdown
-from jaxvae.autoregressive import AutoregressiveVAE
+from jaxvae import testing
+from jaxvae.distributions import likelihoods
+from jaxvae.models import conditional, hierarchy, recurrent, topdown
+from jaxvae.models.autoregressive import AutoregressiveVAE
 
 F64 = jnp.float64
 
@@ -129,7 +131,7 @@ _MODELS = {
 
 def _committed():
     vae = jv.VAE.mlp(_VECTORS, 2, _BERNOULLI, hidden=(4,), rngs=nnx.Rngs(0))
-    vae.encoder = jv.posteriors.CommittedRate(vae.encoder, 0.5)
+    vae.encoder = jv.models.posteriors.CommittedRate(vae.encoder, 0.5)
     return vae
 
 

@@ -25,7 +25,7 @@ def pad_to_multiple(data: np.ndarray, batch_size: int) -> tuple[np.ndarray, int]
     """``(data padded with copies of its last example to a multiple of batch_size, original N)``: evaluation in
     batches of one shape (one compiled program); trim results to ``[:N]``."""
     if not isinstance(data, np.ndarray):
-        import jax  # only for the pytree batches of jaxvae.conditional (this module imports no JAX)
+        import jax  # only for the pytree batches of jaxvae.models.conditional (this module imports no JAX)
 
         if not isinstance(data, jax.Array):
             padded = jax.tree.map(lambda a: pad_to_multiple(a, batch_size)[0], data)

@@ -61,9 +61,10 @@ the small one), next to ``<same stem>.json``, which records the generator's para
 ``.npy`` file. Both are written atomically (a temporary file, fsynced, renamed). A cache whose manifest is
 missing or whose parameters or checksum do not match is never used: it is regenerated (with a warning).
 
-**Ground truth for the metrics.** :class:`DSpritesData` is a :class:`~jaxvae.disentanglement.GroundTruthData`
-that renders the images of any factor rows on demand, without generating the whole grid; by default its factors
-are the five that vary (shape, scale, orientation, posX, posY), as disentanglement_lib's ``dsprites_full``.
+**Ground truth for the metrics.** :class:`DSpritesData` is a
+:class:`~jaxvae.evaluation.disentanglement.GroundTruthData` that renders the images of any factor rows on demand,
+without generating the whole grid; by default its factors are the five that vary (shape, scale, orientation, posX,
+posY), as disentanglement_lib's ``dsprites_full``.
 """
 
 from __future__ import annotations
@@ -406,7 +407,8 @@ def load_grid(variant: str | Variant = "dsprites", folder: str | os.PathLike | N
 
 
 class DSpritesData(GroundTruthData):
-    """dSprites as a :class:`~jaxvae.disentanglement.GroundTruthData`: images rendered for any factor rows.
+    """dSprites as a :class:`~jaxvae.evaluation.disentanglement.GroundTruthData`: images rendered for any factor
+    rows.
 
     Factors are the classes of ``factor_names`` (default: the five that vary, shape, scale, orientation, posX,
     posY, as disentanglement_lib's ``dsprites_full``; pass :data:`FACTOR_NAMES` to keep the constant color).

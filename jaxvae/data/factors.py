@@ -1,9 +1,9 @@
 """Datasets with known factors of variation, as the disentanglement metrics consume them.
 
 :class:`GroundTruthData` is the two-step generative model ``y ~ p(y)``, ``x ~ p(x | y)`` of disentanglement_lib;
-the metrics of :mod:`jaxvae.disentanglement` score representations against it, and the datasets that generate their
-images from the factors (:class:`jaxvae.data.dsprites.DSpritesData`) implement it. It lives with the data so that
-datasets do not import the metrics.
+the metrics of :mod:`jaxvae.evaluation.disentanglement` score representations against it, and the datasets that
+generate their images from the factors (:class:`jaxvae.data.dsprites.DSpritesData`) implement it. It lives with the
+data so that datasets do not import the metrics.
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ A sequence of ``L`` positions holds the characters of one text, then one end-of-
 ``"cat" -> [c, a, t, <eos>, <pad>, ...]``. Token 0 is ``<pad>`` (the categorical likelihood scores it 0, so a
 sequence's likelihood is that of its characters and its end), token 1 is ``<eos>``, the characters follow in the
 vocabulary's order. The recurrent decoder adds two tokens of its own that never occur in data: a start token
-that begins every sequence and the unknown token that word dropout substitutes (:mod:`jaxvae.recurrent`).
+that begins every sequence and the unknown token that word dropout substitutes (:mod:`jaxvae.models.recurrent`).
 
 Datasets store token ids like every dataset stores its values, as integers ``0..max_value`` (here
 ``len(vocabulary) - 1``), so they load, split and batch like images do (float32 holding exact small integers).

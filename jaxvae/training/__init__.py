@@ -1,32 +1,37 @@
-"""The training engine: a :class:`Program` of players and non-gradient state, run inside one jitted step.
+"""The training engine: a :class:`~jaxvae.training.program.Program` of players and non-gradient state, run
+inside one jitted step (:mod:`~jaxvae.training.program`), the train state (:mod:`~jaxvae.training.state`), the
+compiled step and chunks (:mod:`~jaxvae.training.step`, :mod:`~jaxvae.training.chunks`), the host loop,
+optimizers, early stopping and aggressive inference-network training.
 
-See :mod:`jaxvae.training.program` for the contract and ``docs/architecture.md`` for how a program reaches the
-run loop (``train.program`` / ``jv.fit(..., program=...)``).
-"""
+Every name loads on first use (:mod:`jaxvae._lazy`)."""
 
-from jaxvae.training.program import (
-    Player,
-    Program,
-    Schedule,
-    StateUpdate,
-    init_program_state,
-    make_program_step,
-    per_active_step,
-    step_metrics,
-)
-from jaxvae.training.state import EmaParamsState, TrainState, ema_params, evaluation_params
+from __future__ import annotations
 
-__all__ = [
-    "EmaParamsState",
-    "Player",
-    "Program",
-    "Schedule",
-    "StateUpdate",
-    "TrainState",
-    "ema_params",
-    "evaluation_params",
-    "init_program_state",
-    "make_program_step",
-    "per_active_step",
-    "step_metrics",
-]
+from jaxvae._lazy import attach
+
+_EXPORTS = {
+    "program": (
+        "Player",
+        "Program",
+        "Schedule",
+        "StateUpdate",
+        "init_program_state",
+        "make_program_step",
+        "per_active_step",
+        "step_metrics",
+    ),
+    "state": (
+        "EmaParamsState",
+        "TrainState",
+        "ema_params",
+        "evaluation_params",
+    ),
+    "step": (
+        "init_train_state",
+        "make_train_chunk",
+        "make_train_step",
+    ),
+}
+_SUBMODULES = ("aggressive", "chunks", "early_stopping", "loop", "program", "progress", "state", "step")
+
+__getattr__, __dir__, __all__ = attach(__name__, _EXPORTS, _SUBMODULES)

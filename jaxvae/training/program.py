@@ -9,7 +9,7 @@ A :class:`Program` declares what ONE jitted step does (the design's engine):
   to its own parameters only (the others are constants to it).
 * **state**: the variables of the model that are not ``nnx.Param`` (``TrainState.model_state``: batch statistics,
   codebook counts, usage queues), updated by the forward pass of a player's loss (:attr:`ModelOutput.state
-  <jaxvae.model.ModelOutput>`) and by explicit :class:`StateUpdate`-s, never by gradients.
+  <jaxvae.models.protocol.ModelOutput>`) and by explicit :class:`StateUpdate`-s, never by gradients.
 
 The one-player program (:meth:`Program.single`) is what every built-in preset trains: its step is the step jaxvae
 always had, bit for bit. Everything the engine does with a step (scan chunks, sweeps as vmapped stacked states,
@@ -38,9 +38,9 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from jaxvae.conditional import map_images
-from jaxvae.model import Params, PureModel, merge_trees, partition_tree
-from jaxvae.objectives import Objective
+from jaxvae.models.conditional import map_images
+from jaxvae.models.protocol import Params, PureModel, merge_trees, partition_tree
+from jaxvae.objectives.losses import Objective
 from jaxvae.training.state import TrainState
 
 Array = jax.Array

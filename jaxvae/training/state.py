@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from jaxvae.model import Params, merge_trees, partition_tree
+from jaxvae.models.protocol import Params, merge_trees, partition_tree
 
 Array = jax.Array
 
@@ -26,8 +26,8 @@ class TrainState(NamedTuple):
       nonfinite_total: skipped updates so far, int32 ``[]``.
       nonfinite_consecutive: skipped updates in a row, int32 ``[]``.
       model_state: the model's non-gradient variables (``nnx.BatchStat``-s, codebook statistics: every variable
-        that is not an ``nnx.Param``, :meth:`~jaxvae.model.PureModel.split_state`), updated inside the step by
-        the forward pass or a :class:`~jaxvae.training.StateUpdate`; ``{}`` for a model without any.
+        that is not an ``nnx.Param``, :meth:`~jaxvae.models.protocol.PureModel.split_state`), updated inside the
+        step by the forward pass or a :class:`~jaxvae.training.StateUpdate`; ``{}`` for a model without any.
 
     With one player (every built-in preset) ``opt_state`` and ``obj_state`` are that player's; a program of
     several players (:class:`~jaxvae.training.Program`) keeps ``{player name: state}`` in each.
