@@ -58,12 +58,13 @@ def test_images(n: int, data_dir: str | None) -> tuple[np.ndarray, str]:
 def bench_jaxvae(data: np.ndarray, num_samples: int) -> dict:
     import jax
 
-    from jaxvae import builders, config
+    from jaxvae import config
     from jaxvae.evaluation import likelihood as evaluate
+    from jaxvae.models import factory
 
     cfg = config.apply_overrides(config.get_preset("binarized-mnist"),
                                  [f"model.latent_dim={LATENT}", f"model.hidden={','.join(map(str, HIDDEN))}"])
-    model = builders.build_model(cfg, data.shape[1:])
+    model = factory.build_model(cfg, data.shape[1:])
     params = jax.jit(model.init)(jax.random.key(0))
     estimate = evaluate.make_iwae_evaluator(model, num_samples=num_samples)
     t0 = time.perf_counter()

@@ -40,7 +40,9 @@ MODELS = {
 
 def _setup(model_name: str, batch: int, params_mode: str = "replicated"):
     from jaxvae import config
-    from jaxvae.builders import build_model, build_objective, build_optimizer
+    from jaxvae.models.factory import build_model
+    from jaxvae.objectives.factory import build_objective
+    from jaxvae.training.optimizers import build_optimizer
 
     overrides, event = MODELS[model_name]
     cfg = config.apply_overrides(config.get_preset("mnist"), [*overrides, f"train.batch_size={batch}",

@@ -421,7 +421,7 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
 
 def cmd_config_show(args: argparse.Namespace) -> int:
     # Validated like train, with the built-in components' names (the registries would import JAX).
-    cfg = _config_from_args(args, components=config_lib.BUILTIN_COMPONENTS)
+    cfg = _config_from_args(args)
     note = _preset_note(args, cfg)
     if note:
         print(note, file=sys.stderr)  # stdout stays pure JSON

@@ -24,7 +24,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from jaxvae import meshspec
+from jaxvae import catalog, meshspec
+from jaxvae.catalog import Components
 from jaxvae.errors import ConfigError
 
 
@@ -196,7 +197,7 @@ class ObjectiveConfig:
     settings section per objective or controller that has settings of its own (``objective.capacity.nats``,
     ...)."""
 
-    # see jaxvae.builders.OBJECTIVES: elbo, iwae, free_bits, capacity, beta_tcvae, info_vae, and the IWAE
+    # see jaxvae.catalog.OBJECTIVES: elbo, iwae, free_bits, capacity, beta_tcvae, info_vae, and the IWAE
     # family and gradient estimators of jaxvae.objectives.estimators: miwae, ciwae, piwae, iwae_dreg, elbo_stl
     name: str = "elbo"
     controller: str = "none"  # none, geco, pi: a stateful controller sets beta instead of beta_schedule
@@ -267,7 +268,7 @@ class PlateauConfig:
 
 @dataclasses.dataclass(frozen=True)
 class OptimizerConfig:
-    name: str = "adam"  # adam, adamw or adamax (jaxvae.builders.OPTIMIZERS)
+    name: str = "adam"  # adam, adamw or adamax (jaxvae.catalog.OPTIMIZERS)
     learning_rate: float = 1e-3  # the peak rate (schedules scale it)
     schedule: str = "constant"  # constant, cosine, warmup_cosine, iwae (the IWAE paper's 3^i epochs stages),
     # multistep (the rate times milestone_factor at each epoch of milestones: PyTorch's MultiStepLR)
@@ -736,7 +737,7 @@ def all_keys() -> list[str]:
 
 # ----------------------------------------------------------------------------------------- validation
 
-# Choices that no component registry owns (the registries of jaxvae.builders own the others).
+# Choices that no component registry owns (the registries of jaxvae.catalog own the others).
 _CHOICES = {
     "model.conv_impl": ("auto", "xla", "matmul"),
     "model.init": ("flax", "torch", "glorot"),
@@ -748,53 +749,16 @@ _CHOICES = {
     "mesh.params": meshspec.PARAM_MODES,
     "track.wandb_mode": ("offline", "online", "disabled"),
 }
-@dataclasses.dataclass(frozen=True)
-class Components:
-    """What validation needs to know about the registered components: their names per config key (in
-    registration order) and which of them have the traits that restrict combinations."""
-
-    names: Mapping[str, tuple[str, ...]]
-    controllable: tuple[str, ...]  # objectives whose beta a KL controller may set
-    single_group: tuple[str, ...]  # objectives that re-score one latent group (no hierarchies)
-    needs_factorized_prior: tuple[str, ...]  # objectives that need a KL per latent dimension
-    factorized_priors: tuple[str, ...]  # priors that are a product over dimensions
-
-
 def registered_components() -> Components:
-    """The live registries of :mod:`jaxvae.builders` (imports JAX), user-registered components included."""
-    from jaxvae import builders
-
-    objectives, priors = builders.OBJECTIVES, builders.PRIORS
-    return Components(
-        names={r.key: tuple(r) for r in builders.REGISTRIES},
-        controllable=tuple(n for n in objectives if objectives.spec(n).controllable),
-        single_group=tuple(n for n in objectives if objectives.spec(n).single_group),
-        needs_factorized_prior=tuple(n for n in objectives if objectives.spec(n).needs_factorized_prior),
-        factorized_priors=tuple(n for n in priors if priors.spec(n).factorized))
+    """The component catalog as it stands (:func:`jaxvae.catalog.components`: the built-ins and every component
+    registered so far); no JAX is imported."""
+    return catalog.components()
 
 
-# The built-in registries of jaxvae.builders, as data: `jaxvae config show` validates with these so that it starts
-# without importing JAX (builders imports it); every other caller validates against registered_components(), which
-# also holds the user's components. tests/test_config.py checks that the two agree.
-BUILTIN_COMPONENTS = Components(
-    names={
-        "model.likelihood": ("bernoulli", "continuous_bernoulli", "gaussian", "laplace", "categorical256",
-                             "categorical", "discretized_logistic_mixture"),
-        "model.prior": ("standard_normal", "learned_gaussian", "mixture", "vamp"),
-        "model.network": ("mlp", "conv", "hierarchical"),
-        "model.inference": ("bottom_up", "ladder", "top_down"),
-        "optimizer.schedule": ("constant", "cosine", "warmup_cosine", "iwae", "multistep"),
-        "optimizer.name": ("adam", "adamax", "adamw"),
-        "objective.beta_schedule": ("constant", "cyclical", "linear", "sigmoid", "cosine"),
-        "objective.controller": ("none", "geco", "pi"),
-        "objective.name": ("elbo", "iwae", "free_bits", "capacity", "beta_tcvae", "info_vae", "miwae", "ciwae",
-                           "piwae", "iwae_dreg", "elbo_stl"),
-    },
-    controllable=("elbo", "free_bits", "elbo_stl"),
-    single_group=("piwae", "iwae_dreg", "elbo_stl"),
-    needs_factorized_prior=("free_bits", "beta_tcvae"),
-    factorized_priors=("standard_normal", "learned_gaussian"),
-)
+def __getattr__(name: str) -> Any:
+    if name == "BUILTIN_COMPONENTS":  # jaxvae 0.1's JAX-free copy of the registries, now the catalog itself
+        return catalog.components()
+    raise AttributeError(f"module 'jaxvae.config' has no attribute {name!r}")
 
 
 def data_seed(cfg: Config) -> int:
@@ -889,8 +853,8 @@ def _validate_conditional(cfg: Config) -> None:
 def validate(cfg: Config, *, components: Components | None = None) -> Config:
     """Checks ranges and choices; raises :class:`ConfigError` naming the key and the fix. Returns ``cfg``.
 
-    ``components``: the registered components (default: :func:`registered_components`, which imports JAX and
-    includes user-registered ones); :data:`BUILTIN_COMPONENTS` validates without importing JAX."""
+    ``components``: what the component catalog holds (default: :func:`jaxvae.catalog.components`, the built-ins
+    and the components registered so far; no JAX is imported)."""
     components = registered_components() if components is None else components
     networks = components.names["model.network"]
     network = cfg.model.network

@@ -13,9 +13,10 @@ import optax
 import pytest
 
 from jaxvae import cli, config, runs
-from jaxvae.builders import build_model, build_objective, build_optimizer
 from jaxvae.errors import ConfigError
+from jaxvae.models.factory import build_model
 from jaxvae.objectives import Objective, ObjectiveOutput
+from jaxvae.objectives.factory import build_objective
 from jaxvae.rundir import writers
 from jaxvae.runs import sweep
 from jaxvae.training import aggressive
@@ -25,6 +26,7 @@ from jaxvae.training.aggressive import (
     make_aggressive_train_step,
     split_optimizer,
 )
+from jaxvae.training.optimizers import build_optimizer
 from jaxvae.training.program import OBJECTIVE_SALT as _OBJECTIVE_SALT
 from jaxvae.training.step import TrainState, init_train_state, make_train_step
 

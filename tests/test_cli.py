@@ -156,7 +156,7 @@ def test_train_on_an_npz_without_preset_records_the_user_data_preset(tmp_path, c
 
 def test_help_presets_and_config_show_do_not_import_jax():
     """`jaxvae --help`, `presets` and `config show` run without importing JAX (the package's names load on first
-    use; config show validates with config.BUILTIN_COMPONENTS), and config show refuses what train refuses."""
+    use; config show validates with the JAX-free component catalog), and config show refuses what train refuses."""
     code = ("import sys\nfrom jaxvae import cli\ncodes = []\n"
             "for argv in (['presets'], ['--help'], ['train', '--help'],\n"
             "             ['config', 'show', '--set', 'objective.name=beta_tcvae', 'data.name=mnist'],\n"

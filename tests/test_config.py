@@ -138,31 +138,43 @@ def test_objective_settings_live_in_their_own_sections_and_the_flat_names_still_
 
 
 def test_choices_come_from_the_component_registries():
-    from jaxvae import builders
+    from jaxvae import catalog
 
-    assert set(builders.OBJECTIVES) == {"elbo", "iwae", "free_bits", "capacity", "beta_tcvae", "info_vae",
+    assert set(catalog.OBJECTIVES) == {"elbo", "iwae", "free_bits", "capacity", "beta_tcvae", "info_vae",
                                          "miwae", "ciwae", "piwae", "iwae_dreg", "elbo_stl"}
     with pytest.raises(ConfigError, match="Did you mean 'capacity'"):
         config.apply_overrides(config.Config(), ["objective.name=capacty"])
 
-    @builders.OBJECTIVES.register("elbo_copy", controllable=True)
+    @catalog.OBJECTIVES.register("elbo_copy", controllable=True)
     def _copy(cfg, context):
-        return builders.OBJECTIVES["elbo"](cfg, context)
+        return catalog.OBJECTIVES["elbo"](cfg, context)
 
     try:  # a registered objective is a valid choice at once, with its controller rule
         cfg = config.apply_overrides(config.Config(), ["objective.name=elbo_copy", "objective.controller=pi"])
         assert cfg.objective.name == "elbo_copy"
     finally:
-        builders.OBJECTIVES._specs.pop("elbo_copy")
+        catalog.OBJECTIVES._specs.pop("elbo_copy")
     with pytest.raises(ConfigError, match="sets the KL weight of the elbo or free_bits or elbo_stl objectives"):
         config.apply_overrides(config.Config(), ["objective.name=iwae", "objective.controller=pi"])
     with pytest.raises(ConfigError, match="needs a factorized prior"):
         config.apply_overrides(config.Config(), ["objective.name=beta_tcvae", "model.prior=vamp"])
 
 
-def test_builtin_components_are_the_registries():
-    """`jaxvae config show` validates with config.BUILTIN_COMPONENTS (no JAX); they must be the registries."""
-    assert config.BUILTIN_COMPONENTS == config.registered_components()
+def test_every_declared_component_has_its_factory_and_names_are_declared_once():
+    """The catalog declares each component's name and traits once (read without JAX by validation and `config
+    show`); the factories attach to those declarations, so every declared name builds something and a factory for
+    an undeclared name is refused."""
+    from jaxvae import catalog
+
+    for registry in catalog.REGISTRIES:
+        for name in registry:
+            assert callable(registry[name]), (registry.key, name)
+    assert config.registered_components() == catalog.components()
+    assert config.BUILTIN_COMPONENTS == catalog.components()  # the 0.1 name still answers
+    with pytest.raises(ValueError, match=r"not declared in jaxvae\.catalog"):
+        catalog.OBJECTIVES.implement("no_such_objective")(lambda cfg, c: None)
+    with pytest.raises(ValueError, match="declared twice"):
+        catalog.OBJECTIVES.declare("elbo")
 
 
 

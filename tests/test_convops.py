@@ -89,12 +89,13 @@ def test_config_reaches_the_networks_and_picks_the_loop():
     """``model.conv_impl`` travels from the config to both networks; on CPU only ``xla`` forces the host loop."""
     from types import SimpleNamespace
 
-    from jaxvae import builders, config
+    from jaxvae import config
+    from jaxvae.models import factory
     from jaxvae.training import loop
 
     for impl in ("auto", "xla", "matmul"):
         cfg = config.apply_overrides(config.get_preset("fashion-mnist"), [f"model.conv_impl={impl}"])
-        vae = builders.model_builder(cfg, (28, 28, 1))(nnx.Rngs(0))
+        vae = factory.model_builder(cfg, (28, 28, 1))(nnx.Rngs(0))
         assert vae.encoder.conv_impl == vae.decoder.conv_impl == impl
         small = SimpleNamespace(train=np.zeros((8, 28, 28, 1), np.float32))  # far below device_data_limit_mb
         expected = "host" if impl == "xla" and jax.default_backend() == "cpu" else "scan"

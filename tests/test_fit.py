@@ -177,8 +177,9 @@ def test_console_summary_states_the_mi_cap_and_names_inactive_units():
 
 
 def test_names_that_moved_out_of_loop_still_import():
-    import jaxvae as jv
     import jaxvae.loop as loop  # the 0.1 path of the host loop, which also answered for these
+
+    import jaxvae as jv
     from jaxvae import runs
 
     assert loop.train_loop is jv.training.loop.train_loop

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from jaxvae import config
-from jaxvae.builders import build_model
 from jaxvae.errors import ConfigError
+from jaxvae.models.factory import build_model
 
 
 def _layers(params, prefix=()):

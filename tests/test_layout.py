@@ -13,12 +13,8 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "jaxvae"
 
-# Each open circle, as the sorted tuple of its modules. The last one goes with the component catalog (issue 38):
-# `config` reads the registries in `builders` (and `topdown` reads back from `config`) until the names and traits
-# of the components are one JAX-free declaration.
-KNOWN_CIRCLES = {
-    ("jaxvae.builders", "jaxvae.config", "jaxvae.models.topdown"),
-}
+# Each open circle, as the sorted tuple of its modules, with the change that removes it. None is open.
+KNOWN_CIRCLES: set[tuple[str, ...]] = set()
 
 
 def _modules(root: Path = PACKAGE) -> dict[str, Path]:

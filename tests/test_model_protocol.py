@@ -149,7 +149,7 @@ def test_builtin_models_pass_the_contract(network, prior, digits):
         f"model.network={network}", f"model.prior={prior}", "model.hidden=32", "model.channels=8,8",
         "model.conv_hidden=16", "model.latent_dim=3", "model.prior_components=3"])
     x = digits[0][:8]
-    model = jv.builders.model_builder(cfg, x.shape[1:])(nnx.Rngs(0))
+    model = jv.models.factory.model_builder(cfg, x.shape[1:])(nnx.Rngs(0))
     jvt.check_model(model, x, kl_samples=2000)
 
 

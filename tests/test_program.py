@@ -20,9 +20,10 @@ import optax
 import pytest
 
 from jaxvae import config, runs
-from jaxvae.builders import build_model, build_objective, build_optimizer, build_program
 from jaxvae.data import load_dataset
+from jaxvae.models.factory import build_model
 from jaxvae.models.protocol import merge_trees, partition_tree
+from jaxvae.objectives.factory import build_objective
 from jaxvae.rundir import writers
 from jaxvae.rundir.checkpoint import Checkpointer
 from jaxvae.training import (
@@ -34,6 +35,8 @@ from jaxvae.training import (
     make_program_step,
     per_active_step,
 )
+from jaxvae.training.optimizers import build_optimizer
+from jaxvae.training.program import build_program
 from tests import programs
 
 REPO = Path(__file__).resolve().parent.parent

@@ -15,13 +15,14 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from jaxvae import builders, cli, config, testing
+from jaxvae import cli, config, testing
 from jaxvae.data import DATASETS, load_dataset, text
 from jaxvae.data.registry import WORDS
 from jaxvae.data.storage import FileSpec
 from jaxvae.distributions import likelihoods
 from jaxvae.errors import ConfigError, DataError
 from jaxvae.evaluation import likelihood as evaluate
+from jaxvae.models import factory
 from jaxvae.models import protocol as model_lib
 from jaxvae.models.recurrent import GRUDecoder, RecurrentVAE, word_dropout_inputs
 
@@ -116,14 +117,14 @@ def test_word_dropout_replaces_the_documented_share_of_input_tokens_in_training_
     # The built models: the trained one drops words, the evaluated one does not, with the same parameters.
     cfg = config.apply_overrides(config.get_preset("words"), ["model.rnn.word_dropout=0.5", "model.rnn.hidden=8",
                                                               "model.rnn.embed=4", "model.latent_dim=2"])
-    evaluated = builders.build_model(cfg, (8,))
-    trained = builders.build_training_model(cfg, evaluated, (8,))
+    evaluated = factory.build_model(cfg, (8,))
+    trained = factory.build_training_model(cfg, evaluated, (8,))
     params = jax.jit(evaluated.init)(jax.random.key(0))
     # One word_dropout, two modes (NNX's `deterministic`): build_model gives the evaluation view.
     assert evaluated.merge(params).decoder.deterministic and not trained.merge(params).decoder.deterministic
     assert trained.merge(params).decoder.word_dropout == evaluated.merge(params).decoder.word_dropout == 0.5
     assert evaluated.evaluation() is evaluated and trained.evaluation() == evaluated
-    assert builders.build_model(cfg, (8,), training=True) == trained and trained.training() is trained
+    assert factory.build_model(cfg, (8,), training=True) == trained and trained.training() is trained
     x = jnp.asarray(text.encode(["hello", "world", "abcdefg"], WORDS.vocabulary, 8), jnp.float32)
     key = jax.random.key(5)
     a, b = evaluated.forward(params, x, key).log_px_z, trained.forward(params, x, key).log_px_z

@@ -11,10 +11,10 @@ import numpy as np
 import optax
 import pytest
 
-from jaxvae import builders
 from jaxvae import config as config_lib
 from jaxvae.errors import ConfigError
 from jaxvae.objectives import schedules as S
+from jaxvae.training import optimizers
 
 ATOL = 1e-6
 
@@ -391,7 +391,7 @@ def test_multistep_schedule_equals_optax_piecewise_constant_at_pythaes_milestone
 def test_multistep_schedule_from_the_config_and_its_errors():
     overrides = ["optimizer.schedule=multistep", "optimizer.milestones=2,5", "optimizer.milestone_factor=0.5"]
     cfg = config_lib.apply_overrides(config_lib.Config(), overrides)
-    f = builders.learning_rate_schedule(cfg, total_steps=100, steps_per_epoch=10)
+    f = optimizers.learning_rate_schedule(cfg, total_steps=100, steps_per_epoch=10)
     assert [float(f(t)) for t in (19, 20, 49, 50)] == pytest.approx([1e-3, 5e-4, 5e-4, 2.5e-4])
     with pytest.raises(ConfigError, match="needs optimizer"):
         config_lib.apply_overrides(config_lib.Config(), ["optimizer.schedule=multistep"])

@@ -77,9 +77,11 @@ def worker_mesh8(outdir: Path) -> None:
     import jax.numpy as jnp
 
     from jaxvae import config, sharding
-    from jaxvae.builders import build_model, build_objective, build_optimizer
     from jaxvae.evaluation import likelihood as evaluate
+    from jaxvae.models.factory import build_model
+    from jaxvae.objectives.factory import build_objective
     from jaxvae.runs import sweep
+    from jaxvae.training.optimizers import build_optimizer
     from jaxvae.training.step import init_train_state, jit_train_step, make_train_step
 
     assert jax.device_count() == 8, jax.devices()

@@ -132,7 +132,8 @@ def test_top_down_rejects_bad_sizes(kwargs, message):
 
 
 def test_top_down_config_errors_name_the_key():
-    from jaxvae import builders, config
+    from jaxvae import config
+    from jaxvae.models import factory
 
     with pytest.raises(ConfigError, match=r"model\.groups_per_scale gives the latent groups"):
         config.apply_overrides(config.get_preset("binarized-mnist-topdown"), ["model.groups_per_scale=3,3"])
@@ -140,7 +141,7 @@ def test_top_down_config_errors_name_the_key():
         config.apply_overrides(config.get_preset("mnist-2layer"), ["model.groups_per_scale=1,1"])
     flat = config.get_preset("binarized-mnist-topdown")
     with pytest.raises(ConfigError, match="needs images"):
-        builders.build_model(flat, (784,))
+        factory.build_model(flat, (784,))
 
 
 # ----------------------------------------------------------------------------- spectral regularization
@@ -182,11 +183,12 @@ def test_spectral_weight_anneals_geometrically_like_nvae():
 
 def test_spectral_regularization_in_training_lowers_the_largest_singular_values():
     """Minimizing sigma_max alone (zero loss gradient) through the configured optimizer shrinks it."""
-    from jaxvae import builders, config
+    from jaxvae import config
+    from jaxvae.training import optimizers
 
     cfg = config.apply_overrides(config.Config(), ["optimizer.spectral_reg.weight=1",
                                                    "optimizer.learning_rate=0.05"])
-    opt = builders.build_optimizer(cfg, 100)
+    opt = optimizers.build_optimizer(cfg, 100)
     params = {"kernel": jax.random.normal(jax.random.key(0), (6, 5))}
     state = opt.init(params)
     start = float(_sigma(params["kernel"]))

@@ -7,7 +7,9 @@ import numpy as np
 import pytest
 
 from jaxvae import config
-from jaxvae.builders import build_model, build_objective, build_optimizer
+from jaxvae.models.factory import build_model
+from jaxvae.objectives.factory import build_objective
+from jaxvae.training.optimizers import build_optimizer
 from jaxvae.training.step import TrainState, init_train_state, make_train_chunk, make_train_step
 
 

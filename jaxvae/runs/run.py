@@ -23,27 +23,24 @@ import numpy as np
 from jaxvae import config as config_lib
 from jaxvae import data as data_lib
 from jaxvae import sharding
-from jaxvae.builders import (
+from jaxvae.config import Config, data_seed, is_builder_reference
+from jaxvae.errors import CheckpointError, ConfigError, DataError, JaxvaeError
+from jaxvae.models.factory import (
     ModelBuilder,
-    ProgramBuilder,
     build_model,
-    build_objective,
-    build_optimizer,
-    build_program,
     build_training_model,
     builder_reference,
-    is_builder_reference,
     reference_is_importable,
 )
-from jaxvae.config import Config, data_seed
-from jaxvae.errors import CheckpointError, ConfigError, DataError, JaxvaeError
 from jaxvae.models.protocol import Params, PureModel, count_params
+from jaxvae.objectives.factory import build_objective
 from jaxvae.rundir.checkpoint import Checkpointer
 from jaxvae.rundir.writers import atomic_write_json, read_metrics
 from jaxvae.runs import results
 from jaxvae.training import aggressive, early_stopping
 from jaxvae.training.loop import RunContext
-from jaxvae.training.program import init_program_state
+from jaxvae.training.optimizers import build_optimizer
+from jaxvae.training.program import ProgramBuilder, build_program, init_program_state
 from jaxvae.training.step import TrainState, evaluation_params
 
 __all__ = [
@@ -87,10 +84,11 @@ def load_run_dataset(cfg: Config) -> data_lib.Dataset:
 
 def model_config(cfg: Config, dataset: data_lib.Dataset) -> Config:
     """``cfg`` with what the model takes from the data resolved: M2's default ``model.m2_alpha`` (0.1 N over the
-    number of labelled examples, :func:`jaxvae.builders.m2_alpha`). ``config.json`` keeps the setting as given."""
+    number of labelled examples, :func:`jaxvae.models.factory.m2_alpha`). ``config.json`` keeps the setting as
+    given."""
     if cfg.model.conditional != "m2" or cfg.model.m2_alpha:
         return cfg
-    from jaxvae.builders import m2_alpha
+    from jaxvae.models.factory import m2_alpha
 
     alpha = m2_alpha(cfg, dataset.train.shape[0])
     return dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, m2_alpha=alpha))

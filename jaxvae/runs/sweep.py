@@ -1,10 +1,10 @@
 """Many models in ONE compiled program: a grid over KL weights, schedules, free bits or seeds.
 
 All models share the architecture, the optimizer and the batches; they differ in their parameters, random
-streams and the scheduled weights of their objective (:attr:`jaxvae.builders.Objective.hyper`). The train states
-are stacked on a leading axis ``[N, ...]`` and one step is ``jax.vmap``-ed over them, so the per-step overhead
-(dispatch, data movement, the Python loop) is paid once for the whole grid, and the matmuls of all models run
-batched. Each model's results equal those of a separate ``jaxvae train`` run with the same config (which the
+streams and the scheduled weights of their objective (:attr:`jaxvae.objectives.losses.Objective.hyper`). The train
+states are stacked on a leading axis ``[N, ...]`` and one step is ``jax.vmap``-ed over them, so the per-step
+overhead (dispatch, data movement, the Python loop) is paid once for the whole grid, and the matmuls of all models
+run batched. Each model's results equal those of a separate ``jaxvae train`` run with the same config (which the
 sweep writes into the model's folder, ``train.data_seed`` included so that the batch order matches).
 
 Outputs in the sweep's directory: ``models/<i>-<label>/{config,summary}.json`` and ``metrics.jsonl``,
@@ -31,31 +31,25 @@ import numpy as np
 
 from jaxvae import config as config_lib
 from jaxvae import sharding
-from jaxvae.builders import (
-    ModelBuilder,
-    ProgramBuilder,
-    build_model,
-    build_objective,
-    build_optimizer,
-    build_program,
-    skip_threshold,
-    sweepable_keys,
-)
+from jaxvae.catalog import sweepable_keys
 from jaxvae.config import Config, data_seed
 from jaxvae.errors import ConfigError
+from jaxvae.models.factory import ModelBuilder, build_model
 from jaxvae.models.protocol import count_params
+from jaxvae.objectives.factory import build_objective
 from jaxvae.rundir import report
 from jaxvae.rundir.checkpoint import Checkpointer
 from jaxvae.rundir.writers import MetricWriter, atomic_write_json
 from jaxvae.runs import results
 from jaxvae.runs.run import load_run_dataset, model_config, run_summary, steps_of, validate_data, with_builder
 from jaxvae.training.chunks import ChunkLoop, due, make_scan_chunk
-from jaxvae.training.program import init_program_state, make_program_step
+from jaxvae.training.optimizers import build_optimizer, skip_threshold
+from jaxvae.training.program import ProgramBuilder, build_program, init_program_state, make_program_step
 from jaxvae.training.progress import preempted, progress_bar, stop_on_signals
 from jaxvae.training.step import evaluation_params, jit_train_chunk, make_train_chunk
 
 # Keys whose values only change an objective's scheduled weights (or the seed), so models that differ in them
-# can share one compiled program (each objective declares its own in jaxvae.builders.OBJECTIVES).
+# can share one compiled program (each objective declares its own in jaxvae.catalog.OBJECTIVES).
 SWEEPABLE = sweepable_keys()
 
 

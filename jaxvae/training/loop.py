@@ -19,7 +19,6 @@ import jax
 
 from jaxvae import data as data_lib
 from jaxvae import sharding
-from jaxvae.builders import skip_threshold
 from jaxvae.config import Config, data_seed
 from jaxvae.errors import ConfigError, TrainingDivergedError
 from jaxvae.evaluation import likelihood as evaluate
@@ -29,6 +28,7 @@ from jaxvae.rundir.checkpoint import Checkpointer
 from jaxvae.rundir.writers import MetricWriter, read_metrics
 from jaxvae.training import aggressive, early_stopping
 from jaxvae.training.chunks import ChunkLoop, due, make_host_chunk, make_scan_chunk
+from jaxvae.training.optimizers import skip_threshold
 from jaxvae.training.program import Program, make_program_step
 from jaxvae.training.progress import preempted, progress_bar, stop_on_signals
 from jaxvae.training.step import (

@@ -38,7 +38,10 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from jaxvae.config import Config
+from jaxvae.errors import ConfigError
 from jaxvae.models.conditional import map_images
+from jaxvae.models.factory import builder_reference, resolve_builder
 from jaxvae.models.protocol import Params, PureModel, merge_trees, partition_tree
 from jaxvae.objectives.losses import Objective
 from jaxvae.training.state import TrainState
@@ -220,6 +223,27 @@ class Program:
             lines.append(f"player {p.name}: {what}, {p.schedule.describe()}")
         lines += [f"state update {u.name}: {u.schedule.describe()}" for u in self.state_updates]
         return "\n".join(lines)
+
+
+# A user's training program: (cfg, model, objective, optimizer) -> Program (train.program).
+ProgramBuilder = Callable[[Config, PureModel, Objective, optax.GradientTransformation], "Program"]
+
+
+def build_program(cfg: Config, model: PureModel, objective: Objective, optimizer: optax.GradientTransformation,
+                  program: ProgramBuilder | None = None) -> Program:
+    """The training program (:mod:`jaxvae.training`): ``program`` (a function ``(cfg, model, objective,
+    optimizer) -> Program``), else the one named by ``train.program``, else one player training every parameter
+    with ``objective`` and ``optimizer`` (every built-in preset)."""
+    if program is None and cfg.train.program:
+        program = resolve_builder(cfg.train.program, "train.program",
+                                  "(cfg, model, objective, optimizer) -> jaxvae.training.Program")
+    if program is None:
+        return Program.single(objective, optimizer)
+    built = program(cfg, model, objective, optimizer)
+    if not isinstance(built, Program):
+        raise ConfigError(f"The training program function {builder_reference(program)} returned a "
+                          f"{type(built).__name__}, not a jaxvae.training.Program.")
+    return built
 
 
 def init_program_state(model: PureModel, program: Program, key: Array) -> TrainState:
