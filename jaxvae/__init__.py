@@ -1,7 +1,8 @@
 """jaxvae: train, control and diagnose Variational Autoencoders in JAX.
 
-The public API is flat: ``import jaxvae as jv`` then ``jv.VAE``, ``jv.elbo``, ``jv.cyclical_schedule``, ...
-Submodules (``jv.likelihoods``, ``jv.priors``, ``jv.objectives``, ...) hold the full set.
+The public API is flat: ``import jaxvae as jv`` then ``jv.VAE``, ``jv.elbo``, ``jv.fit``, ``jv.Program``, ...
+The packages hold the full set, by concept (``jv.models``, ``jv.objectives``, ``jv.training``, ``jv.evaluation``,
+``jv.distributions``, ``jv.runs``, ``jv.config``, ``jv.data``; docs/architecture.md draws their layers).
 
 Every name is imported on first use (PEP 562 ``__getattr__``), so ``import jaxvae`` and the parts of the CLI that
 do not train (``jaxvae --help``, ``jaxvae presets``, ``jaxvae config show``) start without importing JAX.

@@ -8,6 +8,9 @@ Each check raises ``AssertionError`` naming the broken property, and returns not
   densities);
 * :func:`check_likelihood`: a :class:`~jaxvae.distributions.likelihoods.Likelihood` (``log_prob`` is the event sum
   of ``log_prob_elements``, shapes, finite gradients, jit/vmap, ``mean``/``sample`` shapes);
+* :func:`check_objective`: an :class:`~jaxvae.objectives.losses.Objective` (finite loss and gradients, per-example
+  terms ``[B]``, the same loss under ``jax.jit``, ONE compilation for new batches, keys, steps and scheduled
+  weights, and a ``vmap`` over stacked weights, as a sweep runs it, equal to each weight alone);
 * :func:`check_prior`: a :class:`~jaxvae.models.priors.Prior` (it returns a
   :class:`~jaxvae.distributions.Distribution` of the right shapes whose ``log_prob`` is a normalised density that
   agrees with its ``sample``: the importance-weighted mean and standard deviation under a broad Gaussian proposal
@@ -29,6 +32,7 @@ import math
 from collections.abc import Callable
 from typing import Any
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -36,7 +40,8 @@ from flax import nnx
 
 from jaxvae.distributions.base import Distribution
 from jaxvae.models.priors import Prior
-from jaxvae.models.protocol import Model, params_dtype, split
+from jaxvae.models.protocol import Model, PureModel, params_dtype, split
+from jaxvae.objectives.losses import Objective
 
 Array = jax.Array
 
@@ -250,3 +255,58 @@ def check_prior(prior: Prior, *, encode: Callable[[Array], Distribution] | None 
     assert np.all(np.abs(ratio - 1.0) < 4 * atol), (
         f"the standard deviations implied by log_prob ({np.asarray(weighted_std)}) differ from those of "
         f"sample() ({np.asarray(std)})")
+
+
+def check_objective(objective: Objective, model: PureModel, params: Any, x: Array, *, key: Array | None = None,
+                    rtol: float = 1e-5) -> None:
+    """Checks an objective (what a player trains; :mod:`jaxvae.objectives.factory` builds the built-in ones) on a
+    batch ``x [B, *E]`` of ``model`` with ``params``:
+
+    * ``loss`` is a finite scalar with finite gradients; the output's ``elbo``, ``recon``, ``kl`` (where given) are
+      ``[B]``; ``update`` returns a state of the same structure as ``init``'s;
+    * ``jax.jit`` of the loss equals the loss (``rtol``) and is traced ONCE for other batches of the same shape,
+      other keys, steps and scheduled weights (a value that changes its type between calls would recompile the
+      training step every time);
+    * ``jax.vmap`` over two stacked copies of the scheduled weights, one of them scaled, equals the loss with each
+      copy alone: models of a sweep may differ in these weights within one compiled program.
+    """
+    key = jax.random.key(0) if key is None else key
+    k1, k2 = jax.random.split(key)
+    state = objective.init(params)
+    step = jnp.asarray(3, jnp.int32)
+    hyper = {k: jnp.asarray(v, jnp.float32) for k, v in objective.hyper(step).items()}
+
+    def loss(params, state, x, key, step, hyper):
+        return objective.loss(params, state, x, key, step, hyper)
+
+    (value, out), grads = jax.value_and_grad(loss, has_aux=True)(params, state, x, k1, step, hyper)
+    assert jnp.shape(value) == (), f"the loss must be a scalar; got shape {jnp.shape(value)}"
+    _finite(value, "the loss")
+    _finite(grads, "the gradients")
+    batch = jax.tree.leaves(x)[0].shape[0]
+    chex.assert_shape([t for t in (out.elbo, out.recon, out.kl) if t is not None], (batch,))  # [B] each
+    new_state = objective.update(state, out, step, hyper)
+    assert jax.tree.structure(new_state) == jax.tree.structure(state), (
+        "update must return a state of the structure init gives")
+
+    traces = []
+
+    def counted(*args):
+        traces.append(1)
+        return loss(*args)
+
+    traced = jax.jit(counted)
+    chex.assert_trees_all_close(traced(params, state, x, k1, step, hyper)[0], value, rtol=rtol)
+    other = {k: v * 1.5 + 0.25 for k, v in hyper.items()}
+    traced(params, state, x, k2, step + 7, other)  # new key, step and weights
+    traced(params, state, jax.tree.map(lambda a: a[::-1], x), k2, step, hyper)  # another batch, same shape
+    assert len(traces) == 1, (f"the jitted loss was traced {len(traces)} times for one shape: an argument changes "
+                              "its type or structure between calls, and the training step would recompile")
+
+    if hyper:
+        stacked = jax.tree.map(lambda a, b: jnp.stack([a, b]), hyper, other)
+        swept = jax.vmap(lambda h: loss(params, state, x, k1, step, h)[0])(stacked)
+        alone = jnp.stack([loss(params, state, x, k1, step, h)[0] for h in (hyper, other)])
+        np.testing.assert_allclose(swept, alone, rtol=1e-4, atol=1e-4,
+                                   err_msg="a vmap over stacked scheduled weights (a sweep) differs from each "
+                                           "weight alone")

@@ -5,6 +5,7 @@ import json
 import pytest
 
 from jaxvae import config
+from jaxvae.config import overrides
 from jaxvae.errors import ConfigError
 
 
@@ -61,7 +62,7 @@ def test_the_integer_list_keys_are_the_expected_ones():
 def test_malformed_integer_lists_are_refused_never_reinterpreted(key, value, bad):
     # Before: 8,,x and 8,x became (8,), x became (), and 4x2 became (4, 2).
     with pytest.raises(ConfigError) as err:
-        config._replace_path(config.get_preset("digits"), key.split("."), value, key)
+        overrides._replace_path(config.get_preset("digits"), key.split("."), value, key)
     message = str(err.value)
     assert f"{key}={value!r}" in message and bad in message and "comma-separated list of integers" in message
 
@@ -69,7 +70,8 @@ def test_malformed_integer_lists_are_refused_never_reinterpreted(key, value, bad
 @pytest.mark.parametrize("value, parsed", [("8", (8,)), ("100,50", (100, 50)), (" 100 , 50 ", (100, 50)),
                                            ("(8,)", (8,)), ("[8, 4]", (8, 4)), ("", ()), ("()", ())])
 def test_integer_lists_in_their_written_forms(value, parsed):
-    cfg = config._replace_path(config.get_preset("digits"), ["model", "latent_dims"], value, "model.latent_dims")
+    cfg = overrides._replace_path(config.get_preset("digits"), ["model", "latent_dims"], value,
+                                  "model.latent_dims")
     assert cfg.model.latent_dims == parsed
 
 

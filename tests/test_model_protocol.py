@@ -247,3 +247,46 @@ def test_iwae_log_likelihood_works_in_float64():
 def test_a_builder_that_returns_no_model_is_a_clear_error():
     with pytest.raises(jv.ConfigError, match="not a jaxvae model"):
         jv.PureModel.from_builder(lambda rngs: nnx.Linear(2, 2, rngs=rngs))
+
+
+# Every declared objective (read from the catalog, so a new one is covered the day it is declared) and each KL
+# controller on the ELBO pass the objective contract that users run on theirs.
+_OBJECTIVE_CASES = [(name, "none") for name in jv.catalog.OBJECTIVES] + [("elbo", "geco"), ("elbo", "pi")]
+
+
+@pytest.mark.parametrize("name, controller", _OBJECTIVE_CASES, ids=[f"{n}-{c}" for n, c in _OBJECTIVE_CASES])
+def test_every_declared_objective_passes_the_contract(name, controller, digits):
+    from jaxvae.objectives.factory import build_objective
+
+    cfg = jv.config.apply_overrides(jv.get_preset("digits"), [
+        f"objective.name={name}", f"objective.controller={controller}", "model.hidden=16", "model.latent_dim=2",
+        "objective.num_samples=3"])
+    x = digits[0][:8]
+    model = jv.models.factory.build_model(cfg, x.shape[1:])
+    params = model.init(jax.random.key(0))
+    objective = build_objective(cfg, model, 100, dataset_size=512)
+    jvt.check_objective(objective, model.training(), params, x)
+
+
+def test_the_objective_contract_catches_what_a_sweep_or_the_optimizer_cannot_take(digits):
+    x = digits[0][:8]
+    model = jv.models.factory.build_model(jv.get_preset("digits"), x.shape[1:])
+    params = model.init(jax.random.key(0))
+
+    def objective(loss):
+        return jv.objectives.Objective(init=lambda p: {}, hyper=lambda step: {"beta": 1.0}, loss=loss,
+                                       update=lambda state, out, step, hp: state)
+
+    def python_weight(params, state, x, key, step, hp):  # reads a traced weight as a Python number
+        loss, out = jv.elbo(model, params, x, key, beta=float(hp["beta"]))
+        return loss, out
+
+    with pytest.raises(jax.errors.ConcretizationTypeError):
+        jvt.check_objective(objective(python_weight), model, params, x)
+
+    def kinked(params, state, x, key, step, hp):  # sqrt at 0: a NaN gradient
+        loss, out = jv.elbo(model, params, x, key, beta=hp["beta"])
+        return loss + jnp.sqrt(0.0 * loss), out
+
+    with pytest.raises(AssertionError, match="gradients has non-finite"):
+        jvt.check_objective(objective(kinked), model, params, x)

@@ -26,7 +26,7 @@ _EXPORTS = {
         "unflatten_latents",
     ),
 }
-_SUBMODULES = ("autoregressive", "conditional", "convops", "flows", "hierarchy", "inits", "nets", "nn",
-               "posteriors", "priors", "protocol", "recurrent", "topdown")
+_SUBMODULES = ("autoregressive", "conditional", "convops", "factory", "flows", "hierarchy", "inits", "nets",
+               "nn", "posteriors", "priors", "protocol", "recurrent", "topdown")
 
 __getattr__, __dir__, __all__ = attach(__name__, _EXPORTS, _SUBMODULES)

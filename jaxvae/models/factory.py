@@ -14,21 +14,11 @@ from typing import Any
 import jax
 from flax import nnx
 
-from jaxvae.catalog import (  # noqa: F401 (the registries and the catalog's helpers, as this module always had)
-    BETA_SCHEDULES,
-    CONTROLLERS,
+from jaxvae.catalog import (
     INFERENCE,
     LIKELIHOODS,
-    LR_SCHEDULES,
     NETWORKS,
-    OBJECTIVES,
-    OPTIMIZERS,
     PRIORS,
-    REGISTRIES,
-    SWEEPABLE_COMMON,
-    Registry,
-    Spec,
-    sweepable_keys,
 )
 from jaxvae.config import Config, is_builder_reference
 from jaxvae.distributions import likelihoods

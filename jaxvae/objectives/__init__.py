@@ -28,6 +28,6 @@ _EXPORTS = {
         "mmd",
     ),
 }
-_SUBMODULES = ("controllers", "discrepancy", "estimators", "losses", "regularizers", "schedules")
+_SUBMODULES = ("controllers", "discrepancy", "estimators", "factory", "losses", "regularizers", "schedules")
 
 __getattr__, __dir__, __all__ = attach(__name__, _EXPORTS, _SUBMODULES)

@@ -10,21 +10,10 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from jaxvae.catalog import (  # noqa: F401 (the registries and the catalog's helpers, as this module always had)
+from jaxvae.catalog import (
     BETA_SCHEDULES,
     CONTROLLERS,
-    INFERENCE,
-    LIKELIHOODS,
-    LR_SCHEDULES,
-    NETWORKS,
     OBJECTIVES,
-    OPTIMIZERS,
-    PRIORS,
-    REGISTRIES,
-    SWEEPABLE_COMMON,
-    Registry,
-    Spec,
-    sweepable_keys,
 )
 from jaxvae.config import Config
 from jaxvae.errors import ConfigError

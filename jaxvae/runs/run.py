@@ -28,7 +28,6 @@ from jaxvae.errors import CheckpointError, ConfigError, DataError, JaxvaeError
 from jaxvae.models.factory import (
     ModelBuilder,
     build_model,
-    build_training_model,
     builder_reference,
     reference_is_importable,
 )
@@ -166,9 +165,8 @@ def open_run(cfg: Config, workdir: str | os.PathLike, *, force: bool = False,
     optimizer = build_optimizer(cfg, total_steps, steps_per_epoch)
     if cfg.train.aggressive.enabled:  # one instance for the encoder, one for the rest (jaxvae.training.aggressive)
         optimizer = aggressive.split_optimizer(optimizer, cfg.train.aggressive.encoder_key)
-    objective = build_objective(cfg, build_training_model(model_config(cfg, dataset), pure, dataset.event_shape,
-                                                          model), total_steps,
-                                dataset_size=dataset.train.shape[0])
+    # Each factory once: the objective trains the model's training view (pure.training(), the same parameters).
+    objective = build_objective(cfg, pure, total_steps, dataset_size=dataset.train.shape[0])
     train_program = build_program(cfg, pure, objective, optimizer, program)
     # Created directly in its shardings (eval_shape, then jit with out_shardings); restored into the same ones.
     state, state_shardings = sharding.init_sharded(

@@ -1,7 +1,7 @@
 """The training engine: a :class:`~jaxvae.training.program.Program` of players and non-gradient state, run
 inside one jitted step (:mod:`~jaxvae.training.program`), the train state (:mod:`~jaxvae.training.state`), the
 compiled step and chunks (:mod:`~jaxvae.training.step`, :mod:`~jaxvae.training.chunks`), the host loop,
-optimizers, early stopping and aggressive inference-network training.
+the optimizers (:mod:`~jaxvae.training.optimizers`), early stopping and aggressive inference-network training.
 
 Every name loads on first use (:mod:`jaxvae._lazy`)."""
 
@@ -32,6 +32,7 @@ _EXPORTS = {
         "make_train_step",
     ),
 }
-_SUBMODULES = ("aggressive", "chunks", "early_stopping", "loop", "program", "progress", "state", "step")
+_SUBMODULES = ("aggressive", "chunks", "early_stopping", "loop", "optimizers", "program", "progress", "state",
+               "step")
 
 __getattr__, __dir__, __all__ = attach(__name__, _EXPORTS, _SUBMODULES)

@@ -7,21 +7,9 @@ from __future__ import annotations
 import jax
 import optax
 
-from jaxvae.catalog import (  # noqa: F401 (the registries and the catalog's helpers, as this module always had)
-    BETA_SCHEDULES,
-    CONTROLLERS,
-    INFERENCE,
-    LIKELIHOODS,
+from jaxvae.catalog import (
     LR_SCHEDULES,
-    NETWORKS,
-    OBJECTIVES,
     OPTIMIZERS,
-    PRIORS,
-    REGISTRIES,
-    SWEEPABLE_COMMON,
-    Registry,
-    Spec,
-    sweepable_keys,
 )
 from jaxvae.config import Config
 from jaxvae.objectives import regularizers, schedules
