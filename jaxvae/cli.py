@@ -220,7 +220,9 @@ def _likelihood_results(args: argparse.Namespace, ctx, params, data, key) -> dic
         num_dims = text.mean_length(data)
     else:
         num_dims = int(np.prod(ctx.dataset.event_shape))
-    return {"num_examples": int(data.shape[0]), "elbo": terms["elbo"], "recon": terms["recon"], "kl": terms["kl"],
+    from jaxvae.data.batches import num_examples
+
+    return {"num_examples": num_examples(data), "elbo": terms["elbo"], "recon": terms["recon"], "kl": terms["kl"],
             "nll_iwae": -est.mean, "nll_iwae_stderr": est.standard_error, "nll_num_samples": est.num_samples,
             "bits_per_dim": bits_per_dim(-est.mean, num_dims)}
 
@@ -237,7 +239,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 def _evaluate(args: argparse.Namespace, path: Path, likelihood: bool, chosen: list[str]) -> int:
     import jax
 
-    from jaxvae.data import random_subset
+    from jaxvae.data import batches, random_subset
     from jaxvae.evaluation import likelihood as evaluate
     from jaxvae.rundir.writers import atomic_write_json, read_json_object
     from jaxvae.runs import run as runs
@@ -255,15 +257,15 @@ def _evaluate(args: argparse.Namespace, path: Path, likelihood: bool, chosen: li
         result = {**old, **result}  # keep the other group's results of the same step and split
     if likelihood:
         data = ctx.dataset.split(args.split)
-        rows = random_subset(data.shape[0], args.max_examples or None, args.seed)
-        data = data[rows]
+        rows = random_subset(batches.num_examples(data), args.max_examples or None, args.seed)
+        data = batches.take(data, rows)
         result.update(_likelihood_results(args, ctx, params, data, key))
         labels = (ctx.dataset.labels or {}).get(args.split)
         if ctx.cfg.model.conditional == "m2" and labels is not None:  # M2's classifier q(y|x)
             from jaxvae.models import conditional
 
             result["classification_error"] = conditional.classification_error(
-                ctx.model, params, conditional.images(data), labels[rows])
+                ctx.model, params, batches.images(data), labels[rows])
     if chosen:
         points = args.disentanglement_points
         result["disentanglement"] = evaluate.disentanglement_metrics(
@@ -345,7 +347,7 @@ def _sample(args: argparse.Namespace, out: Path) -> int:
     import jax
     import numpy as np
 
-    from jaxvae.data import random_subset
+    from jaxvae.data import batches, random_subset
     from jaxvae.evaluation import diagnostics, expost, samplers
     from jaxvae.models import conditional
     from jaxvae.rundir import report
@@ -367,8 +369,8 @@ def _sample(args: argparse.Namespace, out: Path) -> int:
         z = samplers.vamp_samples(model, params, key, args.num)
     else:  # an ex-post density fitted to the training set's posterior means
         data = ctx.dataset.train
-        idx = random_subset(data.shape[0], 10_000, args.seed)
-        q = diagnostics.encode_dataset(model, params, data[idx])
+        idx = random_subset(batches.num_examples(data), 10_000, args.seed)
+        q = diagnostics.encode_dataset(model, params, batches.take(data, idx))
         if args.sampler == "gmm":  # Ghosh et al. 2020
             fit = samplers.fit_gmm(jax.random.fold_in(key, 1), q.loc, min(args.components, len(idx)))
             z = samplers.gmm_sample(fit.gmm, jax.random.fold_in(key, 2), args.num)

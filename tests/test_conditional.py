@@ -16,10 +16,11 @@ from scipy.special import logsumexp
 
 import jaxvae as jv
 from jaxvae import config, runs
+from jaxvae.data.batches import Labeled, SemiSupervised, nbytes, num_examples
 from jaxvae.errors import ConfigError
 from jaxvae.evaluation import likelihood as evaluate
 from jaxvae.models import conditional
-from jaxvae.models.conditional import M2VAE, ConditionalVAE, Labeled, SemiSupervised
+from jaxvae.models.conditional import M2VAE, ConditionalVAE
 from tests.helpers import straight_and_resumed
 
 
@@ -175,7 +176,7 @@ def test_m2_dataset_pairs_every_row_with_a_labelled_example():
     cfg = config.apply_overrides(config.get_preset("digits"), ["model.conditional=m2", "data.labels_per_class=5"])
     ds = runs.load_run_dataset(cfg)
     train = ds.train
-    assert isinstance(train, SemiSupervised) and len(train) == ds.labels["train"].shape[0]
+    assert isinstance(train, SemiSupervised) and num_examples(train) == ds.labels["train"].shape[0]
     # Rows i and i + 50 share the partner: the 50 labelled examples, 5 per class, in turn.
     assert np.all(np.bincount(train.yl[:50]) == 5)
     np.testing.assert_array_equal(train.xl[:50], train.xl[50:100])
@@ -186,7 +187,8 @@ def test_m2_dataset_pairs_every_row_with_a_labelled_example():
         assert train.yl[i] in ds.labels["train"][j]
     # Evaluation rows carry no label (the test error uses ds.labels).
     assert np.all(ds.valid.y == -1) and np.all(ds.test.y == -1)
-    assert train.nbytes == train.x.nbytes + train.xl.nbytes + train.yl.nbytes
+    assert nbytes(train) == train.x.nbytes + train.xl.nbytes + train.yl.nbytes
+    assert not hasattr(train, "shape") and not hasattr(train, "__len__")  # a batch, not an array masquerade
 
 
 def test_config_errors_name_the_fix():

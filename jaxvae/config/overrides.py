@@ -135,8 +135,9 @@ def apply_overrides(cfg: Config, overrides: Iterable[str] | Mapping[str, Any], *
     """Returns ``cfg`` with ``"section.key=value"`` overrides applied (strings parsed by field type).
 
     Keys are dotted paths (``model.latent_dim``, ``objective.capacity.nats``); the older flat names of
-    :data:`~jaxvae.config.schema.LEGACY_KEYS` are accepted. A mapping ``{"section.key": value}`` with already-typed values is accepted
-    too. The result is validated (``components``: see :func:`~jaxvae.config.validation.validate`).
+    :data:`~jaxvae.config.schema.LEGACY_KEYS` are accepted. A mapping ``{"section.key": value}`` with already-typed
+    values is accepted too. The result is validated (``components``: see
+    :func:`~jaxvae.config.validation.validate`).
 
     >>> from jaxvae.config import get_preset
     >>> cfg = apply_overrides(get_preset("digits"), ["model.latent_dim=16", "objective.beta=4"])

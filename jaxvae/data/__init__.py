@@ -27,14 +27,34 @@ from jaxvae.data.registry import DATASETS, DatasetSpec
 __all__ = [
     "DATASETS",
     "SUPPORTS",
+    "Batch",
     "Dataset",
     "DatasetSpec",
+    "Labeled",
+    "SemiSupervised",
     "binarize",
     "epoch_permutation",
     "find_data_dir",
+    "images",
     "iterate_batches",
     "load_dataset",
+    "map_images",
+    "nbytes",
+    "num_examples",
     "pad_to_multiple",
     "random_subset",
     "steps_per_epoch",
+    "take",
 ]
+
+_BATCHES = ("Batch", "Labeled", "SemiSupervised", "images", "map_images", "nbytes", "num_examples", "take")
+
+
+def __getattr__(name: str):
+    """The batch types and their leaf-wise operations (:mod:`jaxvae.data.batches`, which imports JAX) load on
+    first use, so the rest of this package stays JAX-free."""
+    if name in _BATCHES:
+        from jaxvae.data import batches
+
+        return getattr(batches, name)
+    raise AttributeError(f"module 'jaxvae.data' has no attribute {name!r}")

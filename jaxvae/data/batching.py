@@ -29,7 +29,7 @@ def pad_to_multiple(data: np.ndarray, batch_size: int) -> tuple[np.ndarray, int]
 
         if not isinstance(data, jax.Array):
             padded = jax.tree.map(lambda a: pad_to_multiple(a, batch_size)[0], data)
-            return padded, len(jax.tree.leaves(data)[0])
+            return padded, int(np.shape(jax.tree.leaves(data)[0])[0])
     data = np.asarray(data)
     n = data.shape[0]
     pad = (-n) % batch_size

@@ -35,6 +35,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxvae.data import pad_to_multiple, random_subset
+from jaxvae.data.batches import num_examples, take
 from jaxvae.distributions import kl as kl_lib
 from jaxvae.distributions.base import DiagonalGaussian, gaussian_log_prob_per_dim
 from jaxvae.models.protocol import Params, PureModel
@@ -59,8 +60,8 @@ def encode_dataset(model: PureModel, params: Params, data: np.ndarray, *,
     key = jax.random.key(0) if key is None else key
     encode = jax.jit(model.evaluation().encode)
     padded, n = pad_to_multiple(data, batch_size)
-    parts = [encode(params, padded[i:i + batch_size], jax.random.fold_in(key, i // batch_size))
-             for i in range(0, padded.shape[0], batch_size)]
+    parts = [encode(params, take(padded, slice(i, i + batch_size)), jax.random.fold_in(key, i // batch_size))
+             for i in range(0, num_examples(padded), batch_size)]
     loc = np.concatenate([np.asarray(p.loc) for p in parts])[:n]
     log_scale = np.concatenate([np.asarray(p.log_scale) for p in parts])[:n]
     return DiagonalGaussian(loc, log_scale)
@@ -442,8 +443,8 @@ def model_kl_per_group(model: PureModel, params: Params, data: np.ndarray, key: 
         return per_group
 
     padded, n = pad_to_multiple(data, batch_size)
-    parts = [batch_kl(params, padded[i:i + batch_size], jax.random.fold_in(key, i // batch_size))
-             for i in range(0, padded.shape[0], batch_size)]
+    parts = [batch_kl(params, take(padded, slice(i, i + batch_size)), jax.random.fold_in(key, i // batch_size))
+             for i in range(0, num_examples(padded), batch_size)]
     return {g: float(np.concatenate([np.asarray(p[g]) for p in parts])[:n].mean()) for g in parts[0]}
 
 
@@ -452,7 +453,7 @@ def latent_summary(model: PureModel, params: Params, data: np.ndarray, key: Arra
     """Active units, their variances, and the mutual information on (a random subset of) ``data``; for models
     with several latent groups also ``active_units_per_group`` (``{group: count}``)."""
     model = model.evaluation()
-    data = data[random_subset(data.shape[0], max_examples, seed=0)]
+    data = take(data, random_subset(num_examples(data), max_examples, seed=0))
     q = encode_dataset(model, params, data)
     count, variances = active_units(q.loc, active_threshold)
     out: dict[str, Any] = {
@@ -460,7 +461,7 @@ def latent_summary(model: PureModel, params: Params, data: np.ndarray, key: Arra
         "active_threshold": active_threshold,
         "posterior_mean_variance": [float(v) for v in variances],
         "mutual_information": float(mutual_information(q, key)),
-        "mutual_information_upper_bound": math.log(data.shape[0]),
+        "mutual_information_upper_bound": math.log(num_examples(data)),
     }
     if len(model.groups) > 1:
         out["active_units_per_group"] = {g: int(np.sum(variances[s] > active_threshold))
@@ -516,7 +517,7 @@ def latent_report(model: PureModel, params: Params, train_data: np.ndarray, test
     """
     model = model.evaluation()
     key_mi, key_holes, key_prior, key_mmd = jax.random.split(key, 4)
-    train_idx = random_subset(train_data.shape[0], max_examples, seed=0)
+    train_idx = random_subset(num_examples(train_data), max_examples, seed=0)
     q_train = encode_dataset(model, params, train_data[train_idx])
     n, d = q_train.loc.shape
 
@@ -562,8 +563,8 @@ def latent_report(model: PureModel, params: Params, train_data: np.ndarray, test
     if n >= 2:
         outliers["train"] = _outlier_entry(outlier_scores(q_train, q_train, exclude_self=True, chunk=chunk),
                                            train_idx, top_k)
-    if test_data is not None and test_data.shape[0] > 0:
-        test_idx = random_subset(test_data.shape[0], max_examples, seed=1)
+    if test_data is not None and num_examples(test_data) > 0:
+        test_idx = random_subset(num_examples(test_data), max_examples, seed=1)
         q_test = encode_dataset(model, params, test_data[test_idx])
         report["num_test"] = int(test_idx.shape[0])
         outliers["test"] = _outlier_entry(outlier_scores(q_test, q_train, exclude_self=False, chunk=chunk),

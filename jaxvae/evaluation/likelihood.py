@@ -25,6 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxvae.data import pad_to_multiple
+from jaxvae.data.batches import num_examples, take
 from jaxvae.evaluation import disentanglement
 from jaxvae.models.protocol import Params, PureModel, params_dtype
 
@@ -103,7 +104,7 @@ def make_iwae_fn(model: PureModel, num_samples: int, sample_chunk: int, *,
             return jnp.logaddexp(running, jax.nn.logsumexp(log_w, axis=0)), None
 
         dtype = jax.eval_shape(log_weights, jnp.int32(0)).dtype  # float64 when params or data are
-        init = jnp.full(x.shape[:1], -jnp.inf, dtype=dtype)
+        init = jnp.full((num_examples(x),), -jnp.inf, dtype=dtype)
         total, _ = jax.lax.scan(body, init, jnp.arange(num_chunks))
         return total - math.log(num_samples)
 
@@ -134,17 +135,17 @@ def make_iwae_evaluator(model: PureModel, *, num_samples: int = 5000, batch_size
         x_sharding = sharding.batch_sharding(mesh, 1 + len(model.event_shape))
         rows = sharding.process_rows(x_sharding, batch_size, model.event_shape)  # this process's examples
         key_sharding = sharding.replicated(mesh)
-        to_device = lambda x: sharding.make_global_batch(x[rows], sharding.batch_sharding_like(mesh, x),
+        to_device = lambda x: sharding.make_global_batch(take(x, rows), sharding.batch_sharding_like(mesh, x),
                                                          batch_size)
 
     def estimate(params: Params, data: np.ndarray, key: Array) -> LogLikelihoodEstimate:
         padded, n = pad_to_multiple(data, batch_size)
-        keys = [jax.random.fold_in(key, i // batch_size) for i in range(0, padded.shape[0], batch_size)]
+        keys = [jax.random.fold_in(key, i // batch_size) for i in range(0, num_examples(padded), batch_size)]
         if mesh is not None:  # replicated global keys (every process holds the same key)
             keys = [jax.random.wrap_key_data(jax.make_array_from_process_local_data(
                 key_sharding, np.asarray(jax.random.key_data(k))), impl=jax.random.key_impl(k)) for k in keys]
-        out = [fn(params, to_device(padded[i:i + batch_size]), k)
-               for i, k in zip(range(0, padded.shape[0], batch_size), keys)]
+        out = [fn(params, to_device(take(padded, slice(i, i + batch_size))), k)
+               for i, k in zip(range(0, num_examples(padded), batch_size), keys)]
         log_px = np.asarray(jnp.concatenate(out))[:n]
         # The sample standard error of the mean over examples (ddof=1); undefined (nan) for one example.
         se = float(np.std(log_px, ddof=1) / math.sqrt(n)) if n > 1 else float("nan")
@@ -187,13 +188,13 @@ def make_elbo_evaluator(model: PureModel, *, batch_size: int = 100
     def step(params, x, key):
         fwd = model.forward(params, x, key)  # one pass: the terms of jv.elbo and the per-group KL
         recon, kl, per_dim = objectives.elbo_terms(fwd)
-        per_dim = per_dim if per_dim is not None else jnp.zeros((x.shape[0], 0))
+        per_dim = per_dim if per_dim is not None else jnp.zeros((num_examples(x), 0))
         return -(recon + kl), recon, kl, per_dim, fwd.kl_per_group() or {}
 
     def evaluate(params: Params, data: np.ndarray, key: Array) -> dict[str, Any]:
         padded, n = pad_to_multiple(data, batch_size)
-        parts = [step(params, padded[i:i + batch_size], jax.random.fold_in(key, i // batch_size))
-                 for i in range(0, padded.shape[0], batch_size)]
+        parts = [step(params, take(padded, slice(i, i + batch_size)), jax.random.fold_in(key, i // batch_size))
+                 for i in range(0, num_examples(padded), batch_size)]
         elbo, recon, kl, per_dim = (np.asarray(jnp.concatenate(p))[:n] for p in list(zip(*parts))[:4])
         result: dict[str, Any] = {"elbo": float(elbo.mean()), "recon": float(recon.mean()),
                                   "kl": float(kl.mean())}

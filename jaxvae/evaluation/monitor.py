@@ -19,6 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxvae.data.batches import num_examples, take
 from jaxvae.distributions import kl
 from jaxvae.evaluation import diagnostics
 from jaxvae.models.protocol import Params, PureModel, flatten_posteriors
@@ -216,6 +217,6 @@ class CollapseMonitor:
 
 def monitor_batch(dataset: Any, size: int) -> np.ndarray:
     """The fixed held-out batch: the first ``size`` validation examples (training examples if none)."""
-    source = dataset.valid if dataset.valid.shape[0] else dataset.train
-    rows = source[: min(size, source.shape[0])]
+    source = dataset.valid if num_examples(dataset.valid) else dataset.train
+    rows = take(source, slice(0, min(size, num_examples(source))))
     return np.asarray(rows) if isinstance(rows, np.ndarray) else rows  # a conditioned batch stays a pytree

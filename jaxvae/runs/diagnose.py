@@ -19,6 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxvae.data import random_subset, text
+from jaxvae.data.batches import num_examples, take
 from jaxvae.evaluation import diagnostics, expost, samplers
 from jaxvae.models import conditional
 from jaxvae.models.posteriors import DiagonalGaussian
@@ -79,13 +80,13 @@ def _diagnose(workdir: Path, out: Path, *, max_examples: int, gmm_components: in
     model, ds = ctx.model, ctx.dataset
     key = jax.random.key(seed)
     with phase(log, f"Latent statistics on up to {max_examples:,} training and test examples (--max-examples)"):
-        result = diagnostics.latent_report(model, params, ds.train, ds.test if ds.test.shape[0] else None,
+        result = diagnostics.latent_report(model, params, ds.train, ds.test if num_examples(ds.test) else None,
                                            jax.random.fold_in(key, 0), max_examples=max_examples, top_k=top_k,
                                            active_threshold=ctx.cfg.monitor.active_threshold)
 
     # Ex-post density estimation (Ghosh et al. 2020): a GMM fitted to the training set's posterior means.
-    fit_idx = random_subset(ds.train.shape[0], max_examples * 5, seed)
-    q_train = diagnostics.encode_dataset(model, params, ds.train[fit_idx])
+    fit_idx = random_subset(num_examples(ds.train), max_examples * 5, seed)
+    q_train = diagnostics.encode_dataset(model, params, take(ds.train, fit_idx))
     k = min(gmm_components, len(fit_idx))
     with phase(log, f"Ex-post Gaussian mixture ({k} components) on {len(fit_idx):,} training codes"):
         fit = samplers.fit_gmm(jax.random.fold_in(key, 1), q_train.loc, k, covariance=gmm_covariance)
@@ -269,15 +270,15 @@ def _write_report(ctx, params, result, workdir, out, decode, z_prior, z_cold, z_
         sections.append(("Samples: the prior vs ex-post densities fitted to the training codes",
                          f'<div class="grid">{"".join(samples)}</div>'))
     rng = np.random.default_rng(0)
-    test = ds.test if ds.test.shape[0] >= 2 else ds.train
-    pairs = rng.choice(test.shape[0], size=(4, 2), replace=False)
-    interp = np.concatenate([np.asarray(samplers.interpolate(model, params, test[a], test[b], 8))
+    test = ds.test if num_examples(ds.test) >= 2 else ds.train
+    pairs = rng.choice(num_examples(test), size=(4, 2), replace=False)
+    interp = np.concatenate([np.asarray(samplers.interpolate(model, params, take(test, a), take(test, b), 8))
                              for a, b in pairs])
     shown = _show(ctx, interp, "Each row: from one test example's posterior mean (left) to another's (right).")
     if shown:
         sections.append(("Interpolations (spherical, between posterior means of test examples)", shown))
     active_dims = [d for d in range(result["latent_dim"]) if d not in inactive][:10] or [0]
-    trav = np.asarray(samplers.traversals(model, params, test[int(pairs[0, 0])], dims=active_dims, num=9))
+    trav = np.asarray(samplers.traversals(model, params, take(test, int(pairs[0, 0])), dims=active_dims, num=9))
     shown = _traversal_figure(ctx, trav, active_dims, result["kl_per_dim"])
     if shown:
         sections.append((f"Traversals of the active dimensions {active_dims}", shown))

@@ -20,6 +20,7 @@ from jaxvae import data as data_lib
 from jaxvae import sharding
 from jaxvae.config import Config, data_seed
 from jaxvae.data import text
+from jaxvae.data.batches import num_examples, take
 from jaxvae.distributions.likelihoods import bits_per_dim
 from jaxvae.evaluation import diagnostics, samplers
 from jaxvae.evaluation import likelihood as evaluate
@@ -43,7 +44,8 @@ class TestEvaluation:
         e = cfg.eval
         self.elbo = evaluate.make_elbo_evaluator(model, batch_size=e.batch_size)
         test = dataset.test
-        self.nll_data = test[data_lib.random_subset(test.shape[0], e.max_examples or None, data_seed(cfg))]
+        pick = data_lib.random_subset(num_examples(test), e.max_examples or None, data_seed(cfg))
+        self.nll_data = take(test, pick)
         self.sharded = mesh is not None and mesh.devices.size > 1
         batch = e.batch_size
         if self.sharded:
@@ -60,11 +62,11 @@ class TestEvaluation:
         say = log or (lambda _: None)
         test = self.dataset.test
         e = self.cfg.eval
-        with phase(say, f"Final evaluation: the ELBO on the {test.shape[0]:,} test examples"):
+        with phase(say, f"Final evaluation: the ELBO on the {num_examples(test):,} test examples"):
             terms = self.elbo(params, test, jax.random.fold_in(key, 0))
         t0 = time.perf_counter()
         with phase(say, f"Final evaluation: the IWAE log-likelihood with k={e.num_samples:,} importance samples "
-                        f"on {self.nll_data.shape[0]:,} test examples (eval.num_samples, eval.max_examples; "
+                        f"on {num_examples(self.nll_data):,} test examples (eval.num_samples, eval.max_examples; "
                         "fewer for a quick estimate, e.g. --set eval.num_samples=100)"):
             nll = self.iwae(sharded_params if self.sharded and sharded_params is not None else params,
                             self.nll_data, jax.random.fold_in(key, 1))
@@ -79,7 +81,7 @@ class TestEvaluation:
             "test_nll_iwae": -nll.mean,
             "test_nll_iwae_stderr": nll.standard_error,
             "nll_num_samples": nll.num_samples,
-            "nll_num_examples": int(self.nll_data.shape[0]),
+            "nll_num_examples": num_examples(self.nll_data),
             "nll_seconds": nll_seconds,
             "test_bits_per_dim": bits_per_dim(-nll.mean, text.mean_length(self.nll_data) if self.dataset.vocabulary
                                               else math.prod(self.dataset.event_shape)),
@@ -91,7 +93,7 @@ class TestEvaluation:
             out["kl_groups"] = terms["kl_groups"]
         labels = self.dataset.labels or {}
         if self.cfg.model.conditional == "m2" and labels.get("test") is not None:
-            out["test_error"] = conditional.classification_error(self.model, params, conditional.images(test),
+            out["test_error"] = conditional.classification_error(self.model, params, data_lib.images(test),
                                                                  labels["test"])
         out["latent"] = latent
         return out
@@ -124,8 +126,8 @@ def write_images(workdir: Path, cfg: Config, dataset: data_lib.Dataset, model: P
     ncols = classes or 8  # a conditional model's samples: one column per class (its classes cycle along z)
     n_samples = classes * max(1, n // classes) if classes else n
     # A fixed random subset: some test splits are sorted by class (binarized MNIST).
-    pick = data_lib.random_subset(dataset.test.shape[0], n // 2, data_seed(cfg))
-    originals = dataset.test[pick]
+    pick = data_lib.random_subset(num_examples(dataset.test), n // 2, data_seed(cfg))
+    originals = take(dataset.test, pick)
     say = log or (lambda _: None)
     sequential = (" (the autoregressive decoder draws them one position at a time)"
                   if cfg.model.decoder != "factorized" else "")
@@ -145,7 +147,7 @@ def write_images(workdir: Path, cfg: Config, dataset: data_lib.Dataset, model: P
         atomic_write_text(workdir / "interpolations.txt", "".join(f"{t}\n" for t in lines[:8]))
         return
     orig_img, recon_img, sample_img = (report.to_images(a, dataset.event_shape, scale=scale)
-                                       for a in (conditional.images(originals), recon, samples))
+                                       for a in (data_lib.images(originals), recon, samples))
     if orig_img is None:
         return  # not image data
     report.save_png(workdir / "reconstructions.png", report.reconstruction_grid(

@@ -24,6 +24,7 @@ from jaxvae import config as config_lib
 from jaxvae import data as data_lib
 from jaxvae import sharding
 from jaxvae.config import Config, data_seed, is_builder_reference
+from jaxvae.data.batches import num_examples
 from jaxvae.errors import CheckpointError, ConfigError, DataError, JaxvaeError
 from jaxvae.models.factory import (
     ModelBuilder,
@@ -89,7 +90,7 @@ def model_config(cfg: Config, dataset: data_lib.Dataset) -> Config:
         return cfg
     from jaxvae.models.factory import m2_alpha
 
-    alpha = m2_alpha(cfg, dataset.train.shape[0])
+    alpha = m2_alpha(cfg, num_examples(dataset.train))
     return dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, m2_alpha=alpha))
 
 
@@ -135,7 +136,7 @@ def validate_data(model: PureModel, dataset: data_lib.Dataset) -> None:
 
 def steps_of(cfg: Config, dataset: data_lib.Dataset) -> tuple[int, int]:
     """``(steps per epoch, total steps)``; a batch larger than the training set is a :class:`ConfigError`."""
-    n = dataset.train.shape[0]
+    n = num_examples(dataset.train)
     if cfg.train.batch_size > n:
         raise ConfigError(f"train.batch_size={cfg.train.batch_size} is larger than the {n} training examples of "
                           f"{dataset.name}; use train.batch_size={min(n, 128)} or less.")
@@ -166,7 +167,7 @@ def open_run(cfg: Config, workdir: str | os.PathLike, *, force: bool = False,
     if cfg.train.aggressive.enabled:  # one instance for the encoder, one for the rest (jaxvae.training.aggressive)
         optimizer = aggressive.split_optimizer(optimizer, cfg.train.aggressive.encoder_key)
     # Each factory once: the objective trains the model's training view (pure.training(), the same parameters).
-    objective = build_objective(cfg, pure, total_steps, dataset_size=dataset.train.shape[0])
+    objective = build_objective(cfg, pure, total_steps, dataset_size=num_examples(dataset.train))
     train_program = build_program(cfg, pure, objective, optimizer, program)
     # Created directly in its shardings (eval_shape, then jit with out_shardings); restored into the same ones.
     state, state_shardings = sharding.init_sharded(

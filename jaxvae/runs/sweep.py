@@ -33,6 +33,7 @@ from jaxvae import config as config_lib
 from jaxvae import sharding
 from jaxvae.catalog import sweepable_keys
 from jaxvae.config import Config, data_seed
+from jaxvae.data.batches import num_examples
 from jaxvae.errors import ConfigError
 from jaxvae.models.factory import ModelBuilder, build_model
 from jaxvae.models.protocol import count_params
@@ -159,7 +160,7 @@ def _run_sweep(base: Config, over: Mapping[str, Sequence[str]], workdir: Path, *
     pure = build_model(model_config(base, ds), ds.event_shape, model)
     validate_data(pure, ds)
     spe, total = steps_of(base, ds)
-    n_train, bs = ds.train.shape[0], base.train.batch_size
+    n_train, bs = num_examples(ds.train), base.train.batch_size
     optimizer = build_optimizer(base, total, spe)
     objectives = [build_objective(c, pure, total, dataset_size=n_train) for c in configs]
     # Every model's program (they differ only in their players' scheduled weights); the first one's step is run.
@@ -222,7 +223,7 @@ def _train(states, state_sh, sweep_step, ds, base, workdir, model_dirs, mesh, st
                                 jax.device_put(ds.train, sharding.replicated(mesh)))
     chunks = ChunkLoop(run_chunk, total_steps=total, steps_per_epoch=spe, batch_size=bs,
                        log_every=base.train.log_every, every=(base.train.checkpoint_every,),
-                       data_seed=data_seed(base), num_examples=ds.train.shape[0], permutation_on_device=True,
+                       data_seed=data_seed(base), num_examples=num_examples(ds.train), permutation_on_device=True,
                        max_chunk_seconds=base.train.max_chunk_seconds)
     writers = [MetricWriter(d, resume_step=start if start else None) for d in model_dirs]
     ckpt = Checkpointer(workdir / "checkpoints", max_to_keep=base.train.keep_checkpoints)

@@ -62,6 +62,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from jaxvae.data.batches import num_examples, take
 from jaxvae.errors import ConfigError
 from jaxvae.evaluation import diagnostics
 from jaxvae.models.protocol import Params, PureModel
@@ -203,7 +204,7 @@ def make_aggressive_train_step(objective: Objective, optimizer: SplitOptimizer, 
 
             def body(c: _Inner) -> _Inner:
                 k = jax.random.fold_in(inner_key, c.count)  # the loop ends at the first refused update
-                idx = jax.random.randint(jax.random.fold_in(k, 0), (batch_size,), 0, data.shape[0])
+                idx = jax.random.randint(jax.random.fold_in(k, 0), (batch_size,), 0, num_examples(data))
                 x = jnp.take(data, idx, axis=0)
                 if batch_sharding is not None:
                     x = jax.lax.with_sharding_constraint(x, batch_sharding)
@@ -298,13 +299,13 @@ def make_mi_evaluator(model: PureModel, *, batch_size: int = 100) -> Callable[[P
         return diagnostics.mutual_information(q, jax.random.fold_in(key, 1))
 
     def evaluate(params: Params, data: np.ndarray, key: Array) -> float:
-        n = data.shape[0]
+        n = num_examples(data)
         if n == 0:
             raise ValueError("The mutual information needs at least one example.")
         total = 0.0
         for j, i in enumerate(range(0, n, batch_size)):
-            x = data[i:i + batch_size]
-            total += float(batch_mi(params, x, jax.random.fold_in(key, j))) * x.shape[0]
+            x = take(data, slice(i, i + batch_size))
+            total += float(batch_mi(params, x, jax.random.fold_in(key, j))) * num_examples(x)
         return total / n
 
     return evaluate

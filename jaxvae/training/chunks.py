@@ -23,6 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxvae import data as data_lib
+from jaxvae.data.batches import take
 from jaxvae.training.program import per_active_step
 
 
@@ -237,7 +238,7 @@ class _HostChunk:
         self.compiled: Callable | None = None
 
     def _batch(self, perm: Any, b: int) -> Any:
-        return self.make_batch(self.train[perm[b * self.batch_size:(b + 1) * self.batch_size][self.rows]])
+        return self.make_batch(take(self.train, perm[b * self.batch_size:(b + 1) * self.batch_size][self.rows]))
 
     def compile(self, state: Any, perm: Any, chunk: Chunk) -> float:
         t0 = time.perf_counter()

@@ -20,6 +20,7 @@ import jax
 from jaxvae import data as data_lib
 from jaxvae import sharding
 from jaxvae.config import Config, data_seed
+from jaxvae.data.batches import nbytes, num_examples
 from jaxvae.errors import ConfigError, TrainingDivergedError
 from jaxvae.evaluation import likelihood as evaluate
 from jaxvae.evaluation import monitor
@@ -82,7 +83,7 @@ def choose_loop(cfg: Config, dataset: data_lib.Dataset) -> str:
         # (benchmarks/RESULTS.md). The matmul convolutions (conv_impl=auto on CPU) do not have that problem, and
         # there scan is the faster loop.
         return "host"
-    return "scan" if dataset.train.nbytes <= cfg.train.device_data_limit_mb * 2**20 else "host"
+    return "scan" if nbytes(dataset.train) <= cfg.train.device_data_limit_mb * 2**20 else "host"
 
 
 def nonfinite_check(state: TrainState, step: int, seen: int, max_bad: int,
@@ -128,12 +129,12 @@ def prepare(ctx: RunContext, *, log: Callable[[str], None] = print) -> TrainingP
     touched. :func:`train_loop` then runs it."""
     cfg, ds = ctx.cfg, ctx.dataset
     total, spe, bs = ctx.total_steps, ctx.steps_per_epoch, cfg.train.batch_size
-    if cfg.train.early_stopping.patience and not ds.valid.shape[0]:
+    if cfg.train.early_stopping.patience and not num_examples(ds.valid):
         raise ConfigError("train.early_stopping needs a validation split, and this dataset has none: set "
                           "data.valid_size > 0 (e.g. data.valid_size=1000), or turn it off with "
                           "train.early_stopping.patience=0.")
     agg = cfg.train.aggressive
-    if agg.enabled and not ds.valid.shape[0]:
+    if agg.enabled and not num_examples(ds.valid):
         raise ConfigError("train.aggressive ends its phase on the validation mutual information, and this dataset "
                           "has no validation split: set data.valid_size > 0 (e.g. data.valid_size=1000), or turn "
                           "it off with train.aggressive.enabled=false.")
@@ -172,7 +173,7 @@ def prepare(ctx: RunContext, *, log: Callable[[str], None] = print) -> TrainingP
     chunks = ChunkLoop(run_chunk, total_steps=total, steps_per_epoch=spe, batch_size=bs,
                        log_every=cfg.train.log_every,
                        every=(cfg.train.checkpoint_every, cfg.train.eval_every or spe, cfg.monitor.every),
-                       data_seed=data_seed(cfg), num_examples=ds.train.shape[0],
+                       data_seed=data_seed(cfg), num_examples=num_examples(ds.train),
                        permutation_on_device=loop == "scan", max_chunk_seconds=cfg.train.max_chunk_seconds)
     seconds = chunks.compile(ctx.state, ctx.start_step)
     if seconds > 5:
@@ -212,8 +213,8 @@ def train_loop(ctx: RunContext, *, progress: bool = True, log: Callable[[str], N
 
     mesh = program.mesh
     log(f"Training {count_params(ctx.state.params):,} parameters on {ds.name} "
-        f"({ds.train.shape[0]:,} train / {ds.valid.shape[0]:,} valid / {ds.test.shape[0]:,} test, event "
-        f"{ds.event_shape}) for {total:,} steps of batch {bs} ({total / spe:.1f} epochs), loop={loop}, "
+        f"({num_examples(ds.train):,} train / {num_examples(ds.valid):,} valid / {num_examples(ds.test):,} test, "
+        f"event {ds.event_shape}) for {total:,} steps of batch {bs} ({total / spe:.1f} epochs), loop={loop}, "
         f"{sharding.describe(mesh)}, params {cfg.mesh.params}.")
     if ctx.program is not None and (ctx.program.several or ctx.program.state_updates or ctx.state.model_state):
         log(f"Training program ({cfg.train.program or 'one player'}):\n  "
@@ -277,7 +278,7 @@ def train_loop(ctx: RunContext, *, progress: bool = True, log: Callable[[str], N
                         state = aggressive.set_phase(state, False, state_sh.opt_state.active)
                         chunks.replace_state(state)
                         say(aggressive.end_message(step, spe, phase))
-                if due(step, cfg.train.eval_every or spe, total) and ds.valid.shape[0]:
+                if due(step, cfg.train.eval_every or spe, total) and num_examples(ds.valid):
                     val = evaluator(sharding.host_local(evaluation_params(state)), ds.valid,
                                     jax.random.key(cfg.train.seed + 1))
                     writer.write({"step": step, "split": "valid", **val})

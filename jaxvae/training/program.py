@@ -39,8 +39,8 @@ import numpy as np
 import optax
 
 from jaxvae.config import Config
+from jaxvae.data.batches import map_images
 from jaxvae.errors import ConfigError
-from jaxvae.models.conditional import map_images
 from jaxvae.models.factory import builder_reference, resolve_builder
 from jaxvae.models.protocol import Params, PureModel, merge_trees, partition_tree
 from jaxvae.objectives.losses import Objective
