@@ -9,8 +9,10 @@ from __future__ import annotations
 import collections
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import jax
@@ -194,38 +196,62 @@ def _crash_after(monkeypatch, step):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("kind", ["adversarial", "batchnorm"])
-def test_programs_train_through_fit_and_resume_bitwise_after_a_crash(kind, tmp_path, monkeypatch):
-    if kind == "adversarial":
-        cfg, kwargs = _cfg("objective.beta=0.5"), dict(model=programs.adversarial_ae, program=programs.adversarial)
-    else:
-        cfg, kwargs = _cfg(), dict(model=programs.batchnorm_vae)
-    quiet = dict(progress=False, log=lambda _: None)
-    full = runs.fit(cfg, tmp_path / "full", **kwargs, **quiet)
+def test_a_batch_normalized_model_trains_through_fit_and_resumes_bitwise_after_a_crash(tmp_path, monkeypatch):
+    """The non-gradient state through jv.fit: checkpointed, restored, evaluated with the running statistics."""
+    cfg, quiet = _cfg(), dict(progress=False, log=lambda _: None)
+    full = runs.fit(cfg, tmp_path / "full", model=programs.batchnorm_vae, **quiet)
     restore = _crash_after(monkeypatch, 30)  # the last checkpoint was at step 20
     with pytest.raises(KeyboardInterrupt):
-        runs.fit(cfg, tmp_path / "resumed", **kwargs, **quiet)
+        runs.fit(cfg, tmp_path / "resumed", model=programs.batchnorm_vae, **quiet)
     restore()
     logs: list[str] = []
-    resumed = runs.fit(cfg, tmp_path / "resumed", **kwargs, progress=False, log=logs.append)
+    resumed = runs.fit(cfg, tmp_path / "resumed", model=programs.batchnorm_vae, progress=False, log=logs.append)
     assert any("from the checkpoint at step 20" in line for line in logs)
     assert resumed["params_sha256"] == full["params_sha256"]  # parameters and statistics, bitwise
     records = [r for r in writers.read_metrics(tmp_path / "resumed") if "split" not in r]
     assert [r["step"] for r in records] == [10, 20, 30, 40]  # no repeated or missing records
     assert [r["loss"] for r in records] == [r["loss"] for r in writers.read_metrics(tmp_path / "full")
                                             if "split" not in r]
-    saved = json.loads((tmp_path / "full" / "config.json").read_text())
     run = runs.load_run(tmp_path / "full")
     assert runs.params_sha256(run.params) == full["params_sha256"]
-    if kind == "adversarial":
-        assert saved["train"]["program"] == ADVERSARIAL
-        assert any("player critic: parameters critic, every 2 steps (phase 1)" in line for line in logs)
-        # Averaged over the steps the critic ran (half of them), its accuracy is a share in [0, 1].
-        assert all(r["critic_active"] == 0.5 and 0 <= r["critic_accuracy"] <= 1 for r in records)
-        assert np.isfinite(full["test_elbo"])
-    else:
-        stats = run.params["encoder"]["norm"]
-        assert not np.allclose(stats["mean"], 0.0)  # the running statistics moved and were saved
+    assert not np.allclose(run.params["encoder"]["norm"]["mean"], 0.0)  # the running statistics moved, saved
+
+
+@pytest.mark.slow
+def test_a_two_player_program_through_the_cli_resumes_bitwise_after_sigkill(tmp_path):
+    """`jaxvae train --set train.program=...`, killed with SIGKILL after a checkpoint, resumed by the same command,
+    ends bitwise where an uninterrupted run ends; then evaluates and reopens with jv.load_run."""
+    sets = ["--set", "model.network=tests.programs:adversarial_ae", f"train.program={ADVERSARIAL}",
+            *[x for x in FAST if not x.startswith(("train.steps", "train.checkpoint_every"))],
+            "train.steps=200", "train.checkpoint_every=20", "objective.beta=0.5"]
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    command = [sys.executable, "-m", "jaxvae", "train", "--no-progress", *sets]
+    proc = subprocess.Popen([*command, "--workdir", str(tmp_path / "killed")], cwd=REPO, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    metrics = tmp_path / "killed" / "metrics.jsonl"
+    while proc.poll() is None and not (metrics.exists() and '"step": 50' in metrics.read_text()):
+        time.sleep(0.05)
+    assert proc.poll() is None, "the run ended before it could be killed: " + proc.stderr.read()[-2000:]
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    resumed = subprocess.run([*command, "--workdir", str(tmp_path / "killed")], cwd=REPO, env=env,
+                             capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "Resuming" in resumed.stdout + resumed.stderr and "from the checkpoint at step" in resumed.stdout + \
+        resumed.stderr
+    straight = subprocess.run([*command, "--workdir", str(tmp_path / "straight")], cwd=REPO, env=env,
+                              capture_output=True, text=True)
+    assert straight.returncode == 0, straight.stderr[-3000:]
+    killed, full = (json.loads((tmp_path / d / "summary.json").read_text()) for d in ("killed", "straight"))
+    assert killed["params_sha256"] == full["params_sha256"]
+    saved = json.loads((tmp_path / "killed" / "config.json").read_text())
+    assert saved["train"]["program"] == ADVERSARIAL
+    records = [r for r in writers.read_metrics(tmp_path / "killed") if "split" not in r]
+    assert [r["step"] for r in records] == list(range(10, 201, 10))
+    # Averaged over the steps the critic ran (half of them), its accuracy is a share in [0, 1].
+    assert all(r["critic_active"] == 0.5 and 0 <= r["critic_accuracy"] <= 1 for r in records)
+    run = runs.load_run(tmp_path / "killed")  # the recorded model and program, reopened by name
+    assert runs.params_sha256(run.params) == killed["params_sha256"] and np.isfinite(killed["test_elbo"])
 
 
 @pytest.mark.slow
